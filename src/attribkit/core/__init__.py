@@ -1,0 +1,40 @@
+"""attribkit's core: units, scorers, the Attribution result, cost accounting and the registry."""
+
+from attribkit.core.attribution import Attribution
+from attribkit.core.cost import Budget, Cost, CostMeter, measure
+from attribkit.core.errors import (
+    AttribkitError,
+    BudgetExhausted,
+    InputError,
+    ScorerError,
+    UnsafeModelFile,
+)
+from attribkit.core.gradient import GradientScorer
+from attribkit.core.registry import MethodSpec, attribute, get_method, list_methods, register
+from attribkit.core.scorer import Scorer
+from attribkit.core.units import FeatureUnits, ImageUnits, TextUnits, Unit, Units
+
+__all__ = [
+    "AttribkitError",
+    "Attribution",
+    "Budget",
+    "BudgetExhausted",
+    "Cost",
+    "CostMeter",
+    "FeatureUnits",
+    "GradientScorer",
+    "ImageUnits",
+    "InputError",
+    "MethodSpec",
+    "Scorer",
+    "ScorerError",
+    "TextUnits",
+    "Unit",
+    "Units",
+    "UnsafeModelFile",
+    "attribute",
+    "get_method",
+    "list_methods",
+    "measure",
+    "register",
+]

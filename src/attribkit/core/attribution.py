@@ -1,0 +1,204 @@
+"""The Attribution result: units, scores, what was explained, by which method, at what cost."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attribkit.core.cost import Cost
+from attribkit.core.errors import InputError
+from attribkit.core.units import Unit
+
+FORMAT = "attribkit.attribution"
+FORMAT_VERSION = 1
+
+
+def _jsonable(x: Any) -> Any:
+    """Convert numpy scalars/arrays and non-finite floats (→ None) into plain JSON values."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return _jsonable(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+@dataclass
+class Attribution:
+    """Scores for the units of one input, with everything needed to read, compare and keep them.
+
+    ``scores`` has one entry per unit (higher = more responsible for the target); ``NaN`` marks a
+    unit the method did not score. A 2-D ``scores`` (rows × units) holds one row per target
+    position (e.g. per generated token); ranking then uses the sum over rows.
+    """
+
+    units: list[Unit]
+    scores: np.ndarray
+    method: str
+    target: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+    cost: Cost = field(default_factory=Cost)
+    input: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.scores = np.asarray(self.scores, dtype=float)
+        if self.scores.ndim not in (1, 2) or self.scores.shape[-1] != len(self.units):
+            raise InputError(
+                f"scores of shape {self.scores.shape} do not match {len(self.units)} units; "
+                "give one score per unit (or rows × units)"
+            )
+
+    @classmethod
+    def from_scorer(
+        cls,
+        scorer: Any,
+        scores: np.ndarray,
+        method: str,
+        params: dict[str, Any],
+        cost: Cost,
+        **extras: Any,
+    ) -> Attribution:
+        """Build a result from a :class:`Scorer` or :class:`GradientScorer` and the method's output."""
+        return cls(
+            units=list(scorer.units),
+            scores=scores,
+            method=method,
+            target=scorer.target,
+            params=params,
+            cost=cost,
+            input=scorer.units.to_dict(),
+            extras=extras,
+        )
+
+    # --- reading -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.units)
+
+    @property
+    def vector(self) -> np.ndarray:
+        """One score per unit (the row sum for a matrix of scores)."""
+        return self.scores if self.scores.ndim == 1 else np.nansum(self.scores, axis=0)
+
+    @property
+    def ranking(self) -> np.ndarray:
+        """Unit indices, highest score first; unscored (NaN) units last. Stable for ties."""
+        v = self.vector
+        key = np.where(np.isnan(v), -np.inf, v)
+        return np.argsort(-key, kind="stable")
+
+    def top(self, k: int = 5) -> list[tuple[Unit, float]]:
+        """The ``k`` highest-scoring units with their scores, best first."""
+        v = self.vector
+        return [(self.units[i], float(v[i])) for i in self.ranking[: max(k, 0)]]
+
+    def __repr__(self) -> str:
+        target = self.target if not isinstance(self.target, dict) else self.target.get("description", self.target)
+        t = str(target)
+        t = t if len(t) <= 60 else t[:57] + "..."
+        lines = [
+            f"Attribution(method={self.method!r}, {len(self)} {self.input.get('kind', '')} units, "
+            f"target={t!r}, cost={self.cost})".replace("  ", " ")
+        ]
+        for unit, score in self.top(min(5, len(self))):
+            label = unit.label.replace("\n", " ")
+            label = label if len(label) <= 70 else label[:67] + "..."
+            lines.append(f"  #{unit.index:<4d} {score:+.4f}  {label}")
+        if len(self) > 5:
+            lines.append(f"  ... {len(self) - 5} more")
+        return "\n".join(lines)
+
+    def compare(self, other: Attribution, k: int = 5) -> dict[str, float]:
+        """Rank agreement with another Attribution of the same units (Spearman, Kendall, top-k)."""
+        from attribkit.evaluation.agreement import agreement
+
+        return agreement(self, other, k=k)
+
+    # --- keeping -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A versioned, JSON-serialisable dict (NaN scores become null)."""
+        from attribkit import __version__
+
+        return _jsonable(
+            {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "attribkit": __version__,
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "method": self.method,
+                "params": self.params,
+                "target": self.target,
+                "input": self.input,
+                "units": [u.to_dict() for u in self.units],
+                "scores": self.scores,
+                "ranking": self.ranking,
+                "cost": self.cost.to_dict(),
+                "extras": self.extras,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Attribution:
+        """Rebuild an Attribution written by :meth:`to_dict`; refuses unknown formats/versions."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise InputError("not an attribkit attribution (missing 'format': 'attribkit.attribution')")
+        version = d.get("version")
+        if version != FORMAT_VERSION:
+            raise InputError(
+                f"attribution format version {version} is not supported by this attribkit "
+                f"(it reads version {FORMAT_VERSION}); use the attribkit version that wrote it"
+            )
+        scores = np.array([[np.nan if s is None else s for s in row] if isinstance(row, list) else (np.nan if row is None else row) for row in d["scores"]], dtype=float)
+        return cls(
+            units=[Unit.from_dict(u) for u in d["units"]],
+            scores=scores,
+            method=d["method"],
+            target=d.get("target"),
+            params=d.get("params") or {},
+            cost=Cost.from_dict(d.get("cost") or {}),
+            input=d.get("input") or {},
+            extras=d.get("extras") or {},
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write versioned JSON atomically (a crash never leaves a half-written file). Returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, ensure_ascii=False, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Attribution:
+        """Read an Attribution saved with :meth:`save`."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path} is not valid JSON ({e}); was it written by Attribution.save?") from e
+        return cls.from_dict(data)
+
+    # --- rendering -----------------------------------------------------------------------------
+    def to_html(self, title: str | None = None) -> str:
+        """A self-contained HTML page highlighting units by score; all text is escaped."""
+        from attribkit.viz.html import attribution_html
+
+        return attribution_html(self, title=title)

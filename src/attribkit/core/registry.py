@@ -1,0 +1,83 @@
+"""The method registry: every attribution method is registered by name with what it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from attribkit.core.errors import InputError
+
+Kind = Literal["perturbation", "gradient"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: ``fn(scorer, **params) -> Attribution``.
+
+    ``kind`` says which scorer it takes (``"perturbation"``: a :class:`Scorer` over unit masks;
+    ``"gradient"``: a :class:`GradientScorer`). ``cost`` is the model-call formula, ``cite`` the paper.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    kind: Kind
+    cost: str
+    cite: str
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(name: str, kind: Kind, cost: str, cite: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering an attribution method under ``name``."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"method name {name!r} is already registered")
+        _REGISTRY[name] = MethodSpec(name, fn, kind, cost, cite)
+        return fn
+
+    return deco
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registered method called ``name``; InputError listing the choices otherwise."""
+    import attribkit.methods  # noqa: F401  (registers the built-in methods)
+
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InputError(f"unknown method {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def list_methods(kind: Kind | None = None) -> list[MethodSpec]:
+    """All registered methods (optionally of one kind), sorted by name."""
+    import attribkit.methods  # noqa: F401
+
+    return [s for _, s in sorted(_REGISTRY.items()) if kind is None or s.kind == kind]
+
+
+def check_units(scorer: Any, minimum: int = 2) -> None:
+    """Raise InputError unless the scorer has at least ``minimum`` units."""
+    n = scorer.n_units
+    if n < minimum:
+        raise InputError(
+            f"only {n} unit to attribute: attribution ranks units against each other and needs at "
+            f"least {minimum}; split the input more finely (e.g. sentences or words) or add context"
+        )
+
+
+def attribute(scorer: Any, method: str, **params: Any) -> Any:
+    """Run the registered ``method`` on ``scorer`` and return its Attribution."""
+    spec = get_method(method)
+    from attribkit.core.gradient import GradientScorer
+
+    if spec.kind == "gradient" and not isinstance(scorer, GradientScorer):
+        raise InputError(
+            f"{method!r} is a gradient method and needs a GradientScorer (a torch model); "
+            "for a black-box scorer use a perturbation method such as 'loo', 'shapley' or 'kernel_shap'"
+        )
+    if spec.kind == "perturbation" and isinstance(scorer, GradientScorer):
+        raise InputError(f"{method!r} is a perturbation method and needs a mask Scorer, not a GradientScorer")
+    return spec.fn(scorer, **params)

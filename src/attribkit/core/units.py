@@ -1,0 +1,318 @@
+"""Units: an input split into the things that can be blamed, and how to rebuild it from a subset.
+
+Every attribution method sees an input only through :class:`Units`: ``len(units)`` units, each a
+:class:`Unit` (index, label, where it sits in the original input), and ``compose(mask)`` which
+builds the input with the units where ``mask`` is True kept and the others *removed*. What
+"removed" means is fixed per kind of unit and stated in its ``removal`` attribute:
+
+- :class:`TextUnits` — the unit's text is deleted together with the separator that follows it
+  (or replaced by a placeholder string when ``removal`` is given one);
+- :class:`FeatureUnits` — the feature takes its baseline value (0, a mean, any vector);
+- :class:`ImageUnits` — the region's pixels take the baseline image (blurred, mean colour, zeros).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from attribkit.core.errors import InputError
+from attribkit.core.segment import paragraph_spans, sentence_spans
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One attributable unit.
+
+    ``label`` is the unit's text for text units, its name for features, a short description for
+    image regions. ``start``/``end`` are character offsets into the source text (text units);
+    ``box`` is ``(top, left, bottom, right)`` in pixels (image units).
+    """
+
+    index: int
+    label: str
+    start: int | None = None
+    end: int | None = None
+    box: tuple[int, int, int, int] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"index": self.index, "label": self.label}
+        if self.start is not None:
+            d["start"], d["end"] = self.start, self.end
+        if self.box is not None:
+            d["box"] = list(self.box)
+        if self.meta:
+            d["meta"] = self.meta
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Unit:
+        box = d.get("box")
+        return cls(
+            index=int(d["index"]),
+            label=str(d["label"]),
+            start=d.get("start"),
+            end=d.get("end"),
+            box=tuple(box) if box is not None else None,  # type: ignore[arg-type]
+            meta=dict(d.get("meta") or {}),
+        )
+
+
+class Units:
+    """Base class: a sequence of :class:`Unit` plus ``compose(mask)``.
+
+    Subclasses implement ``compose``; ``compose_batch`` may be overridden when a vectorised
+    version is cheaper.
+    """
+
+    kind: str = "generic"
+    removal: str = "undefined"
+
+    def __init__(self, units: Sequence[Unit]) -> None:
+        self.units: list[Unit] = list(units)
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, i: int) -> Unit:
+        return self.units[i]
+
+    def __iter__(self) -> Iterator[Unit]:
+        return iter(self.units)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} units, removal={self.removal!r})"
+
+    @property
+    def labels(self) -> list[str]:
+        return [u.label for u in self.units]
+
+    def check_masks(self, masks: Any) -> np.ndarray:
+        """Return ``masks`` as a boolean array of shape (B, n); raise InputError if malformed."""
+        arr = np.asarray(masks)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != len(self):
+            raise InputError(
+                f"mask of shape {np.asarray(masks).shape} does not fit {len(self)} units: "
+                f"pass one boolean per unit, shape ({len(self)},) or (batch, {len(self)})"
+            )
+        if arr.dtype != bool:
+            if not np.isin(arr, (0, 1)).all():
+                raise InputError("masks must be boolean (or 0/1): True keeps a unit, False removes it")
+            arr = arr.astype(bool)
+        return arr
+
+    def compose(self, mask: np.ndarray) -> Any:
+        """Return the input with the units where ``mask`` is True kept and the others removed."""
+        raise NotImplementedError
+
+    def compose_batch(self, masks: np.ndarray) -> list[Any]:
+        """Compose every row of a (B, n) boolean mask array."""
+        return [self.compose(m) for m in self.check_masks(masks)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """What an Attribution stores about its input (JSON-serialisable)."""
+        return {"kind": self.kind, "removal": self.removal}
+
+
+class TextUnits(Units):
+    """Spans of a text (sentences, passages, words, tokens...) with exact character offsets.
+
+    Removal deletes a unit's text together with the separator that follows it, so removing the
+    middle sentence of ``"A. B. C."`` gives ``"A. C."``. Pass ``removal="[...]"`` (any string
+    other than ``"delete"``) to replace removed units by that placeholder instead.
+    """
+
+    kind = "text"
+
+    def __init__(self, text: str, spans: Sequence[tuple[int, int]], removal: str = "delete") -> None:
+        if not isinstance(text, str):
+            raise InputError(f"text units need a string, got {type(text).__name__}")
+        if not text.strip():
+            raise InputError("the text is empty: there is nothing to attribute; pass a non-empty context")
+        spans = [(int(s), int(e)) for s, e in spans]
+        if not spans:
+            raise InputError("no units were found in the text; check the splitter or pass spans")
+        prev = 0
+        for s, e in spans:
+            if not (prev <= s < e <= len(text)):
+                raise InputError(
+                    f"span ({s}, {e}) is empty, out of range or overlaps the previous one; "
+                    "spans must be increasing, non-overlapping and inside the text"
+                )
+            prev = e
+        super().__init__([Unit(i, text[s:e], s, e) for i, (s, e) in enumerate(spans)])
+        self.text = text
+        self.removal = removal
+        # Each unit owns the gap that follows it (up to the next unit, or the end of the text).
+        bounds = [s for s, _ in spans[1:]] + [len(text)]
+        self._pieces = [text[s:b] for (s, _), b in zip(spans, bounds, strict=True)]
+        self._gaps = [text[e:b] for (_, e), b in zip(spans, bounds, strict=True)]
+        self._prefix = text[: spans[0][0]]
+
+    @classmethod
+    def sentences(cls, text: str, removal: str = "delete") -> TextUnits:
+        """Units = sentences, found by the offline rule-based splitter (no model calls)."""
+        return cls(text, sentence_spans(text), removal)
+
+    @classmethod
+    def paragraphs(cls, text: str, removal: str = "delete") -> TextUnits:
+        """Units = blank-line separated paragraphs."""
+        return cls(text, paragraph_spans(text), removal)
+
+    @classmethod
+    def passages(cls, passages: Sequence[str], sep: str = "\n\n", removal: str = "delete") -> TextUnits:
+        """Units = the given passages, joined by ``sep`` into one text."""
+        passages = list(passages)
+        if not passages or not any(p.strip() for p in passages):
+            raise InputError("no passages given: pass a non-empty list of non-empty strings")
+        spans, pos = [], 0
+        for i, p in enumerate(passages):
+            if not p.strip():
+                raise InputError(f"passage {i} is empty; remove it or give it text")
+            spans.append((pos, pos + len(p)))
+            pos += len(p) + len(sep)
+        return cls(sep.join(passages), spans, removal)
+
+    @classmethod
+    def words(cls, text: str, removal: str = "delete") -> TextUnits:
+        """Units = whitespace-separated words."""
+        import re
+
+        return cls(text, [(m.start(), m.end()) for m in re.finditer(r"\S+", text)], removal)
+
+    def compose(self, mask: np.ndarray) -> str:
+        mask = self.check_masks(mask)[0]
+        parts = [self._prefix]
+        for keep, piece, unit in zip(mask, self._pieces, self.units, strict=True):
+            if keep:
+                parts.append(piece)
+            elif self.removal != "delete":
+                parts.append(self.removal + self._gaps[unit.index])
+        return "".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "removal": self.removal, "text": self.text}
+
+
+class FeatureUnits(Units):
+    """Features of one input vector; a removed feature takes its baseline value."""
+
+    kind = "features"
+
+    def __init__(
+        self,
+        x: Sequence[float] | np.ndarray,
+        names: Sequence[str] | None = None,
+        baseline: float | Sequence[float] | np.ndarray = 0.0,
+    ) -> None:
+        x = np.asarray(x, dtype=float)
+        if x.ndim != 1 or x.size == 0:
+            raise InputError(f"features must be a non-empty 1-D vector, got shape {x.shape}")
+        names = list(names) if names is not None else [f"x{i}" for i in range(x.size)]
+        if len(names) != x.size:
+            raise InputError(f"{len(names)} names for {x.size} features; give one name per feature")
+        base = np.broadcast_to(np.asarray(baseline, dtype=float), x.shape).copy()
+        super().__init__([Unit(i, n, meta={"value": float(v)}) for i, (n, v) in enumerate(zip(names, x, strict=True))])
+        self.x, self.baseline = x, base
+        self.removal = "baseline value" if np.ndim(baseline) else f"baseline value {float(baseline):g}"
+
+    def compose(self, mask: np.ndarray) -> np.ndarray:
+        return self.compose_batch(mask)[0]
+
+    def compose_batch(self, masks: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        m = self.check_masks(masks)
+        return np.where(m, self.x[None, :], self.baseline[None, :])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "removal": self.removal, "x": self.x.tolist(), "baseline": self.baseline.tolist()}
+
+
+class ImageUnits(Units):
+    """Regions of an image given by a label map; a removed region takes the baseline image.
+
+    ``image`` is an (H, W) or (H, W, C) array; ``segments`` an (H, W) integer map whose distinct
+    values are the units (grid patches, superpixels...). ``baseline`` is ``"blur"`` (Gaussian
+    blur, sigma ``blur_sigma``), ``"mean"`` (the mean colour), ``"zero"``, or an array like ``image``.
+    """
+
+    kind = "image"
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        segments: np.ndarray,
+        baseline: str | np.ndarray = "blur",
+        blur_sigma: float = 10.0,
+    ) -> None:
+        image = np.asarray(image)
+        if image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
+            raise InputError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
+        segments = np.asarray(segments)
+        if segments.shape != image.shape[:2]:
+            raise InputError(f"segments map has shape {segments.shape}, image has {image.shape[:2]}; they must match")
+        ids = np.unique(segments)
+        self.segments = np.searchsorted(ids, segments)  # relabel to 0..n-1
+        units = []
+        for i in range(len(ids)):
+            rows, cols = np.nonzero(self.segments == i)
+            box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+            units.append(Unit(i, f"region {i} {box}", box=box))
+        super().__init__(units)
+        self.image = image
+        self.baseline_image = self._baseline(image, baseline, blur_sigma)
+        self.removal = f"{baseline} baseline" if isinstance(baseline, str) else "given baseline image"
+
+    @staticmethod
+    def _baseline(image: np.ndarray, baseline: str | np.ndarray, sigma: float) -> np.ndarray:
+        img = image.astype(float)
+        if isinstance(baseline, np.ndarray):
+            if baseline.shape != image.shape:
+                raise InputError(f"baseline image shape {baseline.shape} differs from image shape {image.shape}")
+            return baseline.astype(float)
+        if baseline == "zero":
+            return np.zeros_like(img)
+        if baseline == "mean":
+            return np.broadcast_to(img.mean(axis=(0, 1), keepdims=True), img.shape).copy()
+        if baseline == "blur":
+            from scipy.ndimage import gaussian_filter
+
+            s = (sigma, sigma, 0) if img.ndim == 3 else sigma
+            return gaussian_filter(img, sigma=s)
+        raise InputError(f"unknown baseline {baseline!r}: use 'blur', 'mean', 'zero' or an array")
+
+    @classmethod
+    def grid(cls, image: np.ndarray, patch: int = 16, **kw: Any) -> ImageUnits:
+        """Units = square patches of ``patch`` pixels (the last row/column may be smaller)."""
+        h, w = np.asarray(image).shape[:2]
+        if patch < 1:
+            raise InputError("patch size must be >= 1 pixel")
+        rows, cols = np.arange(h) // patch, np.arange(w) // patch
+        seg = rows[:, None] * (int(cols.max()) + 1) + cols[None, :]
+        return cls(image, seg, **kw)
+
+    def pixel_masks(self, masks: np.ndarray) -> np.ndarray:
+        """(B, H, W) boolean pixel masks for (B, n) unit masks."""
+        m = self.check_masks(masks)
+        return m[:, self.segments]
+
+    def compose(self, mask: np.ndarray) -> np.ndarray:
+        return self.compose_batch(mask)[0]
+
+    def compose_batch(self, masks: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        pix = self.pixel_masks(masks)
+        if self.image.ndim == 3:
+            pix = pix[..., None]
+        return np.where(pix, self.image[None].astype(float), self.baseline_image[None])
+
+    def heatmap(self, scores: np.ndarray) -> np.ndarray:
+        """Spread one score per unit over its pixels: an (H, W) map."""
+        return np.asarray(scores, dtype=float)[self.segments]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "removal": self.removal, "shape": list(self.image.shape)}
