@@ -12,9 +12,10 @@ from attribkit.core.errors import (
 from attribkit.core.gradient import GradientScorer
 from attribkit.core.registry import MethodSpec, attribute, get_method, list_methods, register
 from attribkit.core.scorer import Scorer
-from attribkit.core.units import FeatureUnits, ImageUnits, TextUnits, Unit, Units
+from attribkit.core.units import ArrayUnits, FeatureUnits, ImageUnits, TextUnits, Unit, Units
 
 __all__ = [
+    "ArrayUnits",
     "AttribkitError",
     "Attribution",
     "Budget",

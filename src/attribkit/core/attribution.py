@@ -106,7 +106,11 @@ class Attribution:
         return [(self.units[i], float(v[i])) for i in self.ranking[: max(k, 0)]]
 
     def __repr__(self) -> str:
-        target = self.target if not isinstance(self.target, dict) else self.target.get("description", self.target)
+        target = (
+            self.target
+            if not isinstance(self.target, dict)
+            else self.target.get("description", self.target)
+        )
         t = str(target)
         t = t if len(t) <= 60 else t[:57] + "..."
         lines = [
@@ -154,14 +158,24 @@ class Attribution:
     def from_dict(cls, d: dict[str, Any]) -> Attribution:
         """Rebuild an Attribution written by :meth:`to_dict`; refuses unknown formats/versions."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise InputError("not an attribkit attribution (missing 'format': 'attribkit.attribution')")
+            raise InputError(
+                "not an attribkit attribution (missing 'format': 'attribkit.attribution')"
+            )
         version = d.get("version")
         if version != FORMAT_VERSION:
             raise InputError(
                 f"attribution format version {version} is not supported by this attribkit "
                 f"(it reads version {FORMAT_VERSION}); use the attribkit version that wrote it"
             )
-        scores = np.array([[np.nan if s is None else s for s in row] if isinstance(row, list) else (np.nan if row is None else row) for row in d["scores"]], dtype=float)
+        scores = np.array(
+            [
+                [np.nan if s is None else s for s in row]
+                if isinstance(row, list)
+                else (np.nan if row is None else row)
+                for row in d["scores"]
+            ],
+            dtype=float,
+        )
         return cls(
             units=[Unit.from_dict(u) for u in d["units"]],
             scores=scores,
@@ -193,7 +207,9 @@ class Attribution:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise InputError(f"{path} is not valid JSON ({e}); was it written by Attribution.save?") from e
+            raise InputError(
+                f"{path} is not valid JSON ({e}); was it written by Attribution.save?"
+            ) from e
         return cls.from_dict(data)
 
     # --- rendering -----------------------------------------------------------------------------

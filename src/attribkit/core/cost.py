@@ -30,10 +30,14 @@ class Cost:
         return Cost(**asdict(self))
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+        return Cost(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
 
     def __sub__(self, other: Cost) -> Cost:
-        return Cost(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+        return Cost(
+            **{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)}
+        )
 
     @property
     def model_calls(self) -> int:
@@ -71,7 +75,10 @@ class Budget:
 
     def check(self, spent: Cost, extra_forward: int = 0) -> None:
         """Raise BudgetExhausted if spending ``extra_forward`` more passes would break the budget."""
-        if self.forward_passes is not None and spent.forward_passes + extra_forward > self.forward_passes:
+        if (
+            self.forward_passes is not None
+            and spent.forward_passes + extra_forward > self.forward_passes
+        ):
             raise BudgetExhausted(
                 f"budget of {self.forward_passes} forward passes exhausted "
                 f"({spent.forward_passes} spent, {extra_forward} more requested); "

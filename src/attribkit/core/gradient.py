@@ -54,9 +54,13 @@ class GradientScorer(CostMeter):
         if unit_index is None:
             unit_index = torch.arange(x.numel()).reshape(x.shape)
         try:
-            self.unit_index = torch.as_tensor(unit_index, dtype=torch.long).expand(x.shape).contiguous()
+            self.unit_index = (
+                torch.as_tensor(unit_index, dtype=torch.long).expand(x.shape).contiguous()
+            )
         except RuntimeError as e:
-            raise InputError(f"unit_index of shape {tuple(unit_index.shape)} does not broadcast to x {tuple(x.shape)}") from e
+            raise InputError(
+                f"unit_index of shape {tuple(unit_index.shape)} does not broadcast to x {tuple(x.shape)}"
+            ) from e
         n = int(self.unit_index.max()) + 1
         if units is None:
             units = Units([Unit(i, f"x{i}") for i in range(n)])
@@ -65,7 +69,9 @@ class GradientScorer(CostMeter):
         self.units = units
         base = torch.zeros_like(x) if baseline is None else torch.as_tensor(baseline, dtype=x.dtype)
         if base.shape != x.shape:
-            raise InputError(f"baseline shape {tuple(base.shape)} differs from input shape {tuple(x.shape)}")
+            raise InputError(
+                f"baseline shape {tuple(base.shape)} differs from input shape {tuple(x.shape)}"
+            )
         outside = self.unit_index < 0
         self.baseline = torch.where(outside, x, base)
 
@@ -75,9 +81,13 @@ class GradientScorer(CostMeter):
 
     def _check(self, out: torch.Tensor, rows: int) -> torch.Tensor:
         if out.shape != (rows,):
-            raise ScorerError(f"forward returned shape {tuple(out.shape)} for {rows} inputs; it must return ({rows},)")
+            raise ScorerError(
+                f"forward returned shape {tuple(out.shape)} for {rows} inputs; it must return ({rows},)"
+            )
         if not torch.isfinite(out).all():
-            raise ScorerError("forward returned a non-finite value (NaN or inf); check the model and target")
+            raise ScorerError(
+                "forward returned a non-finite value (NaN or inf); check the model and target"
+            )
         return out
 
     @torch.no_grad()

@@ -29,7 +29,9 @@ class MethodSpec:
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register(name: str, kind: Kind, cost: str, cite: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register(
+    name: str, kind: Kind, cost: str, cite: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering an attribution method under ``name``."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,7 +50,9 @@ def get_method(name: str) -> MethodSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise InputError(f"unknown method {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}") from None
+        raise InputError(
+            f"unknown method {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}"
+        ) from None
 
 
 def list_methods(kind: Kind | None = None) -> list[MethodSpec]:
@@ -79,5 +83,7 @@ def attribute(scorer: Any, method: str, **params: Any) -> Any:
             "for a black-box scorer use a perturbation method such as 'loo', 'shapley' or 'kernel_shap'"
         )
     if spec.kind == "perturbation" and isinstance(scorer, GradientScorer):
-        raise InputError(f"{method!r} is a perturbation method and needs a mask Scorer, not a GradientScorer")
+        raise InputError(
+            f"{method!r} is a perturbation method and needs a mask Scorer, not a GradientScorer"
+        )
     return spec.fn(scorer, **params)

@@ -7,7 +7,8 @@ builds the input with the units where ``mask`` is True kept and the others *remo
 
 - :class:`TextUnits` — the unit's text is deleted together with the separator that follows it
   (or replaced by a placeholder string when ``removal`` is given one);
-- :class:`FeatureUnits` — the feature takes its baseline value (0, a mean, any vector);
+- :class:`ArrayUnits` / :class:`FeatureUnits` — the elements take their baseline value (0, a
+  mean, any array): features, time segments, any grouping of an array;
 - :class:`ImageUnits` — the region's pixels take the baseline image (blurred, mean colour, zeros).
 """
 
@@ -103,7 +104,9 @@ class Units:
             )
         if arr.dtype != bool:
             if not np.isin(arr, (0, 1)).all():
-                raise InputError("masks must be boolean (or 0/1): True keeps a unit, False removes it")
+                raise InputError(
+                    "masks must be boolean (or 0/1): True keeps a unit, False removes it"
+                )
             arr = arr.astype(bool)
         return arr
 
@@ -130,11 +133,15 @@ class TextUnits(Units):
 
     kind = "text"
 
-    def __init__(self, text: str, spans: Sequence[tuple[int, int]], removal: str = "delete") -> None:
+    def __init__(
+        self, text: str, spans: Sequence[tuple[int, int]], removal: str = "delete"
+    ) -> None:
         if not isinstance(text, str):
             raise InputError(f"text units need a string, got {type(text).__name__}")
         if not text.strip():
-            raise InputError("the text is empty: there is nothing to attribute; pass a non-empty context")
+            raise InputError(
+                "the text is empty: there is nothing to attribute; pass a non-empty context"
+            )
         spans = [(int(s), int(e)) for s, e in spans]
         if not spans:
             raise InputError("no units were found in the text; check the splitter or pass spans")
@@ -166,7 +173,9 @@ class TextUnits(Units):
         return cls(text, paragraph_spans(text), removal)
 
     @classmethod
-    def passages(cls, passages: Sequence[str], sep: str = "\n\n", removal: str = "delete") -> TextUnits:
+    def passages(
+        cls, passages: Sequence[str], sep: str = "\n\n", removal: str = "delete"
+    ) -> TextUnits:
         """Units = the given passages, joined by ``sep`` into one text."""
         passages = list(passages)
         if not passages or not any(p.strip() for p in passages):
@@ -200,7 +209,90 @@ class TextUnits(Units):
         return {"kind": self.kind, "removal": self.removal, "text": self.text}
 
 
-class FeatureUnits(Units):
+class ArrayUnits(Units):
+    """Groups of elements of an array (features, time segments, image regions...).
+
+    ``segments`` is an integer array whose shape is a prefix of ``x.shape`` (e.g. (T,) for a
+    (T, C) time series, (H, W) for an (H, W, C) image); equal values form one unit. A removed unit's
+    elements take the ``baseline`` value (a number or an array like ``x``).
+    """
+
+    kind = "array"
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        segments: np.ndarray,
+        baseline: float | np.ndarray = 0.0,
+        labels: Sequence[str] | None = None,
+        boxes: bool = False,
+    ) -> None:
+        x = np.asarray(x)
+        segments = np.asarray(segments)
+        if x.size == 0:
+            raise InputError(
+                f"the input array is empty (shape {x.shape}); there is nothing to attribute"
+            )
+        if segments.shape != x.shape[: segments.ndim]:
+            raise InputError(
+                f"segments map has shape {segments.shape} but the input has shape {x.shape}; "
+                "the segments must cover the leading dimensions of the input"
+            )
+        ids = np.unique(segments)
+        self.segments = np.searchsorted(ids, segments)  # relabel to 0..n-1
+        if labels is not None and len(labels) != len(ids):
+            raise InputError(f"{len(labels)} labels for {len(ids)} units; give one label per unit")
+        units = []
+        for i in range(len(ids)):
+            box = None
+            if boxes:
+                rows, cols = np.nonzero(self.segments == i)
+                box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+            label = labels[i] if labels is not None else f"unit {i}" + (f" {box}" if box else "")
+            units.append(Unit(i, str(label), box=box))
+        super().__init__(units)
+        self.x = x
+        try:
+            self.baseline = np.broadcast_to(np.asarray(baseline, dtype=float), x.shape).copy()
+        except ValueError as e:
+            raise InputError(
+                f"baseline of shape {np.shape(baseline)} does not fit input of shape {x.shape}"
+            ) from e
+        self.removal = (
+            "baseline value" if np.ndim(baseline) else f"baseline value {float(baseline):g}"
+        )
+
+    @classmethod
+    def windows(cls, x: np.ndarray, width: int, baseline: float | np.ndarray = 0.0) -> ArrayUnits:
+        """Units = consecutive windows of ``width`` steps along axis 0 (time segments)."""
+        x = np.asarray(x)
+        if width < 1:
+            raise InputError("window width must be >= 1")
+        n = x.shape[0]
+        labels = [f"t[{s}:{min(s + width, n)}]" for s in range(0, n, width)]
+        return cls(x, np.arange(n) // width, baseline, labels)
+
+    def element_masks(self, masks: np.ndarray) -> np.ndarray:
+        """Boolean masks over the segmented dimensions, shape (B, *segments.shape)."""
+        return self.check_masks(masks)[:, self.segments]
+
+    def compose(self, mask: np.ndarray) -> np.ndarray:
+        return self.compose_batch(mask)[0]
+
+    def compose_batch(self, masks: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        keep = self.element_masks(masks)
+        keep = keep.reshape(keep.shape + (1,) * (self.x.ndim - self.segments.ndim))
+        return np.where(keep, self.x[None].astype(float), self.baseline[None])
+
+    def heatmap(self, scores: np.ndarray) -> np.ndarray:
+        """Spread one score per unit over the segmented dimensions (an (H, W) map for images)."""
+        return np.asarray(scores, dtype=float)[self.segments]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "removal": self.removal, "shape": list(self.x.shape)}
+
+
+class FeatureUnits(ArrayUnits):
     """Features of one input vector; a removed feature takes its baseline value."""
 
     kind = "features"
@@ -215,25 +307,22 @@ class FeatureUnits(Units):
         if x.ndim != 1 or x.size == 0:
             raise InputError(f"features must be a non-empty 1-D vector, got shape {x.shape}")
         names = list(names) if names is not None else [f"x{i}" for i in range(x.size)]
-        if len(names) != x.size:
-            raise InputError(f"{len(names)} names for {x.size} features; give one name per feature")
-        base = np.broadcast_to(np.asarray(baseline, dtype=float), x.shape).copy()
-        super().__init__([Unit(i, n, meta={"value": float(v)}) for i, (n, v) in enumerate(zip(names, x, strict=True))])
-        self.x, self.baseline = x, base
-        self.removal = "baseline value" if np.ndim(baseline) else f"baseline value {float(baseline):g}"
-
-    def compose(self, mask: np.ndarray) -> np.ndarray:
-        return self.compose_batch(mask)[0]
-
-    def compose_batch(self, masks: np.ndarray) -> np.ndarray:  # type: ignore[override]
-        m = self.check_masks(masks)
-        return np.where(m, self.x[None, :], self.baseline[None, :])
+        super().__init__(x, np.arange(x.size), np.asarray(baseline, dtype=float), labels=names)
+        self.units = [
+            Unit(u.index, u.label, meta={"value": float(v)})
+            for u, v in zip(self.units, x, strict=True)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "removal": self.removal, "x": self.x.tolist(), "baseline": self.baseline.tolist()}
+        return {
+            "kind": self.kind,
+            "removal": self.removal,
+            "x": self.x.tolist(),
+            "baseline": self.baseline.tolist(),
+        }
 
 
-class ImageUnits(Units):
+class ImageUnits(ArrayUnits):
     """Regions of an image given by a label map; a removed region takes the baseline image.
 
     ``image`` is an (H, W) or (H, W, C) array; ``segments`` an (H, W) integer map whose distinct
@@ -253,27 +342,31 @@ class ImageUnits(Units):
         image = np.asarray(image)
         if image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
             raise InputError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
-        segments = np.asarray(segments)
-        if segments.shape != image.shape[:2]:
-            raise InputError(f"segments map has shape {segments.shape}, image has {image.shape[:2]}; they must match")
-        ids = np.unique(segments)
-        self.segments = np.searchsorted(ids, segments)  # relabel to 0..n-1
-        units = []
-        for i in range(len(ids)):
-            rows, cols = np.nonzero(self.segments == i)
-            box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
-            units.append(Unit(i, f"region {i} {box}", box=box))
-        super().__init__(units)
-        self.image = image
-        self.baseline_image = self._baseline(image, baseline, blur_sigma)
-        self.removal = f"{baseline} baseline" if isinstance(baseline, str) else "given baseline image"
+        if np.asarray(segments).shape != image.shape[:2]:
+            raise InputError(
+                f"segments map has shape {np.asarray(segments).shape}, image has {image.shape[:2]}; they must match"
+            )
+        super().__init__(image, segments, self._baseline(image, baseline, blur_sigma), boxes=True)
+        self.removal = (
+            f"{baseline} baseline" if isinstance(baseline, str) else "given baseline image"
+        )
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.x
+
+    @property
+    def baseline_image(self) -> np.ndarray:
+        return self.baseline
 
     @staticmethod
     def _baseline(image: np.ndarray, baseline: str | np.ndarray, sigma: float) -> np.ndarray:
         img = image.astype(float)
         if isinstance(baseline, np.ndarray):
             if baseline.shape != image.shape:
-                raise InputError(f"baseline image shape {baseline.shape} differs from image shape {image.shape}")
+                raise InputError(
+                    f"baseline image shape {baseline.shape} differs from image shape {image.shape}"
+                )
             return baseline.astype(float)
         if baseline == "zero":
             return np.zeros_like(img)
@@ -298,21 +391,4 @@ class ImageUnits(Units):
 
     def pixel_masks(self, masks: np.ndarray) -> np.ndarray:
         """(B, H, W) boolean pixel masks for (B, n) unit masks."""
-        m = self.check_masks(masks)
-        return m[:, self.segments]
-
-    def compose(self, mask: np.ndarray) -> np.ndarray:
-        return self.compose_batch(mask)[0]
-
-    def compose_batch(self, masks: np.ndarray) -> np.ndarray:  # type: ignore[override]
-        pix = self.pixel_masks(masks)
-        if self.image.ndim == 3:
-            pix = pix[..., None]
-        return np.where(pix, self.image[None].astype(float), self.baseline_image[None])
-
-    def heatmap(self, scores: np.ndarray) -> np.ndarray:
-        """Spread one score per unit over its pixels: an (H, W) map."""
-        return np.asarray(scores, dtype=float)[self.segments]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "removal": self.removal, "shape": list(self.image.shape)}
+        return self.element_masks(masks)

