@@ -382,7 +382,10 @@ class ImageUnits(ArrayUnits):
     @classmethod
     def grid(cls, image: np.ndarray, patch: int = 16, **kw: Any) -> ImageUnits:
         """Units = square patches of ``patch`` pixels (the last row/column may be smaller)."""
-        h, w = np.asarray(image).shape[:2]
+        image = np.asarray(image)
+        if image.ndim not in (2, 3):
+            raise InputError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
+        h, w = image.shape[:2]
         if patch < 1:
             raise InputError("patch size must be >= 1 pixel")
         rows, cols = np.arange(h) // patch, np.arange(w) // patch
