@@ -1,0 +1,205 @@
+"""A self-contained HTML page for one Attribution: highlighted source text or a ranked table.
+
+No JavaScript, no network: inline CSS only, and a Content-Security-Policy that forbids scripts.
+Every piece of text that comes from the input or the method (unit labels, the source text, the
+target, the method name, parameters, the title) is escaped with ``html.escape(..., quote=True)``,
+so hostile contexts such as ``<script>`` or ``<img onerror=...>`` are shown, never run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attribkit.core.attribution import Attribution, _jsonable
+from attribkit.evaluation.curves import unit_scores
+
+_POS = (230, 85, 13)  # orange-red: the unit pushes the target up
+_NEG = (33, 102, 172)  # blue: the unit pushes the target down
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
+max-width:60em;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.4em;margin-bottom:.3em}h2{font-size:1.1em;margin-top:1.6em}
+dl.meta{display:grid;grid-template-columns:max-content auto;gap:.2em 1em;margin:0}
+dl.meta dt{font-weight:600;color:#555}dl.meta dd{margin:0;word-break:break-word}
+.source{white-space:pre-wrap;border:1px solid #ddd;border-radius:6px;padding:1em;
+background:#fafafa;font-size:.95em}
+.u{border-radius:3px;padding:0 1px}.u.nan{outline:1px dashed #999}
+table.rank{border-collapse:collapse;width:100%;font-size:.9em}
+table.rank th,table.rank td{border-bottom:1px solid #eee;padding:.25em .5em;text-align:left;
+vertical-align:top}
+table.rank td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.bar{width:12em}.track{position:relative;height:.9em;background:#f3f3f3;width:12em}
+.fill{position:absolute;top:0;height:100%}
+td.label{white-space:pre-wrap;word-break:break-word}
+.legend span{padding:0 .4em;border-radius:3px;margin-right:.5em}
+.muted{color:#777}
+"""
+
+
+def _e(x: Any) -> str:
+    """Escape anything for HTML text and attribute values."""
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:+.4g}"
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, str):
+        return x
+    if isinstance(x, dict) and "description" in x:
+        return str(x["description"])
+    try:
+        return json.dumps(_jsonable(x), ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(x)
+
+
+def _colour(score: float, scale: float) -> str:
+    if not math.isfinite(score) or scale <= 0:
+        return "transparent"
+    alpha = 0.85 * min(1.0, abs(score) / scale)
+    r, g, b = _POS if score >= 0 else _NEG
+    return f"rgba({r},{g},{b},{alpha:.3f})"
+
+
+def _ranks(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranking (best first, NaN last) and each unit's 1-based rank."""
+    key = np.where(np.isnan(v), np.inf, -v)
+    order = np.argsort(key, kind="stable")
+    rank = np.empty(len(v), dtype=int)
+    rank[order] = np.arange(1, len(v) + 1)
+    return order, rank
+
+
+def _tooltip(i: int, score: float, rank: int, n: int) -> str:
+    if not math.isfinite(score):
+        return f"unit {i} · not scored"
+    return f"unit {i} · score {_fmt(score)} · rank {rank} of {n}"
+
+
+def _text_view(att: Attribution, v: np.ndarray, rank: np.ndarray, scale: float) -> str | None:
+    text = att.input.get("text")
+    if att.input.get("kind") != "text" or not isinstance(text, str):
+        return None
+    spans = [(u.start, u.end, u.index) for u in att.units]
+    if any(s is None or e is None for s, e, _ in spans):
+        return None
+    spans.sort()
+    parts, pos, n = [], 0, len(att)
+    for s, e, i in spans:
+        if s < pos or e > len(text):
+            return None  # offsets do not fit the stored text: fall back to the table
+        parts.append(_e(text[pos:s]))
+        score = float(v[i])
+        cls = "u" if math.isfinite(score) else "u nan"
+        parts.append(
+            f'<span class="{cls}" style="background:{_colour(score, scale)}" '
+            f'title="{_e(_tooltip(i, score, int(rank[i]), n))}">{_e(text[s:e])}</span>'
+        )
+        pos = e
+    parts.append(_e(text[pos:]))
+    return '<h2>Source</h2>\n<div class="source">' + "".join(parts) + "</div>"
+
+
+def _table(att: Attribution, v: np.ndarray, order: np.ndarray, scale: float) -> str:
+    rows = []
+    for r, i in enumerate(order, start=1):
+        score = float(v[i])
+        if math.isfinite(score) and scale > 0:
+            w = 50.0 * min(1.0, abs(score) / scale)
+            left = 50.0 if score >= 0 else 50.0 - w
+            bar = (
+                f'<div class="track"><div class="fill" style="left:{left:.1f}%;width:{w:.1f}%;'
+                f'background:{_colour(score, scale)}"></div></div>'
+            )
+        else:
+            bar = '<div class="track"></div>'
+        label = att.units[i].label
+        label = label if len(label) <= 300 else label[:297] + "..."
+        rows.append(
+            f'<tr title="{_e(_tooltip(int(i), score, r, len(att)))}"><td class="num">{r}</td>'
+            f'<td class="num">{int(i)}</td><td class="num">{_e(_fmt(score))}</td>'
+            f'<td class="bar">{bar}</td><td class="label">{_e(label)}</td></tr>'
+        )
+    return (
+        '<h2>Ranked units</h2>\n<table class="rank"><thead><tr><th>rank</th><th>unit</th>'
+        "<th>score</th><th>bar</th><th>label</th></tr></thead><tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody></table>"
+    )
+
+
+def attribution_html(attribution: Attribution, title: str | None = None) -> str:
+    """Return a complete, self-contained HTML page showing ``attribution``.
+
+    Text units with character offsets are drawn over the source text, each unit shaded by its
+    score (orange-red positive, blue negative, intensity ∝ |score| / max |score|) with a tooltip
+    giving score and rank; every page also has a header (method, target, parameters, cost) and
+    the ranked table of all units with bars. All shown text is HTML-escaped. No model calls.
+    """
+    att = attribution
+    v = unit_scores(att)
+    finite = np.abs(v[np.isfinite(v)])
+    scale = float(finite.max()) if finite.size else 0.0
+    order, rank = _ranks(v)
+    page_title = title if title is not None else f"attribkit · {att.method}"
+    meta = [
+        ("method", att.method),
+        ("target", _describe(att.target)),
+        ("units", f"{len(att)} {att.input.get('kind', '')} units"),
+        ("removal", att.input.get("removal", "")),
+        ("params", _describe(att.params) if att.params else "none"),
+        ("cost", str(att.cost)),
+        ("max |score|", _fmt(scale) if scale else "n/a"),
+    ]
+    n_nan = int(np.isnan(v).sum())
+    if n_nan:
+        meta.append(("unscored", f"{n_nan} unit(s), shown last and unshaded"))
+    meta_html = "".join(f"<dt>{_e(k)}</dt><dd>{_e(val)}</dd>" for k, val in meta if val != "")
+    legend = (
+        f'<p class="legend muted"><span style="background:{_colour(1.0, 1.0)}">positive</span>'
+        f'<span style="background:{_colour(-1.0, 1.0)}">negative</span>'
+        "intensity ∝ |score| / max |score|; hover a unit for its score and rank.</p>"
+    )
+    body = [f"<h1>{_e(page_title)}</h1>", f'<dl class="meta">{meta_html}</dl>', legend]
+    text_view = _text_view(att, v, rank, scale)
+    if text_view is not None:
+        body.append(text_view)
+    body.append(_table(att, v, order, scale))
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta http-equiv="Content-Security-Policy" '
+        "content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(page_title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def save_html(
+    attribution: Attribution, path: str | os.PathLike[str], title: str | None = None
+) -> Path:
+    """Write :func:`attribution_html` to ``path`` (UTF-8, atomically). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(attribution_html(attribution, title=title))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
