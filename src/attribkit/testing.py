@@ -1,0 +1,359 @@
+"""Conformance checks every attribution method must pass, like scikit-learn's ``check_estimator``.
+
+``check_method("kernel_shap")`` runs every check on a registered method (or on a
+:class:`MethodSpec` that is not registered) and raises ``AssertionError`` naming the method, the
+check and what went wrong. Perturbation methods are run on :func:`toy_scorer` (6 features, a
+fixed non-linear numpy function); gradient methods on :func:`toy_gradient_scorer` (a small
+torch MLP). All checks together take well under a second for a typical method.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from attribkit.core.attribution import Attribution
+from attribkit.core.cost import Cost
+from attribkit.core.errors import InputError, ScorerError
+from attribkit.core.gradient import GradientScorer
+from attribkit.core.registry import MethodSpec, get_method
+from attribkit.core.scorer import Scorer
+from attribkit.core.units import FeatureUnits, Unit, Units
+
+__all__ = ["check_method", "iter_checks", "toy_gradient_scorer", "toy_scorer"]
+
+ToyScorer = Scorer | GradientScorer
+
+
+class _Counted:
+    """Wraps a value function and counts, independently of the scorer, the inputs it received."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn, self.rows, self.grad_rows = fn, 0, 0
+
+    def __call__(self, batch: Any) -> Any:
+        rows = len(batch)
+        self.rows += rows
+        if isinstance(batch, torch.Tensor) and batch.requires_grad and torch.is_grad_enabled():
+            self.grad_rows += rows
+        return self.fn(batch)
+
+
+def _toy_function(z: np.ndarray) -> np.ndarray:
+    """A fixed non-linear function of any number of features (interactions, saturation, a square)."""
+    z = np.asarray(z, dtype=float)
+    n = z.shape[1]
+    w = 1.5 * np.cos(1.3 * np.arange(n))
+    return (
+        z @ w + 0.8 * z[:, 0] * z[:, 1 % n] - np.tanh(z[:, n // 2] * z[:, -1]) + 0.2 * z[:, -1] ** 2
+    )
+
+
+def toy_scorer(
+    n_units: int = 6, fn: Callable[[Any], Any] | None = None, batch_size: int = 16
+) -> Scorer:
+    """A small :class:`Scorer` over ``n_units`` features (x = 1, −1.5, 2, ..., baseline 0) and a
+    fixed non-linear numpy function (or ``fn``, which receives a (B, n) array). No model behind it."""
+    x = np.array([(1.0 + 0.5 * i) * (-1) ** i for i in range(n_units)])
+    return Scorer(
+        FeatureUnits(x),
+        fn if fn is not None else _toy_function,
+        target="toy",
+        batch_size=batch_size,
+    )
+
+
+def toy_gradient_scorer(
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    unit_index: list[int] | None = None,
+) -> GradientScorer:
+    """A :class:`GradientScorer` over a fixed 8-input tanh MLP (weights from a seeded generator).
+
+    Units group the inputs as ``[0, 0, 1, 1, 2, 2, 3, -1]`` by default (four units; the last
+    input belongs to none). Baseline zeros, batch size 4.
+    """
+    g = torch.Generator().manual_seed(0)
+    w1 = torch.randn(8, 16, generator=g, dtype=torch.float32) / 8**0.5
+    b1 = torch.randn(16, generator=g, dtype=torch.float32) * 0.1
+    w2 = torch.randn(16, generator=g, dtype=torch.float32) / 4.0
+    x = torch.linspace(-1.0, 1.5, 8, dtype=torch.float32)
+
+    def mlp(xb: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(xb @ w1 + b1) @ w2
+
+    index = torch.tensor(unit_index if unit_index is not None else [0, 0, 1, 1, 2, 2, 3, -1])
+    n = int(index.max()) + 1
+    units = Units([Unit(i, f"group{i}") for i in range(n)])
+    return GradientScorer(
+        forward or mlp, x, unit_index=index, units=units, target="toy mlp", batch_size=4
+    )
+
+
+def _make(kind: str) -> tuple[ToyScorer, _Counted]:
+    """A fresh toy scorer of the method's kind whose value function is counted."""
+    if kind == "gradient":
+        base = toy_gradient_scorer()
+        counted = _Counted(base.forward_fn)
+        base.forward_fn = counted
+        return base, counted
+    counted = _Counted(_toy_function)
+    return toy_scorer(fn=counted), counted
+
+
+def _run(spec: MethodSpec, scorer: ToyScorer, params: dict[str, Any]) -> Attribution:
+    return spec.fn(scorer, **params)
+
+
+def _with_seed(spec: MethodSpec, params: dict[str, Any]) -> dict[str, Any]:
+    if "seed" in inspect.signature(spec.fn).parameters and "seed" not in params:
+        return {**params, "seed": 0}
+    return dict(params)
+
+
+def _fail(spec: MethodSpec, check: str, message: str) -> AssertionError:
+    return AssertionError(f"method {spec.name!r} fails check {check!r}: {message}")
+
+
+@contextmanager
+def _expect(spec: MethodSpec, check: str, error: type[Exception], why: str) -> Iterator[None]:
+    try:
+        yield
+    except error:
+        return
+    except Exception as e:  # a different exception is a failure with a useful message
+        raise _fail(
+            spec, check, f"{why}: expected {error.__name__}, got {type(e).__name__}: {e}"
+        ) from e
+    raise _fail(spec, check, f"{why}: expected {error.__name__}, but nothing was raised")
+
+
+# --- the checks ------------------------------------------------------------------------------
+def check_spec(spec: MethodSpec, params: dict[str, Any]) -> None:
+    """The registration is complete: known kind, a cost formula, a citation, a docstring."""
+    if spec.kind not in ("perturbation", "gradient"):
+        raise _fail(spec, "spec", f"kind {spec.kind!r} is neither 'perturbation' nor 'gradient'")
+    if not spec.cost.strip():
+        raise _fail(spec, "spec", "the registration gives no cost formula")
+    if not spec.cite.strip():
+        raise _fail(spec, "spec", "the registration cites no paper")
+    if not (spec.fn.__doc__ or "").strip():
+        raise _fail(spec, "spec", "the method has no docstring")
+
+
+def check_output(spec: MethodSpec, params: dict[str, Any]) -> None:
+    """One finite score per unit (NaN = unscored, but not all), named after the method."""
+    scorer, _ = _make(spec.kind)
+    a = _run(spec, scorer, _with_seed(spec, params))
+    if not isinstance(a, Attribution):
+        raise _fail(spec, "output", f"returned {type(a).__name__}, not an Attribution")
+    n = scorer.n_units
+    if a.scores.ndim not in (1, 2) or a.scores.shape[-1] != n:
+        raise _fail(spec, "output", f"scores have shape {a.scores.shape}, expected ({n},)")
+    if len(a.units) != n:
+        raise _fail(spec, "output", f"{len(a.units)} units in the result, the scorer has {n}")
+    scored = ~np.isnan(a.scores)
+    if not scored.any():
+        raise _fail(spec, "output", "every score is NaN: no unit was scored")
+    if not np.isfinite(a.scores[scored]).all():
+        raise _fail(spec, "output", f"scores contain infinities: {a.scores}")
+    if a.method != spec.name:
+        raise _fail(
+            spec, "output", f"result names its method {a.method!r}, registered {spec.name!r}"
+        )
+
+
+def check_deterministic(spec: MethodSpec, params: dict[str, Any]) -> None:
+    """The same seed on two fresh scorers gives identical scores."""
+    p = _with_seed(spec, params)
+    first = _run(spec, _make(spec.kind)[0], p).scores
+    second = _run(spec, _make(spec.kind)[0], p).scores
+    if first.shape != second.shape or not np.array_equal(first, second, equal_nan=True):
+        raise _fail(
+            spec,
+            "deterministic",
+            f"two runs with the same parameters {p} differ: {first} vs {second}; draw randomness "
+            "only from np.random.default_rng(seed) / torch.Generator().manual_seed(seed)",
+        )
+
+
+def check_cost(spec: MethodSpec, params: dict[str, Any]) -> None:
+    """Reported cost = what the scorer spent = inputs the model received; cache hits are free."""
+    scorer, counted = _make(spec.kind)
+    p = _with_seed(spec, params)
+    a = _run(spec, scorer, p)
+    _check_cost_matches(spec, a, scorer.cost, counted, "first run")
+    if a.cost.forward_passes <= 0:
+        raise _fail(spec, "cost", "reports 0 forward passes: every method must query the model")
+    if spec.kind == "gradient":
+        return
+    # a rerun with the same seed on the warm scorer is answered from the cache
+    before, rows_before = scorer.cost.copy(), counted.rows
+    again = _run(spec, scorer, p)
+    spent = scorer.cost - before
+    if again.cost.forward_passes != counted.rows - rows_before:
+        raise _fail(
+            spec,
+            "cost",
+            f"on a warm cache it reports {again.cost.forward_passes} forward passes but the model "
+            f"received {counted.rows - rows_before} inputs; cache hits must not count as passes",
+        )
+    if counted.rows != rows_before:
+        raise _fail(
+            spec,
+            "cost",
+            f"a rerun with the same parameters evaluated {counted.rows - rows_before} new inputs; "
+            "it should ask for the same masks and be answered from the cache",
+        )
+    if again.cost.cache_hits != spent.cache_hits or spent.cache_hits <= 0:
+        raise _fail(
+            spec,
+            "cost",
+            f"on a warm cache it reports {again.cost.cache_hits} cache hits, the scorer counted "
+            f"{spent.cache_hits}; measure the run with `with measure(scorer) as cost:`",
+        )
+    if not np.array_equal(a.scores, again.scores, equal_nan=True):
+        raise _fail(spec, "cost", "scores change when the answers come from the cache")
+
+
+def _check_cost_matches(
+    spec: MethodSpec, a: Attribution, spent: Cost, counted: _Counted, when: str
+) -> None:
+    if not isinstance(a.cost, Cost):
+        raise _fail(spec, "cost", f"cost is {type(a.cost).__name__}, not a Cost")
+    for f in fields(Cost):
+        if f.name == "seconds":
+            continue
+        mine, true = getattr(a.cost, f.name), getattr(spent, f.name)
+        if mine != true:
+            raise _fail(
+                spec,
+                "cost",
+                f"{when}: reports {f.name}={mine} but the scorer spent {true}; do all model work "
+                "inside `with measure(scorer) as cost:` and pass that cost to the Attribution",
+            )
+    if a.cost.forward_passes != counted.rows:
+        raise _fail(
+            spec,
+            "cost",
+            f"{when}: reports {a.cost.forward_passes} forward passes but the model received "
+            f"{counted.rows} inputs",
+        )
+    if spec.kind == "gradient" and a.cost.backward_passes != counted.grad_rows:
+        raise _fail(
+            spec,
+            "cost",
+            f"{when}: reports {a.cost.backward_passes} backward passes but gradients were taken "
+            f"for {counted.grad_rows} inputs",
+        )
+    if not a.cost.seconds > 0:
+        raise _fail(spec, "cost", f"{when}: reports {a.cost.seconds} seconds; time the run")
+    if a.cost.seconds + 1e-9 < spent.seconds:
+        raise _fail(
+            spec,
+            "cost",
+            f"{when}: reports {a.cost.seconds:.6f}s, less than the {spent.seconds:.6f}s the model took",
+        )
+
+
+def check_round_trip(spec: MethodSpec, params: dict[str, Any]) -> None:
+    """The result survives to_dict → strict JSON → from_dict unchanged."""
+    a = _run(spec, _make(spec.kind)[0], _with_seed(spec, params))
+    d = a.to_dict()
+    try:
+        text = json.dumps(d, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise _fail(
+            spec, "round_trip", f"to_dict() is not strict JSON ({e}); check params/extras"
+        ) from e
+    b = Attribution.from_dict(json.loads(text))
+    if not np.array_equal(a.scores, b.scores, equal_nan=True):
+        raise _fail(spec, "round_trip", f"scores change: {a.scores} -> {b.scores}")
+    d2 = b.to_dict()
+    for key in ("created", "attribkit"):
+        d.pop(key, None)
+        d2.pop(key, None)
+    for key in d:
+        if d[key] != d2.get(key):
+            raise _fail(spec, "round_trip", f"field {key!r} changes: {d[key]!r} -> {d2.get(key)!r}")
+
+
+def check_one_unit(spec: MethodSpec, params: dict[str, Any]) -> None:
+    """A scorer with a single unit is refused with InputError (nothing to rank it against)."""
+    if spec.kind == "gradient":
+        scorer: ToyScorer = toy_gradient_scorer(unit_index=[0] * 8)
+    else:
+        scorer = toy_scorer(1, fn=lambda z: np.asarray(z, dtype=float)[:, 0] * 2.0)
+    with _expect(spec, "one_unit", InputError, "a 1-unit scorer"):
+        _run(spec, scorer, _with_seed(spec, params))
+
+
+def check_nan_scorer(spec: MethodSpec, params: dict[str, Any]) -> None:
+    """A value function returning NaN surfaces as ScorerError, not as NaN scores."""
+    if spec.kind == "gradient":
+
+        def forward(xb: torch.Tensor) -> torch.Tensor:
+            return xb.sum(dim=-1) * float("nan")
+
+        scorer: ToyScorer = toy_gradient_scorer(forward=forward)
+    else:
+        scorer = toy_scorer(fn=lambda z: np.full(len(z), np.nan))
+    with _expect(spec, "nan_scorer", ScorerError, "a value function that returns NaN"):
+        _run(spec, scorer, _with_seed(spec, params))
+
+
+_CHECKS: list[Callable[[MethodSpec, dict[str, Any]], None]] = [
+    check_spec,
+    check_output,
+    check_deterministic,
+    check_cost,
+    check_round_trip,
+    check_one_unit,
+    check_nan_scorer,
+]
+
+
+def iter_checks(
+    method: str | MethodSpec, **params: Any
+) -> Iterator[tuple[str, Callable[[], None]]]:
+    """Yield ``(check name, zero-argument callable)`` for every check, to run them one by one."""
+    spec = method if isinstance(method, MethodSpec) else get_method(method)
+    for check in _CHECKS:
+        name = check.__name__.removeprefix("check_")
+        yield name, (lambda c=check, name=name: _guarded(c, name, spec, params))
+
+
+def _guarded(
+    check: Callable[[MethodSpec, dict[str, Any]], None],
+    name: str,
+    spec: MethodSpec,
+    params: dict[str, Any],
+) -> None:
+    """Run one check; an unexpected exception becomes an AssertionError naming method and check."""
+    try:
+        check(spec, params)
+    except AssertionError:
+        raise
+    except Exception as e:
+        raise _fail(spec, name, f"raised {type(e).__name__}: {e}") from e
+
+
+def check_method(method: str | MethodSpec, **params: Any) -> None:
+    """Run every conformance check on ``method`` (a registered name or a MethodSpec).
+
+    ``params`` are passed to every call of the method (``seed=0`` is added when the method takes
+    a seed). Checks: the registration is complete; one finite score per unit; identical scores
+    for the same seed; reported cost equals what the scorer spent and what the model received,
+    with cache hits not counted and positive time; the result round-trips through strict JSON;
+    a 1-unit scorer raises InputError; a NaN-returning value function raises ScorerError.
+    Raises AssertionError naming the method and the failed check. Cost: a few dozen runs of the
+    method on toy scorers (no real model).
+    """
+    for _, run in iter_checks(method, **params):
+        run()
