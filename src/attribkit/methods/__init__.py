@@ -1,5 +1,23 @@
-"""Attribution methods, one module per family. Importing this package registers them all."""
+"""Attribution methods, one module per family. Importing this package registers them all.
 
+Perturbation methods take a :class:`~attribkit.core.scorer.Scorer` over unit masks; gradient
+methods take a :class:`~attribkit.core.gradient.GradientScorer`. Run any of them by name with
+``attribkit.attribute(scorer, name, **params)``; ``attribkit.list_methods()`` lists them.
+"""
+
+from attribkit.methods.kernel_shap import kernel_shap
+from attribkit.methods.lime import lime
 from attribkit.methods.occlusion import leave_one_out, occlusion
+from attribkit.methods.rise import rise
+from attribkit.methods.shapley import shapley
+from attribkit.methods.surrogate import lasso_surrogate
 
-__all__ = ["leave_one_out", "occlusion"]
+__all__ = [
+    "kernel_shap",
+    "lasso_surrogate",
+    "leave_one_out",
+    "lime",
+    "occlusion",
+    "rise",
+    "shapley",
+]
