@@ -72,7 +72,7 @@ class GradientScorer(CostMeter):
             raise InputError(
                 f"baseline shape {tuple(base.shape)} differs from input shape {tuple(x.shape)}"
             )
-        outside = self.unit_index < 0
+        outside = (self.unit_index < 0).to(x.device)
         self.baseline = torch.where(outside, x, base)
 
     @property
@@ -99,7 +99,7 @@ class GradientScorer(CostMeter):
                 outs.append(self._check(self.forward_fn(chunk), len(chunk)))
                 self.cost.forward_passes += len(chunk)
                 self.cost.batches += 1
-        return torch.cat(outs).double().numpy()
+        return torch.cat(outs).detach().cpu().double().numpy()
 
     def gradient(self, xb: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
         """(f(xb) as an array, df/dx as a tensor like ``xb``); counts forward and backward passes."""
@@ -115,12 +115,12 @@ class GradientScorer(CostMeter):
                 self.cost.forward_passes += len(chunk)
                 self.cost.backward_passes += len(chunk)
                 self.cost.batches += 1
-        return torch.cat(vals).double().numpy(), torch.cat(grads)
+        return torch.cat(vals).cpu().double().numpy(), torch.cat(grads)
 
     def to_units(self, attr: torch.Tensor) -> np.ndarray:
         """Sum an element-wise attribution (shape of ``x``) into one score per unit."""
-        idx = self.unit_index.reshape(-1)
+        idx = self.unit_index.cpu().reshape(-1)
         keep = idx >= 0
         out = torch.zeros(self.n_units, dtype=torch.float64)
-        out.index_add_(0, idx[keep], attr.reshape(-1)[keep].double())
+        out.index_add_(0, idx[keep], attr.detach().cpu().reshape(-1)[keep].double())
         return out.numpy()

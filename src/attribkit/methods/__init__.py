@@ -5,6 +5,12 @@ methods take a :class:`~attribkit.core.gradient.GradientScorer`. Run any of them
 ``attribkit.attribute(scorer, name, **params)``; ``attribkit.list_methods()`` lists them.
 """
 
+from attribkit.methods.gradients import (
+    input_x_gradient,
+    integrated_gradients,
+    saliency,
+    smoothgrad,
+)
 from attribkit.methods.kernel_shap import kernel_shap
 from attribkit.methods.lime import lime
 from attribkit.methods.occlusion import leave_one_out, occlusion
@@ -13,11 +19,15 @@ from attribkit.methods.shapley import shapley
 from attribkit.methods.surrogate import lasso_surrogate
 
 __all__ = [
+    "input_x_gradient",
+    "integrated_gradients",
     "kernel_shap",
     "lasso_surrogate",
     "leave_one_out",
     "lime",
     "occlusion",
     "rise",
+    "saliency",
     "shapley",
+    "smoothgrad",
 ]
