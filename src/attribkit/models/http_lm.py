@@ -1,0 +1,321 @@
+"""A black-box language model behind an OpenAI-compatible HTTP completions endpoint.
+
+:class:`OpenAICompatibleLM` offers the scoring interface of the local
+:class:`~attribkit.models.lm.LanguageModel` (``generate``, ``token_logprobs``, ``logprob``) for a
+model served elsewhere — vLLM, llama.cpp server, any server implementing ``POST /v1/completions``
+with ``echo`` and ``logprobs``. It uses only the standard library (``urllib.request`` + ``json``).
+
+Scoring a response sends ``prompt_format(prompt) + response`` with ``echo=True``,
+``logprobs=1`` and ``max_tokens=0``: the server returns the log-probability of every token of the
+text it was sent, with each token's character offset (``text_offset``). The response's tokens are
+those starting at or after the end of the formatted prompt. The server tokenizes prompt and
+response *together*; if a token straddles the boundary (the tokenizer merged the end of the
+prompt with the start of the response), the response's log-probability is not defined by that
+tokenization and an :class:`~attribkit.core.errors.InputError` says so (rather than silently
+counting part of the prompt as response).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from attribkit.core.cost import CostMeter
+from attribkit.core.errors import InputError, ScorerError
+
+__all__ = ["OpenAICompatibleLM"]
+
+_NEEDS_ECHO = (
+    "token log-probabilities need a completions endpoint that supports `echo` together with "
+    "`logprobs` and `max_tokens=0` (e.g. vLLM or llama.cpp server); chat-only endpoints and "
+    "OpenAI's hosted models do not return prompt log-probabilities"
+)
+
+
+def _as_list(x: str | Sequence[str], what: str) -> list[str]:
+    if isinstance(x, str):
+        return [x]
+    out = list(x)
+    for i, s in enumerate(out):
+        if not isinstance(s, str):
+            raise InputError(f"{what} {i} is a {type(s).__name__}; pass strings")
+    return out
+
+
+def _excerpt(text: str, n: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+class OpenAICompatibleLM(CostMeter):
+    """A language model served over an OpenAI-compatible ``/v1/completions`` endpoint.
+
+    Args:
+        base_url: the server, e.g. ``"http://localhost:8000"`` (a trailing ``/v1`` is accepted).
+        model: the model name the server expects in requests.
+        api_key: optional; sent as ``Authorization: Bearer <api_key>``.
+        prompt_format: a template with a ``{prompt}`` field applied to every prompt (when
+            ``chat=True``, the default), e.g. the model's chat template written out:
+            ``"<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n"``.
+        timeout: seconds to wait for each request.
+        max_workers: requests sent concurrently by ``token_logprobs``.
+        extra_body: optional fields added to every request body (server-specific options).
+
+    Cost accounting (``self.cost``): ``forward_passes`` += one per sequence scored (one per
+    generated token for ``generate``, as the local model counts), ``batches`` += one per request. Every failure to talk to the server raises
+    :class:`~attribkit.core.errors.ScorerError` naming the URL and what went wrong.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        prompt_format: str = "{prompt}",
+        timeout: float = 60,
+        max_workers: int = 4,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise InputError(f"base_url must start with http:// or https://, got {base_url!r}")
+        if "{prompt}" not in prompt_format:
+            raise InputError(
+                f"prompt_format {prompt_format!r} has no {{prompt}} field; write where the prompt goes"
+            )
+        try:
+            prompt_format.format(prompt="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise InputError(
+                f"prompt_format {prompt_format!r} is not a valid template ({e!r}); "
+                "double literal braces as {{ and }}"
+            ) from e
+        if max_workers < 1:
+            raise InputError("max_workers must be >= 1")
+        root = base_url.rstrip("/")
+        if root.endswith("/v1"):
+            root = root[: -len("/v1")]
+        self.base_url, self.model, self.api_key = root, model, api_key
+        self.url = root + "/v1/completions"
+        self.prompt_format, self.timeout, self.max_workers = prompt_format, timeout, max_workers
+        self.extra_body = dict(extra_body or {})
+        self.name = model
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatibleLM({self.model!r} at {self.base_url}, cost={self.cost})"
+
+    # ------------------------------------------------------------------ HTTP
+
+    def format_prompt(self, prompt: str) -> str:
+        """``prompt_format`` applied to ``prompt``. No model calls."""
+        return self.prompt_format.format(prompt=prompt)
+
+    def _post(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """POST ``body`` to the completions endpoint; return (first choice, whole answer).
+        Counts one batch; the caller counts forward passes."""
+        data = json.dumps({"model": self.model, **self.extra_body, **body}).encode("utf-8")
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            try:
+                detail = e.read().decode("utf-8", "replace")
+            except Exception:  # the body is only a hint
+                detail = ""
+            hint = ""
+            if e.code in (400, 422) and body.get("echo"):
+                hint = f" ({_NEEDS_ECHO})"
+            raise ScorerError(
+                f"{self.url} answered HTTP {e.code} {e.reason}: {_excerpt(detail) or '(empty body)'}"
+                f"{hint}"
+            ) from e
+        except urllib.error.URLError as e:
+            reason = e.reason
+            if isinstance(reason, ConnectionRefusedError):
+                raise ScorerError(
+                    f"could not connect to {self.url}: connection refused; is the server running "
+                    "and is base_url (host and port) right?"
+                ) from e
+            if isinstance(reason, (TimeoutError, socket.timeout)):
+                raise ScorerError(
+                    f"{self.url} did not answer within {self.timeout}s; raise timeout= or check the server"
+                ) from e
+            raise ScorerError(f"could not reach {self.url}: {reason}") from e
+        except TimeoutError as e:
+            raise ScorerError(
+                f"{self.url} did not answer within {self.timeout}s; raise timeout= or check the server"
+            ) from e
+        except (ConnectionError, OSError) as e:
+            raise ScorerError(f"the connection to {self.url} failed: {e}") from e
+        with self._lock:
+            self.cost.batches += 1
+        try:
+            out = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ScorerError(
+                f"{self.url} did not answer with JSON: {_excerpt(raw.decode('utf-8', 'replace'))}"
+            ) from e
+        choices = out.get("choices") if isinstance(out, dict) else None
+        if not choices or not isinstance(choices[0], dict):
+            raise ScorerError(
+                f"{self.url} answered without 'choices' (not an OpenAI completions response): "
+                f"{_excerpt(json.dumps(out))}"
+            )
+        return choices[0], out
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, prompt: str, max_new_tokens: int = 128, chat: bool = True, **kw: Any) -> str:
+        """Greedy (temperature 0) continuation of ``prompt`` (through ``prompt_format`` unless
+        ``chat=False``); returns the server's text unchanged. Extra keyword arguments are added
+        to the request (e.g. ``stop=["\\n"]``). Costs one request, counted as one forward pass
+        per generated token when the server reports ``usage.completion_tokens`` (else one).
+        """
+        if not isinstance(prompt, str):
+            raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
+        if max_new_tokens < 1:
+            raise InputError("max_new_tokens must be >= 1")
+        text = self.format_prompt(prompt) if chat else prompt
+        body = {"prompt": text, "max_tokens": max_new_tokens, "temperature": 0, **kw}
+        with self.timed():
+            choice, answer = self._post(body)
+        usage = answer.get("usage")
+        n_new = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        self.cost.forward_passes += n_new if isinstance(n_new, int) and n_new > 0 else 1
+        out = choice.get("text")
+        if not isinstance(out, str):
+            raise ScorerError(f"{self.url} returned no generated text (choices[0].text is {out!r})")
+        return out
+
+    # ------------------------------------------------------------------ scoring
+
+    def _pairs(
+        self, prompts: str | Sequence[str], responses: str | Sequence[str], chat: bool
+    ) -> list[tuple[str, str]]:
+        ps, rs = _as_list(prompts, "prompt"), _as_list(responses, "response")
+        if len(rs) == 1 and len(ps) > 1:
+            rs = rs * len(ps)
+        elif len(ps) == 1 and len(rs) > 1:
+            ps = ps * len(rs)
+        if len(ps) != len(rs):
+            raise InputError(
+                f"{len(ps)} prompts and {len(rs)} responses: pass equally many, or one of either"
+            )
+        if not ps:
+            raise InputError("no prompts given: pass at least one prompt")
+        for r in rs:
+            if not r:
+                raise InputError(
+                    "the response is empty: pass the text whose probability to explain"
+                )
+        return [(self.format_prompt(p) if chat else p, r) for p, r in zip(ps, rs, strict=True)]
+
+    def _score_one(self, prompt: str, response: str) -> np.ndarray:
+        full = prompt + response
+        body = {"prompt": full, "max_tokens": 0, "echo": True, "logprobs": 1, "temperature": 0}
+        choice, _ = self._post(body)
+        with self._lock:
+            self.cost.forward_passes += 1
+        lp = choice.get("logprobs")
+        if not isinstance(lp, dict) or not lp.get("token_logprobs") or "text_offset" not in lp:
+            raise ScorerError(f"{self.url} returned no logprobs: {_NEEDS_ECHO}")
+        values, offsets = lp["token_logprobs"], lp["text_offset"]
+        tokens = lp.get("tokens") or []
+        if len(values) != len(offsets):
+            raise ScorerError(
+                f"{self.url} returned {len(values)} token_logprobs but {len(offsets)} text_offset "
+                "entries; the server's logprobs are malformed"
+            )
+        boundary = len(prompt) + self._offset_shift(tokens, offsets, full)
+        end = boundary + len(response)
+        # Tokens starting inside the sent text; drop any generated ones (offset >= end).
+        starts = [int(o) for o in offsets]
+        inside = [i for i, s in enumerate(starts) if s < end]
+        picked = [i for i in inside if starts[i] >= boundary]
+        if not picked:
+            raise ScorerError(
+                f"{self.url} returned no log-probabilities for the response tokens (it did not echo "
+                f"the prompt): {_NEEDS_ECHO}"
+            )
+        if starts[picked[0]] != boundary:
+            before = [i for i in inside if starts[i] < boundary]
+            tok = tokens[before[-1]] if before and before[-1] < len(tokens) else "?"
+            raise InputError(
+                f"the response does not start at a token boundary: the server's tokenizer merges the "
+                f"end of the prompt with the start of the response (token {tok!r}), so the response's "
+                "log-probability is undefined; end the prompt (or prompt_format) with a separator "
+                "such as a space or newline, or start the response with one"
+            )
+        out = []
+        for i in picked:
+            v = values[i]
+            if v is None:
+                raise ScorerError(
+                    "the server gave no log-probability for the response's first token (it is the "
+                    "first token of the sequence); pass a non-empty prompt"
+                )
+            out.append(float(v))
+        arr = np.array(out, dtype=float)
+        if not np.isfinite(arr).all():
+            raise ScorerError(f"{self.url} returned a non-finite log-probability: {out}")
+        return arr
+
+    @staticmethod
+    def _offset_shift(tokens: list[Any], offsets: list[Any], full: str) -> int:
+        """Characters the server's offsets are shifted by relative to the text sent.
+
+        Some servers count a special start token's text (``"<s>"``) in ``text_offset``; when the
+        tokens joined give exactly that prefix plus the text sent, the offsets are shifted by its
+        length. Otherwise they are taken as offsets into the text sent (the OpenAI convention).
+        """
+        if not tokens or not all(isinstance(t, str) for t in tokens) or len(tokens) != len(offsets):
+            return 0
+        joined = "".join(tokens)
+        if joined == full or not joined.endswith(full):
+            return 0
+        shift = len(joined) - len(full)
+        if int(offsets[0]) == 0 and (len(offsets) < 2 or int(offsets[1]) >= shift):
+            return shift
+        return 0
+
+    def token_logprobs(
+        self,
+        prompts: str | Sequence[str],
+        responses: str | Sequence[str],
+        chat: bool = True,
+    ) -> list[np.ndarray]:
+        """log p(response token | prompt, earlier response tokens) for each pair: a list of arrays,
+        one value per response token (as the server tokenizes prompt + response). A single prompt
+        or response is broadcast to the other's length; prompts go through ``prompt_format``
+        unless ``chat=False``. Costs one request (one forward pass) per pair, ``max_workers``
+        at a time."""
+        pairs = self._pairs(prompts, responses, chat)
+        with self.timed():
+            if len(pairs) == 1 or self.max_workers == 1:
+                return [self._score_one(p, r) for p, r in pairs]
+            with ThreadPoolExecutor(max_workers=min(self.max_workers, len(pairs))) as pool:
+                futures = [pool.submit(self._score_one, p, r) for p, r in pairs]
+                return [f.result() for f in futures]
+
+    def logprob(
+        self,
+        prompts: str | Sequence[str],
+        responses: str | Sequence[str],
+        chat: bool = True,
+    ) -> np.ndarray:
+        """Summed log-probability of each response given its prompt: an array, one per pair.
+        Costs one request (one forward pass) per pair (see :meth:`token_logprobs`)."""
+        return np.array([v.sum() for v in self.token_logprobs(prompts, responses, chat)])
