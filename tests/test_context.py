@@ -1,0 +1,82 @@
+"""Context attribution on the real bundled model, and the task's input errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import attribkit as ak
+from attribkit.tasks.context import attribute_context, context_scorer
+
+CONTEXT = (
+    "Tarvo Lindqvist keeps bees on a hill outside the city. "
+    "He sells honey at the Saturday market. "
+    "His neighbour Ilse grows tomatoes in a greenhouse. "
+    "The market opens at seven in the morning. "
+    "Tarvo Lindqvist's favourite colour is teal. "
+    "The city built a new bridge last spring. "
+    "Ilse once won a prize for her largest tomato. "
+    "In winter the bees stay inside their hives."
+)
+QUERY = "What is Tarvo Lindqvist's favourite colour?"
+ANSWER_SENTENCE = 4
+
+
+@pytest.mark.model
+def test_loo_ranks_the_answer_sentence_first_on_the_real_model(smollm2):
+    attribution = attribute_context(
+        smollm2, CONTEXT, QUERY, response="His favourite colour is teal."
+    )
+    assert len(attribution) == 8
+    assert int(attribution.ranking[0]) == ANSWER_SENTENCE
+    assert attribution.cost.forward_passes == 9
+    assert attribution.target["response"] == "His favourite colour is teal."
+    # The page shows the context with the answer sentence highlighted and nothing unescaped.
+    html = attribution.to_html()
+    assert "favourite colour is teal" in html
+
+
+@pytest.mark.model
+def test_generated_response_is_attributed_when_none_is_given(smollm2):
+    scorer = context_scorer(smollm2, CONTEXT, QUERY, max_new_tokens=24)
+    assert "teal" in scorer.target["response"].lower()
+    values = scorer(np.eye(8, dtype=bool)[[ANSWER_SENTENCE, 0]])
+    assert values[0] > values[1]  # the answer sentence alone supports the answer more
+
+
+class EchoLM:
+    """A stand-in LM at the true boundary: returns the prompt length as its "log-probability"."""
+
+    name = "echo"
+
+    def generate(self, prompt: str, max_new_tokens: int = 64) -> str:
+        return "an answer"
+
+    def logprob(self, prompts, response):
+        return np.array([float(len(p)) for p in prompts])
+
+
+def test_context_task_input_errors():
+    lm = EchoLM()
+    with pytest.raises(ak.InputError, match="context is empty"):
+        attribute_context(lm, "  ", QUERY)
+    with pytest.raises(ak.InputError, match="context is empty"):
+        attribute_context(lm, [], QUERY)
+    with pytest.raises(ak.InputError, match="query is empty"):
+        attribute_context(lm, CONTEXT, "")
+    with pytest.raises(ak.InputError, match="only 1 unit"):
+        attribute_context(lm, "Just one sentence here.", QUERY)
+    with pytest.raises(ak.InputError, match="unknown units"):
+        attribute_context(lm, CONTEXT, QUERY, units="chapters")
+
+
+def test_context_passages_are_units_and_removal_deletes_text():
+    lm = EchoLM()
+    attribution = attribute_context(
+        lm, ["short.", "a much longer passage."], QUERY, units="passages"
+    )
+    assert [u.label for u in attribution.units] == ["short.", "a much longer passage."]
+    # With prompt length as the value, LOO scores are the characters each passage contributes.
+    np.testing.assert_allclose(
+        attribution.scores, [len("short.\n\n"), len("a much longer passage.")]
+    )
