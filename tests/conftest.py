@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# Two threads by default; ATTRIBKIT_TEST_THREADS=1 when several test runs share the 2 cores
+# (oversubscribed OpenMP threads make every matmul ~10x slower).
+torch.set_num_threads(int(os.environ.get("ATTRIBKIT_TEST_THREADS", "2")))
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
