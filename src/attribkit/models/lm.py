@@ -298,7 +298,7 @@ class LanguageModel(CostMeter):
         spans = []
         end = start + len(prompt)
         for s, e in enc["offset_mapping"]:
-            if e <= start or s >= end or (s == e == 0 and ids and special):
+            if e <= start or s >= end:
                 spans.append((-1, -1))
             else:
                 spans.append((max(s, start) - start, min(e, end) - start))
