@@ -1,8 +1,60 @@
-"""attribkit: which parts of the input made a model produce this output, and how sure can we be?"""
+"""attribkit: which parts of the input made a model produce this output, and how sure can we be?
+
+The public API, re-exported here, is stable:
+
+- core: :class:`Units` (:class:`TextUnits`, :class:`FeatureUnits`, :class:`ArrayUnits`,
+  :class:`ImageUnits`), :class:`Scorer`, :class:`GradientScorer`, :class:`Attribution`,
+  :class:`Cost`, :class:`Budget`, :func:`attribute`, :func:`list_methods`, :func:`register`;
+- models: :func:`load`, :class:`LanguageModel`, :class:`TorchClassifier`,
+  :class:`CallableModel`, :class:`OpenAICompatibleLM`;
+- tasks: :func:`attribute_context`;
+- evaluation: :func:`deletion`, :func:`insertion`, :func:`deletion_insertion`,
+  :func:`comprehensiveness`, :func:`sufficiency`, :func:`eraser`, :func:`agreement`,
+  :func:`agreement_matrix`;
+- viz: :func:`save_html`, :func:`print_attribution`.
+"""
 
 __version__ = "0.1.0"
 
 from attribkit.core import *  # noqa: E402,F403
 from attribkit.core import __all__ as _core_all  # noqa: E402
+from attribkit.evaluation import (  # noqa: E402
+    agreement,
+    agreement_matrix,
+    comprehensiveness,
+    deletion,
+    deletion_insertion,
+    eraser,
+    insertion,
+    sufficiency,
+)
+from attribkit.models import (  # noqa: E402
+    CallableModel,
+    LanguageModel,
+    OpenAICompatibleLM,
+    TorchClassifier,
+    load,
+)
+from attribkit.tasks import attribute_context  # noqa: E402
+from attribkit.viz import print_attribution, save_html  # noqa: E402
 
-__all__ = ["__version__", *_core_all]
+__all__ = [
+    "CallableModel",
+    "LanguageModel",
+    "OpenAICompatibleLM",
+    "TorchClassifier",
+    "__version__",
+    "agreement",
+    "agreement_matrix",
+    "attribute_context",
+    "comprehensiveness",
+    "deletion",
+    "deletion_insertion",
+    "eraser",
+    "insertion",
+    "load",
+    "print_attribution",
+    "save_html",
+    "sufficiency",
+    *_core_all,
+]
