@@ -16,9 +16,9 @@ The public API, re-exported here, is stable:
 
 __version__ = "0.1.0"
 
-from attribkit.core import *  # noqa: E402,F403
-from attribkit.core import __all__ as _core_all  # noqa: E402
-from attribkit.evaluation import (  # noqa: E402
+from attribkit.core import *  # noqa: F403
+from attribkit.core import __all__ as _core_all
+from attribkit.evaluation import (
     agreement,
     agreement_matrix,
     comprehensiveness,
@@ -28,15 +28,15 @@ from attribkit.evaluation import (  # noqa: E402
     insertion,
     sufficiency,
 )
-from attribkit.models import (  # noqa: E402
+from attribkit.models import (
     CallableModel,
     LanguageModel,
     OpenAICompatibleLM,
     TorchClassifier,
     load,
 )
-from attribkit.tasks import attribute_context  # noqa: E402
-from attribkit.viz import print_attribution, save_html  # noqa: E402
+from attribkit.tasks import attribute_context
+from attribkit.viz import print_attribution, save_html
 
 __all__ = [
     "CallableModel",
