@@ -30,6 +30,7 @@ import numpy as np
 
 from attribkit.core.cost import CostMeter
 from attribkit.core.errors import InputError, ScorerError
+from attribkit.models.pairs import broadcast_pairs
 
 __all__ = ["OpenAICompatibleLM"]
 
@@ -38,16 +39,6 @@ _NEEDS_ECHO = (
     "`logprobs` and `max_tokens=0` (e.g. vLLM or llama.cpp server); chat-only endpoints and "
     "OpenAI's hosted models do not return prompt log-probabilities"
 )
-
-
-def _as_list(x: str | Sequence[str], what: str) -> list[str]:
-    if isinstance(x, str):
-        return [x]
-    out = list(x)
-    for i, s in enumerate(out):
-        if not isinstance(s, str):
-            raise InputError(f"{what} {i} is a {type(s).__name__}; pass strings")
-    return out
 
 
 def _excerpt(text: str, n: int = 300) -> str:
@@ -205,23 +196,8 @@ class OpenAICompatibleLM(CostMeter):
     def _pairs(
         self, prompts: str | Sequence[str], responses: str | Sequence[str], chat: bool
     ) -> list[tuple[str, str]]:
-        ps, rs = _as_list(prompts, "prompt"), _as_list(responses, "response")
-        if len(rs) == 1 and len(ps) > 1:
-            rs = rs * len(ps)
-        elif len(ps) == 1 and len(rs) > 1:
-            ps = ps * len(rs)
-        if len(ps) != len(rs):
-            raise InputError(
-                f"{len(ps)} prompts and {len(rs)} responses: pass equally many, or one of either"
-            )
-        if not ps:
-            raise InputError("no prompts given: pass at least one prompt")
-        for r in rs:
-            if not r:
-                raise InputError(
-                    "the response is empty: pass the text whose probability to explain"
-                )
-        return [(self.format_prompt(p) if chat else p, r) for p, r in zip(ps, rs, strict=True)]
+        pairs = broadcast_pairs(prompts, responses)
+        return [(self.format_prompt(p) if chat else p, r) for p, r in pairs]
 
     def _score_one(self, prompt: str, response: str) -> np.ndarray:
         full = prompt + response

@@ -19,18 +19,9 @@ from attribkit.core.cost import CostMeter
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.gradient import GradientScorer
 from attribkit.core.units import TextUnits, Units
+from attribkit.models.pairs import broadcast_pairs
 
 __all__ = ["LanguageModel"]
-
-
-def _as_list(x: str | Sequence[str], what: str) -> list[str]:
-    if isinstance(x, str):
-        return [x]
-    out = list(x)
-    for i, s in enumerate(out):
-        if not isinstance(s, str):
-            raise InputError(f"{what} {i} is a {type(s).__name__}; pass strings")
-    return out
 
 
 class LanguageModel(CostMeter):
@@ -178,20 +169,9 @@ class LanguageModel(CostMeter):
     ) -> list[tuple[list[int], list[int]]]:
         """Token ids ``(prompt_ids, response_ids)`` for each pair; a single prompt or response is
         broadcast to the other list's length. No model calls."""
-        ps, rs = _as_list(prompts, "prompt"), _as_list(responses, "response")
-        if len(rs) == 1 and len(ps) > 1:
-            rs = rs * len(ps)
-        elif len(ps) == 1 and len(rs) > 1:
-            ps = ps * len(rs)
-        if len(ps) != len(rs):
-            raise InputError(
-                f"{len(ps)} prompts and {len(rs)} responses: pass equally many, or one of either"
-            )
-        if not ps:
-            raise InputError("no prompts given: pass at least one prompt")
         resp_cache: dict[str, list[int]] = {}
         out = []
-        for p, r in zip(ps, rs, strict=True):
+        for p, r in broadcast_pairs(prompts, responses):
             if r not in resp_cache:
                 resp_cache[r] = self._response_ids(r)
             out.append((self._prompt_ids(p, chat), resp_cache[r]))
