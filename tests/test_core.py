@@ -183,3 +183,10 @@ def test_single_unit_is_a_clear_error():
 def test_unknown_method_lists_the_choices():
     with pytest.raises(ak.InputError, match=r"unknown method 'nope'.*loo"):
         ak.attribute(linear_scorer(), "nope")
+
+
+def test_progress_bar_follows_the_scorer_and_restores_its_callback():
+    seen = []
+    scorer = linear_scorer(progress=seen.append)
+    ak.attribute(scorer, "loo", progress=True)
+    assert sum(seen) == 5 and scorer.progress == seen.append

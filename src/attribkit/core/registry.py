@@ -72,8 +72,12 @@ def check_units(scorer: Any, minimum: int = 2) -> None:
         )
 
 
-def attribute(scorer: Any, method: str, **params: Any) -> Any:
-    """Run the registered ``method`` on ``scorer`` and return its Attribution."""
+def attribute(scorer: Any, method: str, *, progress: bool = False, **params: Any) -> Any:
+    """Run the registered ``method`` on ``scorer`` and return its Attribution.
+
+    ``progress=True`` shows a progress bar of the scorer's forward passes while it runs.
+    Costs what the method costs (see ``list_methods()`` for each formula).
+    """
     spec = get_method(method)
     from attribkit.core.gradient import GradientScorer
 
@@ -86,4 +90,9 @@ def attribute(scorer: Any, method: str, **params: Any) -> Any:
         raise InputError(
             f"{method!r} is a perturbation method and needs a mask Scorer, not a GradientScorer"
         )
+    if progress and spec.kind == "perturbation":
+        from attribkit.core.progress import scorer_progress
+
+        with scorer_progress(scorer, f"{method} over {scorer.n_units} units"):
+            return spec.fn(scorer, **params)
     return spec.fn(scorer, **params)
