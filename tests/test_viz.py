@@ -104,3 +104,14 @@ def test_console_features_markup_and_nan():
     out = console.export_text()
     assert "[bold]x[/bold]" in out  # labels are not parsed as rich markup
     assert "n/a" in out and "..." in out and "y" * 200 not in out
+
+
+def test_html_shows_query_and_response_of_a_text_target_escaped():
+    import attribkit as ak
+    from attribkit.viz.html import attribution_html
+
+    units = ak.TextUnits.sentences("One. Two.")
+    target = {"description": "d", "query": "q <b>?</b>", "response": "r <script>x</script>"}
+    page = attribution_html(ak.Attribution(list(units), [1.0, 0.0], "loo", target=target))
+    assert "<dt>query</dt><dd>q &lt;b&gt;?&lt;/b&gt;</dd>" in page
+    assert "r &lt;script&gt;x&lt;/script&gt;" in page and "<script>x" not in page

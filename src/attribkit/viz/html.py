@@ -154,8 +154,10 @@ def attribution_html(attribution: Attribution, title: str | None = None) -> str:
     scale = float(finite.max()) if finite.size else 0.0
     order, rank = _ranks(v)
     page_title = title if title is not None else f"attribkit · {att.method}"
+    target = att.target if isinstance(att.target, dict) else {}
     meta = [
         ("method", att.method),
+        *[(key, str(target[key])) for key in ("model", "query", "response") if key in target],
         ("target", _describe(att.target)),
         ("units", f"{len(att)} {att.input.get('kind', '')} units"),
         ("removal", att.input.get("removal", "")),
