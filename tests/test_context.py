@@ -52,8 +52,8 @@ class EchoLM:
     def generate(self, prompt: str, max_new_tokens: int = 64) -> str:
         return "an answer"
 
-    def logprob(self, prompts, response):
-        return np.array([float(len(p)) for p in prompts])
+    def token_logprobs(self, prompts, response):
+        return [np.array([float(len(p))]) for p in prompts]
 
 
 def test_context_task_input_errors():
@@ -68,6 +68,27 @@ def test_context_task_input_errors():
         attribute_context(lm, "Just one sentence here.", QUERY)
     with pytest.raises(ak.InputError, match="unknown units"):
         attribute_context(lm, CONTEXT, QUERY, units="chapters")
+    with pytest.raises(ak.InputError, match="does not occur in the context"):
+        attribute_context(lm, CONTEXT, QUERY, units=["He sells honey", "Tarvo Lindqvist keeps"])
+    with pytest.raises(ak.InputError, match="is not in the response"):
+        attribute_context(lm, CONTEXT, QUERY, response="Teal.", span="blue")
+    with pytest.raises(ak.InputError, match="not inside the response"):
+        attribute_context(lm, CONTEXT, QUERY, response="Teal.", span=(2, 40))
+
+
+def test_explicit_units_keep_exact_offsets():
+    units = ["Tarvo Lindqvist keeps bees", "He sells honey at the Saturday market."]
+    attribution = attribute_context(EchoLM(), CONTEXT, QUERY, units=units)
+    for unit in attribution.units:
+        assert CONTEXT[unit.start : unit.end] == unit.label
+    assert [u.label for u in attribution.units] == units
+
+
+def test_sentence_offsets_round_trip():
+    attribution = attribute_context(EchoLM(), CONTEXT, QUERY)
+    assert len(attribution) == 8
+    for unit in attribution.units:
+        assert CONTEXT[unit.start : unit.end] == unit.label
 
 
 def test_context_passages_are_units_and_removal_deletes_text():

@@ -35,11 +35,12 @@ from attribkit.models import (
     TorchClassifier,
     load,
 )
-from attribkit.tasks import attribute_context
+from attribkit.tasks import ContextTask, attribute_context
 from attribkit.viz import print_attribution, save_html
 
 __all__ = [
     "CallableModel",
+    "ContextTask",
     "LanguageModel",
     "OpenAICompatibleLM",
     "TorchClassifier",

@@ -8,15 +8,17 @@ from typing import Any, Literal
 
 from attribkit.core.errors import InputError
 
-Kind = Literal["perturbation", "gradient"]
+Kind = Literal["perturbation", "gradient", "context"]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     """A registered method: ``fn(scorer, **params) -> Attribution``.
 
-    ``kind`` says which scorer it takes (``"perturbation"``: a :class:`Scorer` over unit masks;
-    ``"gradient"``: a :class:`GradientScorer`). ``cost`` is the model-call formula, ``cite`` the paper.
+    ``kind`` says what it takes: ``"perturbation"``, a :class:`Scorer` over unit masks;
+    ``"gradient"``, a :class:`GradientScorer`; ``"context"``, a
+    :class:`~attribkit.tasks.context.ContextTask` (methods that read an LM's internals, such as
+    attention). ``cost`` is the model-call formula, ``cite`` the paper.
     """
 
     name: str
@@ -80,15 +82,22 @@ def attribute(scorer: Any, method: str, *, progress: bool = False, **params: Any
     """
     spec = get_method(method)
     from attribkit.core.gradient import GradientScorer
+    from attribkit.core.scorer import Scorer
 
     if spec.kind == "gradient" and not isinstance(scorer, GradientScorer):
         raise InputError(
             f"{method!r} is a gradient method and needs a GradientScorer (a torch model); "
             "for a black-box scorer use a perturbation method such as 'loo', 'shapley' or 'kernel_shap'"
         )
-    if spec.kind == "perturbation" and isinstance(scorer, GradientScorer):
+    if spec.kind == "perturbation" and not isinstance(scorer, Scorer):
         raise InputError(
-            f"{method!r} is a perturbation method and needs a mask Scorer, not a GradientScorer"
+            f"{method!r} is a perturbation method and needs a mask Scorer, "
+            f"not {type(scorer).__name__}"
+        )
+    if spec.kind == "context" and isinstance(scorer, Scorer | GradientScorer):
+        raise InputError(
+            f"{method!r} reads a language model's internals and needs a ContextTask; "
+            "use attribkit.attribute_context(lm, context, query, method=...)"
         )
     if progress and spec.kind == "perturbation":
         from attribkit.core.progress import scorer_progress

@@ -30,6 +30,9 @@ class Scorer(CostMeter):
         batch_size: most inputs sent to ``fn`` in one call.
         budget: optional cap on forward passes / seconds; exceeding it raises ``BudgetExhausted``.
         progress: optional callback receiving the number of new forward passes after each batch.
+        meter: optional :class:`CostMeter` (e.g. the model adapter) whose forward passes and
+            batches during each call are counted instead of one pass per input — for value
+            functions that answer some inputs from their own cache.
     """
 
     def __init__(
@@ -41,8 +44,10 @@ class Scorer(CostMeter):
         cache: bool = True,
         budget: Budget | None = None,
         progress: Callable[[int], None] | None = None,
+        meter: CostMeter | None = None,
     ) -> None:
         super().__init__()
+        self.meter = meter
         if len(units) == 0:
             raise InputError("there are no units to attribute: the input is empty")
         if batch_size < 1:
@@ -76,10 +81,16 @@ class Scorer(CostMeter):
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 rows = m[[i for _, i in chunk]]
+                before = self.meter.cost.copy() if self.meter is not None else None
                 values = self._evaluate(rows)
                 fresh.update(zip((k for k, _ in chunk), values, strict=True))
-                self.cost.forward_passes += len(chunk)
-                self.cost.batches += 1
+                if before is not None and self.meter is not None:
+                    spent = self.meter.cost - before
+                    passes, batches = spent.forward_passes, spent.batches
+                else:
+                    passes, batches = len(chunk), 1
+                self.cost.forward_passes += passes
+                self.cost.batches += batches
                 if self.progress is not None:
                     self.progress(len(chunk))
         if self._cache is not None:
