@@ -190,3 +190,17 @@ def test_progress_bar_follows_the_scorer_and_restores_its_callback():
     scorer = linear_scorer(progress=seen.append)
     ak.attribute(scorer, "loo", progress=True)
     assert sum(seen) == 5 and scorer.progress == seen.append
+
+
+def test_unscored_units_follow_the_methods_ranking_hint():
+    units = ak.FeatureUnits(np.zeros(4))
+    attribution = ak.Attribution(
+        list(units), [np.nan, 2.0, np.nan, np.nan], "x", extras={"ranking": [1, 3, 0, 2]}
+    )
+    assert list(attribution.ranking) == [1, 3, 0, 2]
+    assert list(ak.Attribution(list(units), [np.nan, 2.0, np.nan, np.nan], "x").ranking) == [
+        1,
+        0,
+        2,
+        3,
+    ]

@@ -29,7 +29,7 @@ from attribkit.core.units import FeatureUnits, Unit, Units
 
 __all__ = ["check_method", "iter_checks", "toy_gradient_scorer", "toy_scorer"]
 
-ToyScorer = Scorer | GradientScorer
+ToyScorer = Any  # a Scorer, a GradientScorer or a ContextTask
 
 
 class _Counted:
@@ -96,8 +96,132 @@ def toy_gradient_scorer(
     )
 
 
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "The capital of France is Paris. Paris is a city on the Seine.",
+    "Context: the cat sat on the mat. The dog ran in the park.",
+    "Query: where did the cat sit? Answer: on the mat.",
+    "Alice went to the market and bought apples, pears and bread.",
+    "What is the capital of Italy? Rome is the capital of Italy.",
+    "The quick brown fox jumps over the lazy dog 0123456789 times!",
+]
+
+
+def make_tiny_tokenizer() -> Any:
+    """A byte-level BPE tokenizer trained in-process (no download) with a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "<|im_end|>", "<|im_start|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_tiny_model(vocab_size: int, seed: int = 0) -> Any:
+    """A 2-layer randomly initialised LlamaForCausalLM (hidden 32, 4 heads, 2 kv heads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    model = LlamaForCausalLM(config).eval()
+    # Larger-than-default weights so that log-probabilities differ visibly between inputs.
+    with torch.no_grad():
+        model.model.embed_tokens.weight.normal_(0.0, 1.0)
+    return model
+
+
+def tiny_language_model(seed: int = 0) -> Any:
+    """A :class:`~attribkit.models.lm.LanguageModel` over a tiny random Llama (2 layers, hidden
+    32) with an in-process BPE tokenizer and a chat template: no download, built in well under a
+    second. For fast tests of code that needs a real transformer."""
+    from attribkit.models.lm import LanguageModel
+
+    tok = make_tiny_tokenizer()
+    return LanguageModel(make_tiny_model(len(tok), seed=seed), tok, name="tiny")
+
+
+TOY_CONTEXT = [
+    "The cat sat on the mat.",
+    "The dog ran in the park.",
+    "Alice went to the market.",
+    "She bought apples and pears.",
+    "Paris is a city on the Seine.",
+    "Rome is the capital of Italy.",
+]
+
+
+def toy_context_task(n_units: int = 6, lm: Any = None) -> Any:
+    """A :class:`~attribkit.tasks.context.ContextTask` over ``n_units`` short sentences on the
+    tiny language model, with a forced response. No real model behind it."""
+    from attribkit.tasks.context import ContextTask
+
+    lm = lm if lm is not None else tiny_language_model()
+    context = TOY_CONTEXT[:n_units]
+    return ContextTask(lm, context, "Where did the cat sit?", "On the mat.", units=context)
+
+
+class _CountingLM:
+    """Proxies a LanguageModel and counts, independently of its meter, the sequences it runs."""
+
+    def __init__(self, lm: Any) -> None:
+        self._lm, self.rows, self.grad_rows = lm, 0, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lm, name)
+
+    def token_logprobs(self, prompts: Any, responses: Any, **kw: Any) -> Any:
+        self.rows += 1 if isinstance(prompts, str) else len(prompts)
+        return self._lm.token_logprobs(prompts, responses, **kw)
+
+    def set_reference(self, *args: Any, **kw: Any) -> Any:
+        self.rows += 1
+        return self._lm.set_reference(*args, **kw)
+
+    def attention_rows(self, *args: Any, **kw: Any) -> Any:
+        self.rows += 1
+        return self._lm.attention_rows(*args, **kw)
+
+
 def _make(kind: str) -> tuple[ToyScorer, _Counted]:
     """A fresh toy scorer of the method's kind whose value function is counted."""
+    if kind == "context":
+        counting = _CountingLM(tiny_language_model())
+        return toy_context_task(lm=counting), counting  # type: ignore[return-value]
     if kind == "gradient":
         base = toy_gradient_scorer()
         counted = _Counted(base.forward_fn)
@@ -137,8 +261,10 @@ def _expect(spec: MethodSpec, check: str, error: type[Exception], why: str) -> I
 # --- the checks ------------------------------------------------------------------------------
 def check_spec(spec: MethodSpec, params: dict[str, Any]) -> None:
     """The registration is complete: known kind, a cost formula, a citation, a docstring."""
-    if spec.kind not in ("perturbation", "gradient"):
-        raise _fail(spec, "spec", f"kind {spec.kind!r} is neither 'perturbation' nor 'gradient'")
+    if spec.kind not in ("perturbation", "gradient", "context"):
+        raise _fail(
+            spec, "spec", f"kind {spec.kind!r} is not 'perturbation', 'gradient' or 'context'"
+        )
     if not spec.cost.strip():
         raise _fail(spec, "spec", "the registration gives no cost formula")
     if not spec.cite.strip():
@@ -188,10 +314,19 @@ def check_cost(spec: MethodSpec, params: dict[str, Any]) -> None:
     scorer, counted = _make(spec.kind)
     p = _with_seed(spec, params)
     a = _run(spec, scorer, p)
+    if spec.kind == "context":  # no single scorer: compare with the sequences the LM ran
+        if a.cost.forward_passes != counted.rows or counted.rows <= 0 or not a.cost.seconds > 0:
+            raise _fail(
+                spec,
+                "cost",
+                f"reports {a.cost.forward_passes} forward passes in {a.cost.seconds}s but the "
+                f"language model ran {counted.rows} sequences",
+            )
+        return
     _check_cost_matches(spec, a, scorer.cost, counted, "first run")
     if a.cost.forward_passes <= 0:
         raise _fail(spec, "cost", "reports 0 forward passes: every method must query the model")
-    if spec.kind == "gradient":
+    if spec.kind != "perturbation":
         return
     # a rerun with the same seed on the warm scorer is answered from the cache
     before, rows_before = scorer.cost.copy(), counted.rows
@@ -286,8 +421,10 @@ def check_round_trip(spec: MethodSpec, params: dict[str, Any]) -> None:
 
 def check_one_unit(spec: MethodSpec, params: dict[str, Any]) -> None:
     """A scorer with a single unit is refused with InputError (nothing to rank it against)."""
-    if spec.kind == "gradient":
-        scorer: ToyScorer = toy_gradient_scorer(unit_index=[0] * 8)
+    if spec.kind == "context":
+        scorer: ToyScorer = toy_context_task(n_units=1)
+    elif spec.kind == "gradient":
+        scorer = toy_gradient_scorer(unit_index=[0] * 8)
     else:
         scorer = toy_scorer(1, fn=lambda z: np.asarray(z, dtype=float)[:, 0] * 2.0)
     with _expect(spec, "one_unit", InputError, "a 1-unit scorer"):
@@ -302,6 +439,10 @@ def check_nan_scorer(spec: MethodSpec, params: dict[str, Any]) -> None:
             return xb.sum(dim=-1) * float("nan")
 
         scorer: ToyScorer = toy_gradient_scorer(forward=forward)
+    elif spec.kind == "context":
+        scorer = toy_context_task()
+        with torch.no_grad():  # a broken model: every weight of its embedding is NaN
+            scorer.lm.model.get_input_embeddings().weight.fill_(float("nan"))
     else:
         scorer = toy_scorer(fn=lambda z: np.full(len(z), np.nan))
     with _expect(spec, "nan_scorer", ScorerError, "a value function that returns NaN"):

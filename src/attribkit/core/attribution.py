@@ -95,10 +95,21 @@ class Attribution:
 
     @property
     def ranking(self) -> np.ndarray:
-        """Unit indices, highest score first; unscored (NaN) units last. Stable for ties."""
+        """Unit indices, highest score first (stable for ties). Unscored (NaN) units come last,
+        in the order of ``extras['ranking']`` when the method gives one (e.g. a prior's order)."""
         v = self.vector
         key = np.where(np.isnan(v), -np.inf, v)
-        return np.argsort(-key, kind="stable")
+        order = np.argsort(-key, kind="stable")
+        hint = self.extras.get("ranking")
+        if hint is None or not np.isnan(v).any():
+            return order
+        position = {int(u): p for p, u in enumerate(hint)}
+        scored = [int(u) for u in order if not np.isnan(v[u])]
+        unscored = sorted(
+            (int(u) for u in order if np.isnan(v[u])),
+            key=lambda u: position.get(u, len(position) + u),
+        )
+        return np.array(scored + unscored, dtype=int)
 
     def top(self, k: int = 5) -> list[tuple[Unit, float]]:
         """The ``k`` highest-scoring units with their scores, best first."""

@@ -5,6 +5,7 @@ methods take a :class:`~attribkit.core.gradient.GradientScorer`. Run any of them
 ``attribkit.attribute(scorer, name, **params)``; ``attribkit.list_methods()`` lists them.
 """
 
+from attribkit.methods.context import contextcite, hybrid
 from attribkit.methods.gradients import (
     input_x_gradient,
     integrated_gradients,
@@ -19,6 +20,8 @@ from attribkit.methods.shapley import shapley
 from attribkit.methods.surrogate import lasso_surrogate
 
 __all__ = [
+    "contextcite",
+    "hybrid",
     "input_x_gradient",
     "integrated_gradients",
     "kernel_shap",

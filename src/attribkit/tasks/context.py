@@ -13,6 +13,7 @@ the full prompt is reused for the prefix every masked prompt shares with it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
@@ -290,6 +291,14 @@ class ContextTask:
         if spec.kind == "context":
             return attribute(self, method, budget=budget, **params)
         return attribute(self.scorer(budget=budget), method, **params)
+
+    def with_span(self, span: str | tuple[int, int] | None) -> ContextTask:
+        """The same question with another target span; shares this task's per-prompt cache, so
+        re-attributing with the same masks (same method and seed) costs no model calls."""
+        other = copy.copy(self)
+        other.span = resolve_span(self.response, span)
+        other._span_mask = None
+        return other
 
     def __repr__(self) -> str:
         return (
