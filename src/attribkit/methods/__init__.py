@@ -18,6 +18,7 @@ from attribkit.methods.occlusion import leave_one_out, occlusion
 from attribkit.methods.rise import rise
 from attribkit.methods.shapley import shapley
 from attribkit.methods.surrogate import lasso_surrogate
+from attribkit.methods.tracllm import tracllm
 
 __all__ = [
     "contextcite",
@@ -33,4 +34,5 @@ __all__ = [
     "saliency",
     "shapley",
     "smoothgrad",
+    "tracllm",
 ]

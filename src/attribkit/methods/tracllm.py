@@ -339,7 +339,10 @@ def tracllm(
         "loo_weight": float(loo_weight),
         "seed": seed,
     }
-    return Attribution.from_scorer(scorer, scores, "tracllm", params, cost, **extras)
+    result = Attribution.from_scorer(scorer, scores, "tracllm", params, cost, **extras)
+    # unscored units follow the pruned order in Attribution.ranking (a full ranking, for recall@k)
+    result.extras["ranking"] = [int(u) for u in full_ranking(result)]
+    return result
 
 
 def _ensemble(searches: list[_Search], n: int) -> tuple[np.ndarray, dict[str, Any]]:
