@@ -101,3 +101,40 @@ def test_context_passages_are_units_and_removal_deletes_text():
     np.testing.assert_allclose(
         attribution.scores, [len("short.\n\n"), len("a much longer passage.")]
     )
+
+
+TWO_CLAIMS = (
+    "Tarvo Lindqvist keeps bees on a hill outside the city. "
+    "His neighbour Ilse grows tomatoes in a greenhouse. "
+    "The market opens at seven in the morning. "
+    "Tarvo Lindqvist's favourite colour is teal. "
+    "Ilse's greenhouse was built in 1998. "
+    "The city built a new bridge last spring."
+)
+
+
+@pytest.mark.model
+def test_span_queries_trace_two_claims_to_their_two_sources(smollm2):
+    task = ak.ContextTask(
+        smollm2,
+        TWO_CLAIMS,
+        "What do Tarvo and Ilse do?",
+        "Tarvo keeps bees and Ilse grows tomatoes.",
+    )
+    bees = task.with_span("Tarvo keeps bees").attribute("loo")
+    tomatoes = task.with_span("Ilse grows tomatoes").attribute("loo")
+    assert int(bees.ranking[0]) == 0 and int(tomatoes.ranking[0]) == 1
+    assert tomatoes.cost.forward_passes == 0  # the second span reuses the cached passes
+    assert bees.target["span_text"] == "Tarvo keeps bees"
+
+
+def test_window_overflow_gives_a_clear_error(tiny_lm):
+    window = tiny_lm.max_positions  # 512 tokens for the tiny model
+    long_query = "where did the cat sit " * window
+    with pytest.raises(
+        ak.InputError, match=r"query alone takes \d+ tokens but the model's window is 512"
+    ):
+        ak.ContextTask(tiny_lm, CONTEXT, long_query, response="On the mat.")
+    long_context = "The cat sat on the mat. " * window
+    with pytest.raises(ak.InputError, match=r"shorten the context by about \d+ tokens"):
+        ak.ContextTask(tiny_lm, long_context, "Where?", response="On the mat.")

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="git blame for model outputs.")
 console = Console()
+err_console = Console(stderr=True)
 
 DEMO_CONTEXT = (
     "Maren Tolvik is a glassblower who lives in a small harbour town. "
@@ -24,14 +25,14 @@ DEMO_CONTEXT = (
 DEMO_QUERY = "In which village was Maren Tolvik born?"
 
 
-def _progress() -> Progress:
+def _progress(on: Console = console) -> Progress:
     return Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
-        console=console,
+        console=on,
         transient=False,
     )
 
@@ -72,6 +73,129 @@ def demo(
     console.print(f"HTML report written to [bold]{out}[/bold]")
 
 
+def read_context_file(path: Path) -> str | list[str]:
+    """Plain text (returned as is; passages are separated by blank lines) or JSONL with one
+    ``{"text": ...}`` passage per line (returned as a list)."""
+    import json
+
+    from attribkit.core.errors import InputError
+
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot read the context file {path}: {e.strerror}") from e
+    lines = [line for line in raw.splitlines() if line.strip()]
+    if not (path.suffix == ".jsonl" or (lines and lines[0].lstrip().startswith("{"))):
+        return raw
+    passages = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{number} is not valid JSON ({e.msg})") from e
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise InputError(
+                f'{path}:{number} has no "text" string; write one {{"text": ...}} per line'
+            )
+        passages.append(record["text"])
+    return passages
+
+
+@app.command("context")
+def context_command(
+    context: Path = typer.Option(
+        ...,
+        "--context",
+        help='Plain text (passages separated by blank lines) or JSONL with {"text": ...} per line.',
+    ),
+    query: str = typer.Option(..., "--query", help="The question the response answers."),
+    response: str | None = typer.Option(
+        None, "--response", help="Attribute this response instead of generating one."
+    ),
+    span: str | None = typer.Option(
+        None, "--span", help="Attribute only this part (a substring) of the response."
+    ),
+    method: str | None = typer.Option(
+        None,
+        "--method",
+        help="Attribution method (default: the context default; see `attribkit methods`).",
+    ),
+    units: str = typer.Option("sentences", "--units", help="sentences or passages."),
+    model: str = typer.Option("smollm2", "--model", help="Model name or local path."),
+    budget: int | None = typer.Option(
+        None, "--budget", help="Most forward passes the method may spend."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
+    html: Path | None = typer.Option(None, "--html", help="Also write an HTML report here."),
+) -> None:
+    """Which sentences or passages of a context made the model give its response?"""
+    import json
+
+    import numpy as np
+
+    from attribkit.core.cost import Budget
+    from attribkit.core.errors import AttribkitError
+    from attribkit.models import load
+    from attribkit.tasks.context import DEFAULT_METHOD, ContextTask
+    from attribkit.viz.console import print_attribution
+    from attribkit.viz.html import save_html
+
+    method = method or DEFAULT_METHOD
+    try:
+        passages = read_context_file(context)
+        with _progress(err_console) as progress:
+            task_id = progress.add_task(f"Loading model {model}", total=None)
+            lm = load(model)
+            progress.update(task_id, total=1, completed=1)
+            task_id = progress.add_task(
+                "Preparing" if response else "Generating the response", total=None
+            )
+            task = ContextTask(lm, passages, query, response, units=units, span=span)
+            progress.update(task_id, total=1, completed=1)
+            task_id = progress.add_task(
+                f"Attributing {task.n_units} {units} ({method})", total=None
+            )
+            attribution = task.attribute(
+                method, budget=Budget(forward_passes=budget) if budget else None
+            )
+            progress.update(task_id, total=1, completed=1)
+    except AttribkitError as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    if html is not None:
+        save_html(attribution, html)
+    if as_json:
+        scores = [None if np.isnan(s) else float(s) for s in attribution.vector]
+        out = {
+            "response": task.response,
+            "query": query,
+            "span": None if task.span is None else task.response[task.span[0] : task.span[1]],
+            "model": model,
+            "method": attribution.method,
+            "units": [
+                {"index": u.index, "text": u.label, "start": u.start, "end": u.end}
+                for u in attribution.units
+            ],
+            "scores": scores,
+            "ranking": [int(i) for i in attribution.ranking],
+            "model_calls": attribution.cost.model_calls,
+            "seconds": round(attribution.cost.seconds, 4),
+        }
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    console.print(f"[bold]Query:[/bold] {query}", highlight=False)
+    console.print(f"[bold]Response:[/bold] {task.response}", highlight=False)
+    if task.span is not None:
+        console.print(
+            f"[bold]Span:[/bold] {task.response[task.span[0] : task.span[1]]}", highlight=False
+        )
+    print_attribution(attribution, console=console)
+    if html is not None:
+        console.print(f"HTML report written to [bold]{html}[/bold]")
+
+
 @app.command("methods")
 def methods_command() -> None:
     """List the registered attribution methods with their cost and source."""
@@ -80,6 +204,7 @@ def methods_command() -> None:
     from attribkit.core.registry import list_methods
 
     table = Table("name", "kind", "cost", "source")
+    table.columns[0].no_wrap = True
     for spec in list_methods():
         table.add_row(spec.name, spec.kind, spec.cost, spec.cite)
     console.print(table)

@@ -219,10 +219,15 @@ class ContextTask:
             kwargs: dict[str, Any] = {}
             if hasattr(self.lm, "set_reference"):
                 if not self._reference_set:
-                    self.lm.set_reference(self.prompt(), self.response)
+                    # One pass over the full prompt: its key-value cache serves every masked
+                    # prompt's shared prefix, and its log-probabilities are the full prompt's.
+                    full = self.lm.set_reference(self.prompt(), self.response)
                     self._reference_set = True
+                    if full is not None:
+                        self._cache[self.prompt()] = np.asarray(full, dtype=float)
+                        todo = [p for p in todo if p != self.prompt()]
                 kwargs["reuse_prefix"] = True
-            values = self.lm.token_logprobs(todo, self.response, **kwargs)
+            values = self.lm.token_logprobs(todo, self.response, **kwargs) if todo else []
             self._cache.update(zip(todo, (np.asarray(v, dtype=float) for v in values), strict=True))
         return [self._cache[p] for p in prompts]
 
