@@ -25,7 +25,11 @@ from attribkit.testing import check_method, iter_checks, toy_gradient_scorer, to
 
 METHODS = [spec.name for spec in list_methods()]
 # Parameters a method needs on the toy inputs (e.g. explicit heads on the tiny language model).
-TOY_PARAMS: dict[str, dict[str, Any]] = {"hybrid": {"prior": "loo"}}
+TOY_PARAMS: dict[str, dict[str, Any]] = {
+    "attention_heads": {"heads": [(0, 1), (1, 2)]},
+    "attntrace": {"B": 4},
+    "hybrid": {"heads": [(0, 1), (1, 2)]},
+}
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -5,6 +5,7 @@ methods take a :class:`~attribkit.core.gradient.GradientScorer`. Run any of them
 ``attribkit.attribute(scorer, name, **params)``; ``attribkit.list_methods()`` lists them.
 """
 
+from attribkit.methods.attention import attention_heads, attntrace, select_heads
 from attribkit.methods.context import contextcite, hybrid
 from attribkit.methods.gradients import (
     input_x_gradient,
@@ -21,6 +22,8 @@ from attribkit.methods.surrogate import lasso_surrogate
 from attribkit.methods.tracllm import tracllm
 
 __all__ = [
+    "attention_heads",
+    "attntrace",
     "contextcite",
     "hybrid",
     "input_x_gradient",
@@ -32,6 +35,7 @@ __all__ = [
     "occlusion",
     "rise",
     "saliency",
+    "select_heads",
     "shapley",
     "smoothgrad",
     "tracllm",
