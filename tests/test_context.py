@@ -25,7 +25,7 @@ ANSWER_SENTENCE = 4
 @pytest.mark.model
 def test_loo_ranks_the_answer_sentence_first_on_the_real_model(smollm2):
     attribution = attribute_context(
-        smollm2, CONTEXT, QUERY, response="His favourite colour is teal."
+        smollm2, CONTEXT, QUERY, response="His favourite colour is teal.", method="loo"
     )
     assert len(attribution) == 8
     assert int(attribution.ranking[0]) == ANSWER_SENTENCE
@@ -34,6 +34,26 @@ def test_loo_ranks_the_answer_sentence_first_on_the_real_model(smollm2):
     # The page shows the context with the answer sentence highlighted and nothing unescaped.
     html = attribution.to_html()
     assert "favourite colour is teal" in html
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    "method", ["auto", "attention_heads", "hybrid", "contextcite", "tracllm", "shapley"]
+)
+def test_each_context_method_ranks_the_needle_first_on_the_real_model(smollm2, method):
+    # light settings keep the suite fast; the benchmark runs each method at its defaults
+    params = {
+        "shapley": {"n_permutations": 2},
+        "contextcite": {"n_ablations": 24},
+        "tracllm": {"score_funcs": ("loo", "stc")},
+    }.get(method, {})
+    attribution = attribute_context(
+        smollm2, CONTEXT, QUERY, response="His favourite colour is teal.", method=method, **params
+    )
+    assert int(attribution.ranking[0]) == ANSWER_SENTENCE, attribution
+    if method == "auto":
+        assert attribution.params["method"] == "attention_heads"
+        assert attribution.cost.forward_passes == 1
 
 
 @pytest.mark.model

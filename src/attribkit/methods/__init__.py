@@ -6,7 +6,7 @@ methods take a :class:`~attribkit.core.gradient.GradientScorer`. Run any of them
 """
 
 from attribkit.methods.attention import attention_heads, attntrace, select_heads
-from attribkit.methods.context import contextcite, hybrid
+from attribkit.methods.context import auto, contextcite, hybrid
 from attribkit.methods.gradients import (
     input_x_gradient,
     integrated_gradients,
@@ -24,6 +24,7 @@ from attribkit.methods.tracllm import tracllm
 __all__ = [
     "attention_heads",
     "attntrace",
+    "auto",
     "contextcite",
     "hybrid",
     "input_x_gradient",

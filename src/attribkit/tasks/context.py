@@ -27,7 +27,7 @@ from attribkit.core.scorer import Scorer
 from attribkit.core.units import TextUnits
 
 PROMPT_TEMPLATE = "Context: {context}\n\nQuery: {query}"
-DEFAULT_METHOD = "loo"
+DEFAULT_METHOD = "auto"
 
 Value = Literal["logprob", "logit_prob"]
 
