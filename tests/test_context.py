@@ -158,3 +158,23 @@ def test_window_overflow_gives_a_clear_error(tiny_lm):
     long_context = "The cat sat on the mat. " * window
     with pytest.raises(ak.InputError, match=r"shorten the context by about \d+ tokens"):
         ak.ContextTask(tiny_lm, long_context, "Where?", response="On the mat.")
+
+
+@pytest.mark.model
+def test_attntrace_finds_the_birthplace_sentence_on_the_real_model(smollm2):
+    # AttnTrace's all-heads attention is at chance on same-shape needles with SmolLM2 (see
+    # benchmarks/README.md: P@1 0.00 on needle cases) but reliable on birthplace cases (1.00).
+    from attribkit.tasks.context_cases import make_cases
+
+    case = make_cases("birthplace", 10, 1, seed=3)[0]
+    attribution = attribute_context(
+        smollm2,
+        case.context,
+        case.query,
+        response=case.response,
+        units=case.context,
+        method="attntrace",
+        B=10,
+    )
+    assert int(attribution.ranking[0]) in case.gold
+    assert attribution.cost.forward_passes == 10
