@@ -240,15 +240,9 @@ def _family_model(kind: str, vocab: int):
     import transformers as tr
 
     torch.manual_seed(0)
-    common = dict(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
+    from attribkit.testing import TINY_SHAPE
+
+    common = dict(vocab_size=vocab, **TINY_SHAPE)
     if kind == "mistral":  # sliding window on every layer
         model = tr.MistralForCausalLM(tr.MistralConfig(**common, sliding_window=8))
     elif kind == "qwen2":  # q/k biases; layer 1 uses a sliding window

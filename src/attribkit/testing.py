@@ -140,6 +140,17 @@ def make_tiny_tokenizer() -> Any:
     return fast
 
 
+#: The shape shared by the tiny test transformers (any decoder family accepts these keys).
+TINY_SHAPE = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+)
+
+
 def make_tiny_model(vocab_size: int, seed: int = 0) -> Any:
     """A 2-layer randomly initialised LlamaForCausalLM (hidden 32, 4 heads, 2 kv heads)."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -147,12 +158,7 @@ def make_tiny_model(vocab_size: int, seed: int = 0) -> Any:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+        **TINY_SHAPE,
         tie_word_embeddings=True,
         bos_token_id=1,
         eos_token_id=2,
