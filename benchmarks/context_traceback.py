@@ -24,7 +24,7 @@ seconds of attribution. Rankings use ``extras['ranking']`` when a method provide
 and :func:`attribkit.methods.tracllm.full_ranking` for TracLLM. No timed assertions.
 
 Run: ``.venv/bin/python benchmarks/context_traceback.py [--quick] [--cases N] [--sizes 10,50,200]
-[--methods a,b] [--families f,g] [--threads 2] [--json out.json]``
+[--methods a,b] [--families f,g] [--heavy] [--threads 2] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -89,14 +89,20 @@ INJECTIONS = ("injection", "redundant_injection")
 MID = ("needle", "two_hop", "injection")  # the n=50 subset for the costlier methods
 
 
-def plan_for(method: str, n: int, quick: bool = False) -> Plan | None:
+def plan_for(method: str, n: int, quick: bool = False, heavy: bool = False) -> Plan | None:
     """Settings of ``method`` at ``n`` sentences (None = skipped at this size: too expensive).
 
     The caps keep the full run near 45 minutes on 2 shared cores with 1 torch thread, where a
     pass costs ~0.6 s at n=10, ~2 s at n=50 and ~10 s at n=200. Cheap methods (attention,
-    hybrid, the default) run on every case; the others on fewer cases at larger n."""
+    hybrid, the default) run on every case; the others on fewer cases at larger n. ``heavy``
+    adds Shapley at n=50 and the ContextCite rows at n=200 (about +25 min)."""
     small, big = n <= 10, n > 50
     if quick and not small and method in ("shapley", f"{PEER} 64"):
+        return None
+    if not heavy and (
+        (method == "shapley" and not small)
+        or (big and method in ("contextcite", "lasso_surrogate", f"{PEER} 32"))
+    ):
         return None
     if method == "loo":
         # n + 1 passes with prefix reuse: ~10 min per case at n=200.
@@ -340,6 +346,11 @@ def main() -> None:
         help="case seed (the SmolLM2 heads were selected on seed 0 and checked on seed 1)",
     )
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument(
+        "--heavy",
+        action="store_true",
+        help="also Shapley at n=50 and ContextCite (ours and the package) at n=200",
+    )
     ap.add_argument("--no-peer", action="store_true", help="skip the context-cite package")
     ap.add_argument(
         "--max-cell-seconds",
@@ -402,11 +413,11 @@ def main() -> None:
     for n in sizes:
         cases = {f: make_cases(f, n, counts[n], seed=args.seed) for f in families}
         for method in methods:
-            plan = plan_for(method, n, args.quick)
+            plan = plan_for(method, n, args.quick, args.heavy)
             if plan is None and method == default:
                 plan = Plan(per_family=1, families=("needle",), label="1 case (scaling target)")
             if plan is None:
-                notes.append(f"{method} skipped at n={n} (too expensive for this run)")
+                notes.append(f"{method} skipped at n={n} (too expensive; see plan_for and --heavy)")
                 continue
             labels[(method, n)] = plan.label
             fams = [f for f in families if plan.families is None or f in plan.families]
