@@ -16,8 +16,8 @@ from attribkit.methods.surrogate import lasso_surrogate
 @register(
     "contextcite",
     kind="context",
-    cost="n_ablations forward passes (64), independent of n; another span of the same task "
-    "(ContextTask.with_span) with the same seed costs 0",
+    cost="n_ablations + 1 forward passes (64 + the full prompt), independent of n; another span "
+    "of the same task (ContextTask.with_span) with the same seed costs 0",
     cite="Cohen-Wang, Shah, Georgiev, Mądry, 'ContextCite: Attributing Model Generation to "
     "Context', NeurIPS 2024",
 )
