@@ -210,5 +210,128 @@ def methods_command() -> None:
     console.print(table)
 
 
+def _fail(e: Exception) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {e}", highlight=False)
+    return typer.Exit(2)
+
+
+@app.command("serve")
+def serve_command(
+    store: Path = typer.Option(Path("attribkit-runs.db"), "--store", help="The run store to show."),
+    port: int = typer.Option(8765, "--port", help="Port (0 picks a free one)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to bind; the default is reachable only from here."
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Load this model so span queries not stored yet run live (e.g. smollm2).",
+    ),
+) -> None:
+    """Browse stored runs in a local web viewer; select a span of a response to see its sources."""
+    from attribkit.core.errors import AttribkitError
+
+    try:
+        from attribkit.viewer import serve
+    except ImportError as e:
+        raise _fail(
+            ImportError(f"the viewer needs its extra ({e}); pip install 'attribkit[serve]'")
+        ) from None
+    try:
+        serve(store, host=host, port=port, model=model)
+    except AttribkitError as e:
+        raise _fail(e) from None
+
+
+@app.command("run-dataset")
+def run_dataset_command(
+    input: Path = typer.Option(
+        ..., "--input", help='JSONL, one {"context", "query", "response"?, "id"?} per line.'
+    ),
+    store: Path = typer.Option(..., "--store", help="Run store the results are written to."),
+    task: str = typer.Option("context", "--task", help="What to attribute (context)."),
+    method: str | None = typer.Option(
+        None, "--method", help="Attribution method (default: the task's default)."
+    ),
+    model: str = typer.Option("smollm2", "--model", help="Model name or local path."),
+    units: str = typer.Option("sentences", "--units", help="sentences or passages."),
+    spans: bool = typer.Option(
+        True, "--spans/--no-spans", help="Also store one result per response sentence."
+    ),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Name of the dataset in the store (default: the file's name)."
+    ),
+    backend: str = typer.Option("local", "--backend", help="local, or ray."),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster address (default: start a local Ray instance)."
+    ),
+    workers: int | None = typer.Option(None, "--workers", help="Ray actors (one model each)."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Records per Ray task."),
+) -> None:
+    """Attribute every record of a JSONL file into a run store; a restart resumes where it stopped."""
+    from attribkit.core.errors import AttribkitError
+    from attribkit.dataset import run_dataset
+
+    try:
+        summary = run_dataset(
+            input,
+            store,
+            task=task,
+            method=method,
+            model=model,
+            units=units,
+            spans=spans,
+            dataset=dataset,
+            backend=backend,
+            address=address,
+            workers=workers,
+            batch_size=batch_size,
+            progress=True,
+        )
+    except AttribkitError as e:
+        raise _fail(e) from None
+    console.print(summary.describe(), highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    store: Path = typer.Option(..., "--store", help="The run store."),
+    out: Path = typer.Option(..., "--out", help="JSONL file to write."),
+    method: str | None = typer.Option(None, "--method"),
+    model: str | None = typer.Option(None, "--model"),
+    task: str | None = typer.Option(None, "--task"),
+    dataset: str | None = typer.Option(None, "--dataset"),
+) -> None:
+    """Export stored runs (and their span results) to JSONL."""
+    from attribkit import store as run_store
+    from attribkit.core.errors import AttribkitError
+
+    try:
+        with run_store.open(store) as runs:
+            n = runs.export_jsonl(out, method=method, model=model, task=task, dataset=dataset)
+    except AttribkitError as e:
+        raise _fail(e) from None
+    console.print(f"{n} runs written to {out}", highlight=False)
+
+
+@app.command("import")
+def import_command(
+    store: Path = typer.Option(..., "--store", help="The run store (created if missing)."),
+    path: Path = typer.Option(..., "--input", help="A JSONL export."),
+) -> None:
+    """Import runs from a JSONL export; runs already in the store are skipped."""
+    from attribkit import store as run_store
+    from attribkit.core.errors import AttribkitError
+
+    try:
+        with run_store.open(store) as runs:
+            n = runs.import_jsonl(path)
+    except (AttribkitError, OSError) as e:
+        raise _fail(e) from None
+    console.print(f"{n} runs imported into {store}", highlight=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

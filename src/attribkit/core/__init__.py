@@ -7,6 +7,7 @@ from attribkit.core.errors import (
     BudgetExhausted,
     InputError,
     ScorerError,
+    StoreError,
     UnsafeModelFile,
 )
 from attribkit.core.gradient import GradientScorer
@@ -28,6 +29,7 @@ __all__ = [
     "InputError",
     "MethodSpec",
     "Scorer",
+    "StoreError",
     "ScorerError",
     "TextUnits",
     "Unit",

@@ -21,3 +21,7 @@ class BudgetExhausted(AttribkitError, RuntimeError):
 
 class UnsafeModelFile(AttribkitError, ValueError):
     """A model file would need pickle to load; attribkit only loads safetensors/GGUF."""
+
+
+class StoreError(AttribkitError, RuntimeError):
+    """A run store cannot be opened or written (not an attribkit store, wrong schema version...)."""

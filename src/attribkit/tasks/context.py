@@ -24,6 +24,7 @@ from attribkit.core.cost import Budget
 from attribkit.core.errors import InputError
 from attribkit.core.registry import attribute, get_method
 from attribkit.core.scorer import Scorer
+from attribkit.core.segment import sentence_spans
 from attribkit.core.units import TextUnits
 
 PROMPT_TEMPLATE = "Context: {context}\n\nQuery: {query}"
@@ -304,6 +305,52 @@ class ContextTask:
         other.span = resolve_span(self.response, span)
         other._span_mask = None
         return other
+
+    def sentence_spans(self) -> list[tuple[int, int]]:
+        """Character ranges of the response's sentences (offline splitter; no model calls)."""
+        return list(sentence_spans(self.response))
+
+    def attribute_spans(
+        self,
+        method: str = DEFAULT_METHOD,
+        spans: Sequence[str | tuple[int, int]] | None = None,
+        budget: Budget | None = None,
+        **params: Any,
+    ) -> list[Attribution]:
+        """One Attribution per span of the response — by default each sentence, when the
+        response has more than one (a single sentence is the whole-response attribution).
+
+        Costs the method's model calls per span, minus every prompt this task already scored:
+        perturbation methods with the same masks (same method and seed) cost no new passes.
+        """
+        if spans is None:
+            spans = self.sentence_spans()
+            if len(spans) < 2:
+                return []
+        return [self.with_span(s).attribute(method, budget=budget, **params) for s in spans]
+
+    @classmethod
+    def from_attribution(cls, lm: ScoringLM, attribution: Attribution) -> ContextTask:
+        """The task a stored context Attribution answered (same units, query, response and
+        template), on ``lm`` — e.g. to run a new span query on a stored run. No model calls."""
+        target, text = attribution.target, attribution.input.get("text")
+        if not isinstance(target, dict) or "response" not in target or not isinstance(text, str):
+            raise InputError(
+                "this Attribution is not a context attribution (its target has no response or "
+                "its input no text); only attribute_context results can be re-opened as a task"
+            )
+        units = TextUnits(
+            text,
+            [(int(u.start), int(u.end)) for u in attribution.units],  # type: ignore[arg-type]
+            removal=attribution.input.get("removal", "delete"),
+        )
+        return cls(
+            lm,
+            units,
+            target["query"],
+            target["response"],
+            template=target.get("template", PROMPT_TEMPLATE),
+        )
 
     def __repr__(self) -> str:
         return (
