@@ -107,3 +107,28 @@ def test_methods_lists_every_method_with_its_cost():
     assert result.exit_code == 0
     for name in ("loo", "shapley", "kernel_shap", "integrated_gradients", "contextcite"):
         assert name in result.stdout
+
+
+def test_runs_export_import_commands(tmp_path):
+    import numpy as np
+
+    from attribkit import store
+    from attribkit.core.registry import attribute
+    from attribkit.core.scorer import Scorer
+    from attribkit.core.units import FeatureUnits
+
+    scorer = Scorer(FeatureUnits([1.0, 2.0]), lambda xs: np.asarray(xs).sum(1), target="sum")
+    with store.open(tmp_path / "a.db") as runs:
+        run_id = runs.put(attribute(scorer, "loo"), model="adder")
+    listed = runner.invoke(app, ["runs", "--store", str(tmp_path / "a.db")], terminal_width=200)
+    assert listed.exit_code == 0 and run_id[:10] in listed.stdout and "adder" in listed.stdout
+    out = tmp_path / "runs.jsonl"
+    exported = runner.invoke(app, ["export", "--store", str(tmp_path / "a.db"), "--out", str(out)])
+    assert exported.exit_code == 0 and "1 runs written" in exported.stdout
+    imported = runner.invoke(
+        app, ["import", "--store", str(tmp_path / "b.db"), "--input", str(out)]
+    )
+    assert imported.exit_code == 0 and "1 runs imported" in imported.stdout
+    assert store.open(tmp_path / "b.db").get(run_id).model == "adder"
+    missing = runner.invoke(app, ["runs", "--store", str(tmp_path / "none.db")])
+    assert missing.exit_code == 2 and "no run store" in missing.stderr
