@@ -1,0 +1,564 @@
+"""The browser viewer: a small Starlette app over a run store, and ``serve`` to run it locally.
+
+The app serves one static page (``static/index.html`` + ``app.js`` + ``app.css``, no build step,
+nothing fetched from the network) and a JSON API:
+
+- ``GET /api/info`` — the store, the live model (if any), the number of runs;
+- ``GET /api/runs?task=&method=&model=&dataset=&limit=`` — run summaries, newest first, with the
+  values each filter can take;
+- ``GET /api/runs/{id}`` — one run: summary, parameters, inputs, its Attribution dict, one score
+  per unit (``vector``), how to draw it (``view``), its stored span results, the character ranges
+  of its response's sentences, and the other runs on the same input (to compare with);
+- ``POST /api/runs/{id}/span`` ``{"start": s, "end": e}`` — the sources of one span of a context
+  run's response: a stored span result when there is one, else (with a live model) computed,
+  stored and returned with ``live: true`` and its cost; 409 when neither is possible;
+- ``GET /api/compare?a=&b=&k=`` — two runs on the same units side by side with their rank
+  agreement (:func:`attribkit.evaluation.agreement.agreement`).
+
+Every response carries a strict Content-Security-Policy and ``X-Content-Type-Options: nosniff``;
+the page builds its DOM from text nodes only, so stored contexts are shown, never run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import attribkit.store as _store
+from attribkit.core.attribution import Attribution, _jsonable
+from attribkit.core.errors import AttribkitError, InputError, StoreError
+from attribkit.core.segment import sentence_spans
+from attribkit.store.runs import RunStore, StoredRun
+
+STATIC = Path(__file__).parent / "static"
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_STATIC_FILES = {
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+}
+
+
+class _SecurityHeaders:
+    """ASGI middleware: security headers on every response; with ``allowed_hosts``, requests whose
+    ``Host`` is not one of them are refused (a DNS-rebinding page cannot read the store)."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str] | None) -> None:
+        self.app = app
+        self.allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() not in {h for h, _ in SECURITY_HEADERS}
+                ]
+                message = {**message, "headers": headers + SECURITY_HEADERS}
+            await send(message)
+
+        if self.allowed is not None:
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if _host_name(host) not in self.allowed:
+                response = JSONResponse(
+                    {"error": f"host {host!r} is not served here; open the URL serve printed"},
+                    status_code=400,
+                )
+                await response(scope, receive, send_with_headers)
+                return
+        await self.app(scope, receive, send_with_headers)
+
+
+def _host_name(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8765
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    body = json.dumps(_jsonable(data), ensure_ascii=False, allow_nan=False)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def unit_vector(data: dict[str, Any]) -> list[float | None]:
+    """One score per unit of an Attribution dict (the row sum for 2-D scores); None = unscored."""
+    rows = data.get("scores") or []
+    arr = np.array(
+        [[np.nan if s is None else s for s in r] if isinstance(r, list) else r for r in rows],
+        dtype=float,
+    )
+    if arr.ndim == 2:
+        arr = np.where(np.isnan(arr).all(axis=0), np.nan, np.nansum(arr, axis=0))
+    return [None if not np.isfinite(x) else float(x) for x in arr]
+
+
+def view_kind(run: StoredRun) -> str:
+    """How the page draws a run: ``context``, ``text``, ``image``, ``features`` or ``generic``."""
+    data = run.data
+    units = data.get("units") or []
+    inp = data.get("input") or {}
+    target = data.get("target")
+    has_ranges = bool(units) and all("start" in u for u in units)
+    text = isinstance(inp.get("text"), str)
+    if isinstance(target, dict) and "response" in target and text and has_ranges:
+        return "context"
+    if text and has_ranges:
+        return "text"
+    if units and all("box" in u for u in units) and "image_png" in run.inputs:
+        return "image"
+    if inp.get("kind") == "features" or (
+        units and all("value" in u.get("meta", {}) for u in units)
+    ):
+        return "features"
+    return "generic"
+
+
+def _input_key(data: dict[str, Any]) -> str:
+    """A fingerprint of what was attributed (input + unit labels): equal keys = comparable runs."""
+    inp = {k: v for k, v in (data.get("input") or {}).items()}
+    target = data.get("target")
+    if isinstance(target, dict):  # the same context and question
+        inp["query"] = target.get("query")
+        inp["response"] = target.get("response")
+    labels = [u.get("label") for u in data.get("units") or []]
+    blob = json.dumps([inp, labels], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Viewer:
+    """The state behind the app: the store, the optional live model and its per-run tasks."""
+
+    def __init__(self, store: RunStore, lm: Any = None, cache_size: int = 4) -> None:
+        self.store, self.lm, self.cache_size = store, lm, cache_size
+        self._tasks: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()  # one live computation at a time (the model is shared)
+
+    @property
+    def model_name(self) -> str | None:
+        return None if self.lm is None else str(getattr(self.lm, "name", type(self.lm).__name__))
+
+    # --- API payloads ---------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {"store": str(self.store.path), "model": self.model_name, "runs": len(self.store)}
+
+    def runs(self, filters: dict[str, str], limit: int | None) -> dict[str, Any]:
+        every = self.store.query()
+        facets = {
+            name: sorted({str(getattr(r, name)) for r in every})
+            for name in ("task", "method", "model")
+        }
+        facets["dataset"] = sorted({r.dataset for r in every if r.dataset})
+        chosen = [
+            r for r in every if all(str(getattr(r, k) or "") == v for k, v in filters.items() if v)
+        ]
+        if limit:
+            chosen = chosen[:limit]
+        return {
+            "runs": [self._summary(r) for r in chosen],
+            "total": len(every),
+            "facets": facets,
+        }
+
+    def _summary(self, run: StoredRun) -> dict[str, Any]:
+        s = run.summary()
+        s["view"] = view_kind(run)
+        return s
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        run = self.store.get(run_id)
+        data = run.data
+        out = self._summary(run)
+        out.update(
+            params=run.params,
+            tags=run.tags,
+            inputs=run.inputs,
+            attribution=data,
+            vector=unit_vector(data),
+            spans=[self._span_summary(c) for c in self.store.spans(run.id)],
+            sentences=[],
+            same_input=[],
+            live=self.lm is not None,
+        )
+        target = data.get("target")
+        if out["view"] == "context" and isinstance(target, dict):
+            out["sentences"] = [list(s) for s in sentence_spans(str(target["response"]))]
+        if run.parent is None:
+            key = _input_key(data)
+            out["same_input"] = [
+                self._summary(r)
+                for r in self.store.query(task=run.task, limit=500)
+                if r.id != run.id and _input_key(r.data) == key
+            ]
+        return out
+
+    def _span_summary(self, child: StoredRun) -> dict[str, Any]:
+        target = child.data.get("target") or {}
+        return {
+            "id": child.id,
+            "span": None if child.span is None else list(child.span),
+            "text": target.get("span_text"),
+            "cost": child.cost.to_dict(),
+            "created": child.created_iso,
+        }
+
+    def span(self, run_id: str, start: int, end: int) -> tuple[dict[str, Any], int]:
+        """The span result payload and HTTP status for ``[start, end)`` of run ``run_id``."""
+        run = self.store.get(run_id)
+        if run.parent is not None:
+            run = self.store.get(run.parent)
+        if view_kind(run) != "context":
+            return {"error": f"run {run.id} is not a context attribution; spans need one"}, 400
+        response = str(run.data["target"]["response"])
+        if not 0 <= start < end <= len(response):
+            return {
+                "error": f"span ({start}, {end}) is not inside the response "
+                f"(length {len(response)}); select text of the response"
+            }, 400
+        found = self.store.find_span(run.id, start, end)
+        if found is not None:
+            return self._span_payload(found, response, live=False, seconds=0.0), 200
+        if self.lm is None:
+            return {
+                "error": "this span has no stored result and no model is loaded; start "
+                f"`attribkit serve --model {run.model}` to compute new spans",
+                "span": [start, end],
+            }, 409
+        if self.model_name != run.model:
+            return {
+                "error": f"run {run.id[:8]} was computed with model {run.model!r} but this server "
+                f"has {self.model_name!r} loaded; start `attribkit serve --model {run.model}` "
+                "to compute new spans of it",
+                "span": [start, end],
+            }, 409
+        t0 = time.perf_counter()
+        with self._lock:
+            found = self.store.find_span(run.id, start, end)  # stored while we waited?
+            if found is not None:
+                return self._span_payload(found, response, live=False, seconds=0.0), 200
+            result = self._compute(run, start, end)
+            child_id = self.store.add_spans(run.id, [result])[0]
+        stored = self.store.get(child_id)
+        return self._span_payload(
+            stored, response, live=True, seconds=time.perf_counter() - t0
+        ), 200
+
+    def _task(self, run: StoredRun) -> Any:
+        from attribkit.tasks.context import ContextTask
+
+        task = self._tasks.pop(run.id, None)
+        if task is None:
+            task = ContextTask.from_attribution(self.lm, run.attribution)
+        self._tasks[run.id] = task
+        while len(self._tasks) > self.cache_size:
+            self._tasks.popitem(last=False)
+        return task
+
+    def _compute(self, run: StoredRun, start: int, end: int) -> Attribution:
+        task = self._task(run).with_span((start, end))
+        try:
+            return task.attribute(run.method, **run.params)
+        except (TypeError, InputError):
+            # Stored params may hold values the method reports but does not take (e.g. auto's
+            # chosen method); the method's defaults are the next best thing.
+            return task.attribute(run.method)
+
+    def _span_payload(
+        self, child: StoredRun, response: str, *, live: bool, seconds: float
+    ) -> dict[str, Any]:
+        assert child.span is not None
+        s, e = child.span
+        return {
+            "id": child.id,
+            "parent": child.parent,
+            "span": [s, e],
+            "text": response[s:e],
+            "live": live,
+            "stored": not live,
+            "cost": child.cost.to_dict(),
+            "request_seconds": seconds,
+            "attribution": child.data,
+            "vector": unit_vector(child.data),
+        }
+
+    def compare(self, a: str, b: str, k: int) -> dict[str, Any]:
+        from attribkit.evaluation.agreement import agreement
+
+        ra, rb = self.store.get(a), self.store.get(b)
+        result = agreement(ra.attribution, rb.attribution, k=k)
+        return {
+            "a": self._side(ra),
+            "b": self._side(rb),
+            "agreement": result,
+            "same_input": _input_key(ra.data) == _input_key(rb.data),
+        }
+
+    def _side(self, run: StoredRun) -> dict[str, Any]:
+        out = self._summary(run)
+        out.update(
+            params=run.params,
+            inputs=run.inputs,
+            attribution=run.data,
+            vector=unit_vector(run.data),
+        )
+        return out
+
+
+# --- the app --------------------------------------------------------------------------------------
+def create_app(
+    store: RunStore | str | os.PathLike[str],
+    lm: Any = None,
+    *,
+    allowed_hosts: Sequence[str] | None = None,
+    cache_size: int = 4,
+) -> Starlette:
+    """The viewer app over ``store`` (a :class:`RunStore` or the path of one).
+
+    With ``lm`` (a language model such as ``attribkit.models.load("smollm2")``), span queries
+    that have no stored result are computed live (the method's model calls; tasks of the last
+    ``cache_size`` runs are kept so their per-prompt caches are reused) and stored. With
+    ``allowed_hosts``, requests for any other ``Host`` are refused. Costs no model calls itself.
+    """
+    runs = store if isinstance(store, RunStore) else _store.open(store)
+    viewer = Viewer(runs, lm=lm, cache_size=cache_size)
+
+    async def index(request: Request) -> Response:
+        body = (STATIC / "index.html").read_bytes()
+        return Response(body, media_type="text/html; charset=utf-8", headers=_NO_CACHE)
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in _STATIC_FILES:
+            return _error(f"no static file {name!r}", 404)
+        return Response(
+            (STATIC / name).read_bytes(), media_type=_STATIC_FILES[name], headers=_NO_CACHE
+        )
+
+    async def api_info(request: Request) -> Response:
+        return _json(await run_in_threadpool(viewer.info))
+
+    async def api_runs(request: Request) -> Response:
+        q = request.query_params
+        filters = {k: q.get(k, "") for k in ("task", "method", "model", "dataset")}
+        try:
+            limit = int(q["limit"]) if q.get("limit") else None
+        except ValueError:
+            return _error("limit must be an integer", 400)
+        return _json(await run_in_threadpool(viewer.runs, filters, limit))
+
+    async def api_run(request: Request) -> Response:
+        return await _call(viewer.run, request.path_params["run_id"])
+
+    async def api_span(request: Request) -> Response:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return _error("send the span as JSON (Content-Type: application/json)", 415)
+        try:
+            body = await request.json()
+            start, end = int(body["start"]), int(body["end"])
+        except (ValueError, KeyError, TypeError):
+            return _error('send {"start": <int>, "end": <int>}, a character range', 400)
+        try:
+            payload, status = await run_in_threadpool(
+                viewer.span, request.path_params["run_id"], start, end
+            )
+        except StoreError as e:
+            return _error(str(e), 404)
+        except AttribkitError as e:
+            return _error(str(e), 400)
+        return _json(payload, status)
+
+    async def api_compare(request: Request) -> Response:
+        q = request.query_params
+        if not q.get("a") or not q.get("b"):
+            return _error("give two run ids: /api/compare?a=<id>&b=<id>", 400)
+        try:
+            k = int(q.get("k", "5"))
+        except ValueError:
+            return _error("k must be an integer", 400)
+        return await _call(viewer.compare, q["a"], q["b"], k)
+
+    async def not_found(request: Request) -> Response:
+        return _error(f"no API endpoint {request.url.path}", 404)
+
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/static/{name}", static),
+            Route("/api/info", api_info),
+            Route("/api/runs", api_runs),
+            Route("/api/runs/{run_id}", api_run),
+            Route("/api/runs/{run_id}/span", api_span, methods=["POST"]),
+            Route("/api/compare", api_compare),
+            Route("/api/{rest:path}", not_found),
+        ]
+    )
+    app.state.viewer = viewer
+    app.add_middleware(_SecurityHeaders, allowed_hosts=allowed_hosts)
+    return app
+
+
+_NO_CACHE = {"cache-control": "no-cache"}
+
+
+async def _call(fn: Any, *args: Any) -> Response:
+    try:
+        return _json(await run_in_threadpool(fn, *args))
+    except StoreError as e:
+        return _error(str(e), 404)
+    except AttribkitError as e:
+        return _error(str(e), 400)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise StoreError(
+            f"cannot listen on {host}:{port} ({e.strerror}); pick another --port (0 = any free one)"
+        ) from None
+    sock.listen(128)
+    return sock
+
+
+class BackgroundServer:
+    """A viewer served by uvicorn in a daemon thread (tests, scripts, notebooks); ``url`` is its
+    address. Use as a context manager, or call :meth:`stop`."""
+
+    def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        self._sock = _bind(host, port)
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self._sock.getsockname()[1]}/"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise StoreError(f"the viewer did not start at {self.url}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread (a few seconds at most)."""
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(
+    store: RunStore | str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    model: str | None = None,
+    lm: Any = None,
+) -> None:
+    """Serve the viewer for ``store`` at ``http://host:port/`` until interrupted (port 0 = a free
+    port); prints the URL. ``model`` (a name or path for :func:`attribkit.models.load`, e.g.
+    ``"smollm2"``) or ``lm`` enables live span queries; without one, only stored span results
+    are shown. Binding a non-loopback host prints a warning: the viewer has no authentication.
+    Costs no model calls until a span without a stored result is queried."""
+    import uvicorn
+
+    if not isinstance(store, RunStore):
+        path = Path(store)
+        if not path.is_file():
+            raise StoreError(
+                f"no run store at {path}; create one (attribkit run-dataset --store {path} ...) "
+                "or pass --store with an existing store"
+            )
+        store = _store.open(path)
+    if lm is None and model is not None:
+        from attribkit.models import load
+
+        lm = load(model, progress=True)
+    loopback = _is_loopback(host)
+    if not loopback:
+        print(
+            f"warning: serving on {host}, which is not a loopback address: anyone who can reach "
+            "it can read every stored run"
+            + (" and spend model time" if lm is not None else "")
+            + "; there is no authentication",
+            file=sys.stderr,
+        )
+    sock = _bind(host, port)
+    bound = sock.getsockname()[1]
+    allowed = [*LOOPBACK_HOSTS, "[::1]"] if loopback else None
+    app = create_app(store, lm=lm, allowed_hosts=allowed)
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"attribkit viewer: http://{shown}:{bound}/  ({len(store)} runs in {store.path}; "
+        + (
+            "live model " + str(getattr(lm, "name", "?"))
+            if lm is not None
+            else "no model: stored span results only"
+        )
+        + ")  Ctrl-C stops it",
+        flush=True,
+    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+__all__ = ["CSP", "BackgroundServer", "Viewer", "create_app", "serve", "unit_vector", "view_kind"]

@@ -1,0 +1,617 @@
+// attribkit viewer: a small hash-routed page over the JSON API of attribkit.viewer.server.
+// Every piece of stored text is put in the page with text nodes only (no HTML parsing), so a context
+// holding markup is shown as text. Nothing is fetched from anywhere but this server.
+"use strict";
+
+(function () {
+  const app = document.getElementById("app");
+  const POS = [230, 85, 13]; // the unit pushes the target up
+  const NEG = [33, 102, 172]; // the unit pushes the target down
+  let info = { model: null };
+  let spanToken = 0;
+
+  // --- DOM helpers (text only) ---------------------------------------------------------------
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "data") for (const [k, v] of Object.entries(value)) node.dataset[k] = v;
+      else if (key === "on") for (const [k, fn] of Object.entries(value)) node.addEventListener(k, fn);
+      else if (key === "text") node.textContent = value;
+      else node.setAttribute(key, String(value));
+    }
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      node.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function render(...nodes) {
+    // replaceChildren would turn null into the text "null": drop empty slots first.
+    app.replaceChildren(...nodes.flat(Infinity).filter((n) => n !== null && n !== undefined && n !== false));
+  }
+
+  function fmt(x, digits) {
+    if (x === null || x === undefined || !Number.isFinite(x)) return "n/a";
+    const d = digits === undefined ? 3 : digits;
+    const a = Math.abs(x);
+    const s = a !== 0 && (a < 1e-3 || a >= 1e5) ? x.toExponential(2) : x.toFixed(d);
+    return x > 0 ? "+" + s : s;
+  }
+
+  function plain(x, digits) {
+    if (x === null || x === undefined || !Number.isFinite(x)) return "n/a";
+    return x.toFixed(digits === undefined ? 3 : digits);
+  }
+
+  function costText(cost) {
+    if (!cost) return "";
+    const calls = cost.model_calls !== undefined ? cost.model_calls : cost.forward_passes;
+    let s = `${calls} model call${calls === 1 ? "" : "s"}`;
+    if (cost.backward_passes) s += ` (${cost.forward_passes} fwd, ${cost.backward_passes} bwd)`;
+    if (cost.cache_hits) s += `, ${cost.cache_hits} cached`;
+    return s + `, ${Number(cost.seconds || 0).toFixed(2)} s`;
+  }
+
+  function when(iso) {
+    return iso ? iso.replace("T", " ").replace("+00:00", " UTC") : "";
+  }
+
+  function maxAbs(vector) {
+    let m = 0;
+    for (const v of vector) if (v !== null && Math.abs(v) > m) m = Math.abs(v);
+    return m || 1;
+  }
+
+  function shade(node, score, scale) {
+    node.classList.toggle("nan", score === null);
+    if (score === null) {
+      node.style.backgroundColor = "";
+      return;
+    }
+    const t = Math.min(1, Math.abs(score) / scale);
+    const [r, g, b] = score >= 0 ? POS : NEG;
+    node.style.backgroundColor = `rgba(${r}, ${g}, ${b}, ${(0.78 * t).toFixed(3)})`;
+  }
+
+  async function api(path, options) {
+    const response = await fetch(path, options);
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (e) {
+      body = { error: response.statusText };
+    }
+    if (!response.ok) {
+      const err = new Error((body && body.error) || response.statusText);
+      err.status = response.status;
+      throw err;
+    }
+    return body;
+  }
+
+  function legend(scale, note) {
+    return el(
+      "div",
+      { class: "legend", "aria-label": "colour scale" },
+      el("span", { class: "legend-end" }, fmt(-scale)),
+      el("span", { class: "legend-bar" }),
+      el("span", { class: "legend-end" }, fmt(scale)),
+      el("span", { class: "legend-note" }, note || "blue lowers the target, orange raises it")
+    );
+  }
+
+  function showError(message) {
+    render(
+      el("p", {}, el("a", { href: "#/" }, "← all runs")),
+      el("div", { class: "error", role: "alert" }, message)
+    );
+  }
+
+  // --- rendering blocks shared by views ------------------------------------------------------
+  function textWithUnits(text, units) {
+    // The source text, each unit a <span class="unit" data-unit=i>; gaps stay plain text.
+    const box = el("div", { class: "source" });
+    const nodes = [];
+    let pos = 0;
+    const ordered = units.map((u, i) => [u, i]).sort((a, b) => a[0].start - b[0].start);
+    for (const [u, i] of ordered) {
+      if (u.start > pos) box.appendChild(document.createTextNode(text.slice(pos, u.start)));
+      const node = el("span", { class: "unit", data: { unit: String(i) } }, text.slice(u.start, u.end));
+      box.appendChild(node);
+      nodes[i] = node;
+      pos = Math.max(pos, u.end);
+    }
+    if (pos < text.length) box.appendChild(document.createTextNode(text.slice(pos)));
+    return { box, nodes };
+  }
+
+  function paintUnits(nodes, vector, ranking, unitsLabel) {
+    const scale = maxAbs(vector);
+    nodes.forEach((node, i) => {
+      if (!node) return;
+      shade(node, vector[i], scale);
+      const rank = ranking.indexOf(i) + 1;
+      node.title = `${unitsLabel || "unit"} #${i} · score ${fmt(vector[i])} · rank ${rank}`;
+      node.classList.remove("source-top");
+    });
+    if (ranking.length && nodes[ranking[0]] && vector[ranking[0]] !== null) {
+      nodes[ranking[0]].classList.add("source-top");
+    }
+    return scale;
+  }
+
+  function rankList(units, vector, ranking, limit) {
+    const scale = maxAbs(vector);
+    const list = el("ol", { class: "ranking" });
+    const shown = ranking.slice(0, limit || ranking.length);
+    shown.forEach((i, r) => {
+      const v = vector[i];
+      const fill = el("span", { class: "fill " + (v !== null && v < 0 ? "neg" : "pos") });
+      fill.style.width = v === null ? "0" : `${(50 * Math.min(1, Math.abs(v) / scale)).toFixed(1)}%`;
+      if (v !== null && v < 0) fill.style.right = "50%";
+      else fill.style.left = "50%";
+      list.appendChild(
+        el(
+          "li",
+          { class: r === 0 ? "rank-item first" : "rank-item", data: { unit: String(i) } },
+          el("span", { class: "rank-no" }, String(r + 1)),
+          el("span", { class: "track", "aria-hidden": "true" }, fill),
+          el("span", { class: "score" }, fmt(v)),
+          el("span", { class: "rank-label" }, units[i].label),
+          el("span", { class: "unit-no" }, `#${i}`)
+        )
+      );
+    });
+    if (limit && ranking.length > limit) {
+      list.appendChild(el("li", { class: "more muted" }, `… ${ranking.length - limit} more units`));
+    }
+    return list;
+  }
+
+  function featureBars(units, vector) {
+    const scale = maxAbs(vector);
+    const rows = el("div", { class: "features" });
+    units.forEach((u, i) => {
+      const v = vector[i];
+      const fill = el("span", { class: "fill " + (v !== null && v < 0 ? "neg" : "pos") });
+      fill.style.width = v === null ? "0" : `${(50 * Math.min(1, Math.abs(v) / scale)).toFixed(1)}%`;
+      if (v !== null && v < 0) fill.style.right = "50%";
+      else fill.style.left = "50%";
+      const value = u.meta && u.meta.value !== undefined ? u.meta.value : null;
+      rows.appendChild(
+        el(
+          "div",
+          { class: "feature", data: { unit: String(i) } },
+          el("span", { class: "feature-name" }, u.label),
+          el("span", { class: "feature-value" }, value === null ? "" : `= ${plain(value, 3)}`),
+          el("span", { class: "track wide" }, fill),
+          el("span", { class: "score" }, fmt(v))
+        )
+      );
+    });
+    return rows;
+  }
+
+  function imageOverlay(run, units, vector) {
+    const src = String(run.inputs.image_png || "");
+    const shape = run.inputs.image_shape || (run.attribution.input || {}).shape || [1, 1];
+    const [h, w] = shape;
+    const scale = maxAbs(vector);
+    const wrap = el("div", { class: "image-wrap" });
+    if (src.startsWith("data:image/png;base64,")) {
+      wrap.appendChild(el("img", { src, alt: "the attributed image" }));
+    }
+    units.forEach((u, i) => {
+      const [top, left, bottom, right] = u.box;
+      const cell = el("div", { class: "patch", data: { unit: String(i) } });
+      cell.style.top = `${(100 * top) / h}%`;
+      cell.style.left = `${(100 * left) / w}%`;
+      cell.style.height = `${(100 * (bottom - top)) / h}%`;
+      cell.style.width = `${(100 * (right - left)) / w}%`;
+      shade(cell, vector[i], scale);
+      cell.title = `${u.label} · score ${fmt(vector[i])}`;
+      wrap.appendChild(cell);
+    });
+    return wrap;
+  }
+
+  function metaList(run) {
+    const a = run.attribution;
+    const target = a.target;
+    const rows = [
+      ["method", run.method],
+      ["model", run.model],
+      ["task", run.task],
+      ["created", when(run.created)],
+      ["cost", costText(run.cost)],
+      ["units", `${run.units} ${(a.input || {}).kind || ""}`.trim()],
+    ];
+    if (run.dataset) rows.push(["dataset", `${run.dataset} / ${run.key}`]);
+    if (run.params && Object.keys(run.params).length) rows.push(["params", JSON.stringify(run.params)]);
+    if (target && typeof target === "object" && target.description) rows.push(["target", target.description]);
+    else if (typeof target === "string") rows.push(["target", target]);
+    rows.push(["id", run.id]);
+    return el(
+      "dl",
+      { class: "meta" },
+      rows.map(([k, v]) => [el("dt", {}, k), el("dd", { class: "meta-" + k }, v)])
+    );
+  }
+
+  // Draw the input of one run (any kind) shaded by `vector`; returns {node, paint(vector, ranking)}.
+  function inputView(run, vector, ranking) {
+    const a = run.attribution;
+    const units = a.units;
+    if (run.view === "context" || run.view === "text") {
+      const { box, nodes } = textWithUnits(a.input.text, units);
+      paintUnits(nodes, vector, ranking);
+      return { node: box, paint: (v, r) => paintUnits(nodes, v, r) };
+    }
+    if (run.view === "image") return { node: imageOverlay(run, units, vector) };
+    if (run.view === "features") return { node: featureBars(units, vector) };
+    return { node: rankList(units, vector, ranking, 30) };
+  }
+
+  // --- list ---------------------------------------------------------------------------------
+  async function showList(params) {
+    const query = new URLSearchParams();
+    for (const k of ["task", "method", "model"]) if (params.get(k)) query.set(k, params.get(k));
+    const data = await api("api/runs?" + query.toString());
+    const picked = new Set();
+    const compareBtn = el("button", { type: "button", class: "btn", id: "compare-btn", disabled: true }, "Compare 2 selected");
+    const hint = el("span", { class: "muted" }, "Tick two runs on the same input to compare them.");
+    compareBtn.addEventListener("click", () => {
+      const [x, y] = [...picked];
+      location.hash = `#/compare/${x}/${y}`;
+    });
+
+    const filters = el("form", { class: "filters", "aria-label": "filters" });
+    for (const name of ["task", "method", "model"]) {
+      const select = el("select", { name, id: "filter-" + name }, el("option", { value: "" }, `any ${name}`));
+      for (const v of data.facets[name]) {
+        const option = el("option", { value: v }, v);
+        if (params.get(name) === v) option.selected = true;
+        select.appendChild(option);
+      }
+      select.addEventListener("change", () => {
+        const next = new URLSearchParams(params);
+        if (select.value) next.set(name, select.value);
+        else next.delete(name);
+        location.hash = "#/" + (next.toString() ? "?" + next.toString() : "");
+      });
+      filters.appendChild(el("label", {}, el("span", {}, name), select));
+    }
+    filters.addEventListener("submit", (e) => e.preventDefault());
+
+    const table = el(
+      "table",
+      { class: "runs" },
+      el(
+        "thead",
+        {},
+        el("tr", {}, ["", "Target", "Task", "Method", "Model", "Units", "Cost", "Created"].map((h) => el("th", {}, h)))
+      )
+    );
+    const body = el("tbody");
+    for (const run of data.runs) {
+      const box = el("input", { type: "checkbox", "aria-label": "select for comparison", data: { id: run.id } });
+      box.addEventListener("change", () => {
+        if (box.checked) picked.add(run.id);
+        else picked.delete(run.id);
+        compareBtn.disabled = picked.size !== 2;
+      });
+      body.appendChild(
+        el(
+          "tr",
+          { class: "run-row", data: { id: run.id } },
+          el("td", {}, box),
+          el("td", { class: "target" }, el("a", { class: "run-link", href: `#/run/${run.id}` }, run.target || `(run ${run.id.slice(0, 8)})`)),
+          el("td", {}, el("span", { class: "tag" }, run.task)),
+          el("td", {}, run.method),
+          el("td", {}, run.model),
+          el("td", { class: "num" }, String(run.units)),
+          el("td", { class: "num" }, costText(run.cost)),
+          el("td", { class: "muted nowrap" }, when(run.created))
+        )
+      );
+    }
+    table.appendChild(body);
+    const shown = data.runs.length;
+    render(
+      el("h1", {}, "Stored runs"),
+      el("p", { class: "muted" }, `${shown} shown of ${data.total} runs`),
+      filters,
+      el("div", { class: "compare-bar" }, compareBtn, hint),
+      shown ? table : el("p", { class: "empty" }, "No runs match. Store some with attribkit.store or `attribkit run-dataset`.")
+    );
+  }
+
+  // --- one run -------------------------------------------------------------------------------
+  async function showRun(id) {
+    const run = await api(`api/runs/${encodeURIComponent(id)}`);
+    const a = run.attribution;
+    const head = [
+      el("p", { class: "crumbs" }, el("a", { href: "#/" }, "← all runs")),
+      el("h1", {}, `${run.method} · ${run.task}`, el("span", { class: "tag view-tag" }, run.view)),
+      metaList(run),
+    ];
+    if (run.same_input && run.same_input.length) {
+      head.push(
+        el(
+          "p",
+          { class: "compare-with" },
+          "Compare with another run on this input: ",
+          run.same_input.map((o) =>
+            el("a", { class: "chip", href: `#/compare/${run.id}/${o.id}` }, `${o.method} (${o.model})`)
+          )
+        )
+      );
+    }
+    const ranking = a.ranking || [];
+    if (run.view === "context") {
+      render(...head, contextView(run));
+      return;
+    }
+    const view = inputView(run, run.vector, ranking);
+    const scale = maxAbs(run.vector);
+    const blocks = [el("h2", {}, "Attribution"), legend(scale), view.node];
+    if (run.view !== "generic") blocks.push(el("h2", {}, "Ranked units"), rankList(a.units, run.vector, ranking, 20));
+    render(...head, el("section", { class: "view view-" + run.view }, blocks));
+  }
+
+  function contextView(run) {
+    const a = run.attribution;
+    const target = a.target;
+    const response = String(target.response);
+    const units = a.units;
+
+    // The response as clickable sentences (character ranges from the server).
+    const respEl = el("p", { class: "response", id: "response" });
+    const sentNodes = [];
+    let pos = 0;
+    for (const [s, e] of run.sentences) {
+      if (s > pos) respEl.appendChild(document.createTextNode(response.slice(pos, s)));
+      const node = el(
+        "span",
+        { class: "sent", tabindex: "0", role: "button", data: { start: String(s), end: String(e) } },
+        response.slice(s, e)
+      );
+      node.addEventListener("click", () => {
+        const sel = window.getSelection();
+        if (sel && !sel.isCollapsed && respEl.contains(sel.anchorNode)) return; // a drag: mouseup handles it
+        querySpan(s, e);
+      });
+      node.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" || ev.key === " ") {
+          ev.preventDefault();
+          querySpan(s, e);
+        }
+      });
+      respEl.appendChild(node);
+      sentNodes.push(node);
+      pos = e;
+    }
+    if (pos < response.length) respEl.appendChild(document.createTextNode(response.slice(pos)));
+    respEl.addEventListener("mouseup", () => {
+      const sel = window.getSelection();
+      if (!sel || sel.isCollapsed || !sel.rangeCount) return;
+      const range = sel.getRangeAt(0);
+      if (!respEl.contains(range.startContainer) || !respEl.contains(range.endContainer)) return;
+      const before = document.createRange();
+      before.selectNodeContents(respEl);
+      before.setEnd(range.startContainer, range.startOffset);
+      let start = before.toString().length;
+      let end = start + range.toString().length;
+      while (start < end && /\s/.test(response[start])) start++;
+      while (end > start && /\s/.test(response[end - 1])) end--;
+      if (end > start) querySpan(start, end);
+    });
+
+    const { box, nodes } = textWithUnits(a.input.text, units);
+    const legendSlot = el("div", { class: "legend-slot" });
+    const rankTitle = el("h2", { id: "rank-title" }, "Sources of the whole response");
+    const rankSlot = el("div", { id: "ranking-slot" });
+    const status = el("div", { id: "span-status", class: "span-status", role: "status", data: { state: "idle" } });
+    const resetBtn = el("button", { type: "button", class: "btn small", id: "whole-response" }, "Whole response");
+    const chips = el("div", { class: "chips", id: "stored-spans" });
+
+    function paint(vector, ranking, title) {
+      const scale = paintUnits(nodes, vector, ranking, "sentence");
+      legendSlot.replaceChildren(legend(scale));
+      rankTitle.textContent = title;
+      rankSlot.replaceChildren(rankList(units, vector, ranking));
+    }
+
+    function markSelection(s, e) {
+      for (const node of sentNodes) {
+        const ns = Number(node.dataset.start);
+        const ne = Number(node.dataset.end);
+        node.classList.toggle("sent-selected", s !== null && ns < e && ne > s);
+      }
+    }
+
+    function addChip(span) {
+      const [s, e] = span.span;
+      if (chips.querySelector(`[data-start="${s}"][data-end="${e}"]`)) return;
+      chips.appendChild(
+        el(
+          "button",
+          { type: "button", class: "chip", data: { start: String(s), end: String(e) }, on: { click: () => querySpan(s, e) } },
+          `“${response.slice(s, e)}”`
+        )
+      );
+    }
+
+    function whole() {
+      spanToken++;
+      markSelection(null, null);
+      paint(run.vector, a.ranking, "Sources of the whole response");
+      status.dataset.state = "idle";
+      status.textContent = "Click a sentence of the response, or select any part of it, to see its sources.";
+    }
+
+    async function querySpan(s, e) {
+      const token = ++spanToken;
+      markSelection(s, e);
+      status.dataset.state = "busy";
+      status.textContent = `Finding the sources of “${response.slice(s, e)}”…`;
+      try {
+        const r = await api(`api/runs/${encodeURIComponent(run.id)}/span`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ start: s, end: e }),
+        });
+        if (token !== spanToken) return;
+        paint(r.vector, r.attribution.ranking, `Sources of “${r.text}”`);
+        status.dataset.state = r.live ? "live" : "stored";
+        status.replaceChildren(
+          el("span", { class: "badge " + (r.live ? "live" : "stored") }, r.live ? "computed live" : "stored"),
+          ` “${r.text}” — ` +
+            (r.live
+              ? `${costText(r.cost)}; now stored in the run store`
+              : r.cost.model_calls
+                ? `stored span result (cost when computed: ${costText(r.cost)})`
+                : "stored span result (computed from the run's cached passes: no extra model calls)")
+        );
+        addChip(r);
+      } catch (err) {
+        if (token !== spanToken) return;
+        status.dataset.state = "error";
+        status.replaceChildren(el("span", { class: "badge error" }, err.status === 409 ? "not stored" : "error"), " " + err.message);
+      }
+    }
+
+    resetBtn.addEventListener("click", whole);
+    for (const span of run.spans) if (span.span) addChip(span);
+    whole();
+
+    return el(
+      "section",
+      { class: "view view-context" },
+      el(
+        "div",
+        { class: "qa" },
+        el("h2", {}, "Query"),
+        el("p", { class: "query" }, target.query),
+        el("h2", {}, "Response ", el("span", { class: "hint" }, "click a sentence or select text")),
+        respEl,
+        el("div", { class: "span-bar" }, status, resetBtn),
+        el(
+          "div",
+          { class: "stored-spans" },
+          el("span", { class: "muted" }, run.spans.length || info.model ? "Span results: " : "No stored span results. "),
+          chips,
+          info.model ? null : el("span", { class: "muted small" }, "(no model loaded: only stored spans can be shown)")
+        )
+      ),
+      el(
+        "div",
+        { class: "cols" },
+        el("div", { class: "col-main" }, el("h2", {}, "Context"), legendSlot, box),
+        el("div", { class: "col-side" }, rankTitle, rankSlot)
+      )
+    );
+  }
+
+  // --- compare -------------------------------------------------------------------------------
+  async function showCompare(a, b) {
+    const data = await api(`api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}&k=3`);
+    const ag = data.agreement;
+    const metric = (name, value, note) =>
+      el("div", { class: "metric", data: { metric: name } }, el("div", { class: "metric-value" }, value), el("div", { class: "metric-name" }, note));
+    const metrics = el(
+      "div",
+      { class: "metrics" },
+      metric("spearman", plain(ag.spearman), "Spearman ρ"),
+      metric("kendall", plain(ag.kendall), "Kendall τ"),
+      metric("top_k_overlap", plain(ag.top_k_overlap, 2), `top-${ag.k} overlap`),
+      metric("sign_agreement", plain(ag.sign_agreement, 2), "sign agreement"),
+      metric("n_compared", String(ag.n_compared), "units compared")
+    );
+    const side = (run, label) => {
+      const view = inputView(run, run.vector, run.attribution.ranking);
+      return el(
+        "div",
+        { class: "side", data: { run: run.id } },
+        el("h2", {}, el("span", { class: "side-label" }, label), " ", el("a", { href: `#/run/${run.id}` }, run.method)),
+        el("p", { class: "muted" }, `${run.model} · ${costText(run.cost)} · ${when(run.created)}`),
+        legend(maxAbs(run.vector), " "),
+        view.node
+      );
+    };
+    const units = data.a.attribution.units;
+    const rankA = data.a.attribution.ranking;
+    const rankB = data.b.attribution.ranking;
+    const table = el(
+      "table",
+      { class: "runs compare-table" },
+      el("thead", {}, el("tr", {}, ["rank A", "rank B", "unit", "score A", "score B"].map((h) => el("th", {}, h))))
+    );
+    const tbody = el("tbody");
+    rankA.slice(0, 15).forEach((i, r) => {
+      tbody.appendChild(
+        el(
+          "tr",
+          {},
+          el("td", { class: "num" }, String(r + 1)),
+          el("td", { class: "num" }, String(rankB.indexOf(i) + 1)),
+          el("td", { class: "target" }, units[i].label),
+          el("td", { class: "num" }, fmt(data.a.vector[i])),
+          el("td", { class: "num" }, fmt(data.b.vector[i]))
+        )
+      );
+    });
+    table.appendChild(tbody);
+    const target = data.a.attribution.target;
+    render(
+      el("p", { class: "crumbs" }, el("a", { href: "#/" }, "← all runs")),
+      el("h1", {}, `${data.a.method} vs ${data.b.method}`),
+      target && typeof target === "object" && target.query
+        ? el("p", { class: "qa-line" }, el("b", {}, "Query: "), target.query, el("br"), el("b", {}, "Response: "), target.response)
+        : null,
+      data.same_input ? null : el("p", { class: "warn" }, "These runs have the same units but not the same target; read the agreement with care."),
+      el("h2", {}, "Rank agreement"),
+      metrics,
+      el("div", { class: "cols two" }, side(data.a, "A"), side(data.b, "B")),
+      el("h2", {}, "Top units of A, with their rank in B"),
+      table
+    );
+  }
+
+  // --- routing -------------------------------------------------------------------------------
+  async function route() {
+    const hash = location.hash.replace(/^#/, "") || "/";
+    const [path, qs] = hash.split("?");
+    const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+    spanToken++;
+    try {
+      if (parts[0] === "run" && parts[1]) await showRun(parts[1]);
+      else if (parts[0] === "compare" && parts[1] && parts[2]) await showCompare(parts[1], parts[2]);
+      else await showList(new URLSearchParams(qs || ""));
+      document.body.dataset.ready = "1";
+    } catch (err) {
+      showError(err.message);
+      document.body.dataset.ready = "1";
+    }
+  }
+
+  async function start() {
+    try {
+      info = await api("api/info");
+      const where = document.getElementById("server-info");
+      where.replaceChildren(
+        el("span", {}, info.store),
+        el("span", { class: "badge " + (info.model ? "live" : "stored") }, info.model ? `live model: ${info.model}` : "no model (stored spans only)")
+      );
+    } catch (err) {
+      /* the views report errors themselves */
+    }
+    window.addEventListener("hashchange", route);
+    route();
+  }
+
+  start();
+})();

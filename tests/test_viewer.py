@@ -1,0 +1,259 @@
+"""The viewer's JSON API (Starlette TestClient, tiny model): listing, runs, spans, compare, headers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+from starlette.testclient import TestClient
+
+import attribkit.store as store_mod
+from attribkit.core.registry import attribute
+from attribkit.core.scorer import Scorer
+from attribkit.core.units import FeatureUnits, ImageUnits
+from attribkit.evaluation.agreement import agreement
+from attribkit.tasks.context import ContextTask
+from attribkit.viewer import create_app
+from attribkit.viewer.server import CSP
+
+CONTEXT = (
+    "The cat sat on the mat. The dog slept by the door. It rained all day. "
+    "<script>alert(1)</script> is not a sentence anyone should run."
+)
+QUERY = "Where is the cat?"
+RESPONSE = "On the mat. It was raining."
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_lm):
+    """A store with a context run (+ its sentence spans), a second method on the same input, a
+    feature run and an image run."""
+    path = tmp_path_factory.mktemp("viewer") / "runs.db"
+    store = store_mod.open(path)
+    task = ContextTask(tiny_lm, CONTEXT, QUERY, response=RESPONSE)
+    loo = task.attribute("loo")
+    ctx_id = store.put(loo, spans=task.attribute_spans("loo"))
+    cc = task.attribute("contextcite", n_ablations=8)
+    cc_id = store.put(cc)
+
+    x = np.array([1.0, -2.0, 0.5])
+    fu = FeatureUnits(x, names=["age", "income", "<b>debt</b>"])
+    w = np.array([0.3, -1.0, 2.0])
+    feat = attribute(Scorer(fu, lambda xs: np.asarray(xs) @ w, target="linear model"), "loo")
+    feat_id = store.put(feat)
+
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    image[:16, :16] = 255
+    iu = ImageUnits.grid(image, patch=16, baseline="zero")
+    img = attribute(
+        Scorer(iu, lambda xs: np.array([float(np.mean(i)) for i in xs]), target="brightness"),
+        "loo",
+    )
+    img_id = store.put(img, inputs={"image": image})
+    ids = {"ctx": ctx_id, "cc": cc_id, "feat": feat_id, "img": img_id}
+    yield store, task, ids
+    store.close()
+
+
+@pytest.fixture()
+def client(runs):
+    store, _, _ = runs
+    return TestClient(create_app(store))
+
+
+def test_list_runs_and_facets(client, runs):
+    _, _, ids = runs
+    r = client.get("/api/runs")
+    assert r.status_code == 200
+    body = r.json()
+    assert {run["id"] for run in body["runs"]} == set(ids.values())
+    assert set(body["facets"]["method"]) == {"loo", "contextcite"}
+    assert "context" in body["facets"]["task"]
+    only = client.get("/api/runs", params={"method": "contextcite"}).json()["runs"]
+    assert [run["id"] for run in only] == [ids["cc"]]
+    assert client.get("/api/runs", params={"task": "features"}).json()["runs"][0]["view"] == (
+        "features"
+    )
+
+
+def test_get_context_run(client, runs):
+    _, task, ids = runs
+    body = client.get(f"/api/runs/{ids['ctx']}").json()
+    assert body["view"] == "context"
+    assert body["attribution"]["input"]["text"] == CONTEXT
+    assert body["sentences"] == [list(s) for s in task.sentence_spans()]
+    assert [s["span"] for s in body["spans"]] == [list(s) for s in task.sentence_spans()]
+    assert [r["id"] for r in body["same_input"]] == [ids["cc"]]
+    assert len(body["vector"]) == len(body["attribution"]["units"])
+
+
+def test_get_generic_runs(client, runs):
+    _, _, ids = runs
+    feat = client.get(f"/api/runs/{ids['feat']}").json()
+    assert feat["view"] == "features"
+    assert feat["vector"] == pytest.approx([0.3 * 1.0, -1.0 * -2.0, 2.0 * 0.5])
+    img = client.get(f"/api/runs/{ids['img']}").json()
+    assert img["view"] == "image"
+    assert img["inputs"]["image_png"].startswith("data:image/png;base64,")
+    assert img["attribution"]["units"][0]["box"] == [0, 0, 16, 16]
+
+
+def test_unknown_ids_are_404_json(client):
+    for r in (
+        client.get("/api/runs/doesnotexist"),
+        client.post("/api/runs/doesnotexist/span", json={"start": 0, "end": 3}),
+        client.get("/api/compare", params={"a": "nope", "b": "nada"}),
+        client.get("/api/nothing/here"),
+    ):
+        assert r.status_code == 404
+        assert "error" in r.json()
+
+
+def test_security_headers_on_every_response(client, runs):
+    _, _, ids = runs
+    for r in (
+        client.get("/"),
+        client.get("/static/app.js"),
+        client.get("/static/app.css"),
+        client.get("/api/runs"),
+        client.get(f"/api/runs/{ids['ctx']}"),
+        client.get("/api/runs/nope"),
+        client.get("/static/../server.py"),
+    ):
+        assert r.headers["content-security-policy"] == CSP
+        assert r.headers["x-content-type-options"] == "nosniff"
+    assert '<script src="static/app.js">' in client.get("/").text
+    js = client.get("/static/app.js").text
+    assert "innerHTML" not in js and "insertAdjacentHTML" not in js
+
+
+def test_host_check_refuses_other_hosts(runs):
+    store, _, _ = runs
+    app = create_app(store, allowed_hosts=["127.0.0.1", "localhost"])
+    assert TestClient(app, base_url="http://evil.example").get("/api/runs").status_code == 400
+    assert TestClient(app, base_url="http://127.0.0.1:8765").get("/api/runs").status_code == 200
+
+
+def test_stored_span_costs_no_model_calls(runs, tiny_lm):
+    store, task, ids = runs
+    client = TestClient(create_app(store, lm=tiny_lm))
+    s, e = task.sentence_spans()[1]
+    before = tiny_lm.cost.copy()
+    r = client.post(f"/api/runs/{ids['ctx']}/span", json={"start": s, "end": e})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["stored"] is True and body["live"] is False
+    assert body["text"] == RESPONSE[s:e]
+    assert tiny_lm.cost.forward_passes == before.forward_passes
+    stored = store.find_span(ids["ctx"], s, e)
+    assert body["id"] == stored.id
+    assert body["vector"] == pytest.approx(list(stored.attribution.vector))
+
+
+def test_span_without_model_is_409(client, runs):
+    _, _, ids = runs
+    r = client.post(f"/api/runs/{ids['ctx']}/span", json={"start": 3, "end": 10})
+    assert r.status_code == 409
+    assert "attribkit serve --model" in r.json()["error"]
+
+
+def test_bad_span_requests(client, runs):
+    _, _, ids = runs
+    url = f"/api/runs/{ids['ctx']}/span"
+    assert client.post(url, json={"start": 5, "end": 2}).status_code == 400
+    assert client.post(url, json={"start": 0, "end": 10_000}).status_code == 400
+    assert client.post(url, json={"begin": 0}).status_code == 400
+    # a plain-text body (what a cross-site form could send) is refused
+    r = client.post(url, content=b'{"start": 0, "end": 3}', headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+    r = client.post(f"/api/runs/{ids['feat']}/span", json={"start": 0, "end": 1})
+    assert r.status_code == 400
+
+
+def test_live_span_is_computed_stored_and_reused(runs, tiny_lm, tmp_path):
+    store, task, ids = runs
+    app = create_app(store, lm=tiny_lm)
+    client = TestClient(app)
+    s, e = 3, 10  # "the mat", not a stored sentence
+    assert store.find_span(ids["ctx"], s, e) is None
+    r = client.post(f"/api/runs/{ids['ctx']}/span", json={"start": s, "end": e})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["live"] is True
+    assert body["text"] == "the mat"
+    stored = store.find_span(ids["ctx"], s, e)
+    assert stored is not None and stored.id == body["id"]
+    assert stored.method == "loo" and stored.model == "tiny"
+    expected = task.with_span((s, e)).attribute("loo")
+    assert body["vector"] == pytest.approx(list(expected.vector))
+    # The server's task for this run is kept, so another span reuses its per-prompt cache.
+    viewer = app.state.viewer
+    assert ids["ctx"] in viewer._tasks
+    r2 = client.post(f"/api/runs/{ids['ctx']}/span", json={"start": 12, "end": 18})
+    assert r2.json()["live"] is True
+    assert r2.json()["cost"]["forward_passes"] == 0  # same masks: answered from the cache
+    # asked again, it is the stored result
+    again = client.post(f"/api/runs/{ids['ctx']}/span", json={"start": s, "end": e}).json()
+    assert again["stored"] is True and again["id"] == body["id"]
+
+
+def test_live_span_refuses_another_model(runs, tiny_lm):
+    store, _, ids = runs
+
+    class Other:
+        name = "other-model"
+
+    client = TestClient(create_app(store, lm=Other()))
+    r = client.post(f"/api/runs/{ids['ctx']}/span", json={"start": 0, "end": 2})
+    assert r.status_code == 409
+    assert "tiny" in r.json()["error"]
+
+
+def test_compare_matches_agreement(client, runs):
+    store, _, ids = runs
+    r = client.get("/api/compare", params={"a": ids["ctx"], "b": ids["cc"], "k": 3})
+    assert r.status_code == 200
+    body = r.json()
+    expected = agreement(store.get(ids["ctx"]).attribution, store.get(ids["cc"]).attribution, k=3)
+    for key, value in expected.items():
+        got = body["agreement"][key]
+        if isinstance(value, float) and math.isnan(value):
+            assert got is None
+        else:
+            assert got == pytest.approx(value)
+    assert body["same_input"] is True
+    assert body["a"]["view"] == body["b"]["view"] == "context"
+
+
+def test_compare_of_different_inputs_is_400(client, runs):
+    _, _, ids = runs
+    r = client.get("/api/compare", params={"a": ids["ctx"], "b": ids["feat"]})
+    assert r.status_code == 400
+    assert "cannot compare" in r.json()["error"]
+
+
+def test_create_app_from_path(runs, tmp_path):
+    store, _, ids = runs
+    client = TestClient(create_app(store.path))
+    assert client.get(f"/api/runs/{ids['ctx'][:10]}").json()["id"] == ids["ctx"]
+
+
+def test_serve_refuses_missing_store(tmp_path):
+    from attribkit.core.errors import StoreError
+    from attribkit.viewer import serve
+
+    with pytest.raises(StoreError, match="no run store"):
+        serve(tmp_path / "missing.db", port=0)
+
+
+def test_loopback_detection():
+    from attribkit.viewer.server import _host_name, _is_loopback
+
+    assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and _is_loopback("::1")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.4")
+    assert _host_name("[::1]:8765") == "::1" and _host_name("localhost:80") == "localhost"

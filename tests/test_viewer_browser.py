@@ -1,0 +1,210 @@
+"""The viewer in a real browser (Playwright + system Chromium): listing, span selection, escaping.
+
+Skipped, with the reason, when the ``playwright`` package or Chromium is missing. One browser per
+module; each server runs uvicorn in a background thread on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+pytest.importorskip(
+    "starlette", reason="the viewer needs starlette: pip install 'attribkit[serve]'"
+)
+pytest.importorskip("uvicorn", reason="the viewer needs uvicorn: pip install 'attribkit[serve]'")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed: pip install playwright"
+)
+
+import attribkit.store as store_mod  # noqa: E402
+from attribkit.tasks.context import ContextTask  # noqa: E402
+from attribkit.viewer import create_app  # noqa: E402
+from attribkit.viewer.server import BackgroundServer  # noqa: E402
+
+CHROMIUM = os.environ.get("ATTRIBKIT_CHROMIUM", "/usr/bin/chromium")
+CHROME_ARGS = [
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+
+MAREN = (
+    "Maren Tolvik was born in the mountain village of Eskerdal. Her brother Jorund repairs fishing "
+    "boats. Maren's favourite colour is green. The harbour was rebuilt after a storm in 1987."
+)
+MAREN_QUERY = "Where was Maren born and what is her favourite colour?"
+MAREN_RESPONSE = "Maren was born in Eskerdal. Her favourite colour is green."
+
+HOSTILE = (
+    "Plain first sentence.\n<script>window.__pwned=1</script>\nThen an image: "
+    '<img src=x onerror="window.__pwned=2"> and the end.'
+)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if shutil.which(CHROMIUM) is None and not os.path.exists(CHROMIUM):
+        pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install chromium")
+    pw = sync_api.sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
+    except Exception as e:  # a broken Chromium install
+        pw.stop()
+        pytest.skip(f"Chromium at {CHROMIUM} did not start: {e}")
+    yield b
+    b.close()
+    pw.stop()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    p = context.new_page()
+    p.errors = []  # type: ignore[attr-defined]
+    p.dialogs = []  # type: ignore[attr-defined]
+    p.on("pageerror", lambda e: p.errors.append(str(e)))
+
+    def on_dialog(d):
+        p.dialogs.append(d.message)
+        d.dismiss()
+
+    p.on("dialog", on_dialog)
+    yield p
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_site(tmp_path_factory, tiny_lm):
+    """A server (no model) over a store with a tiny-model run and a hostile context."""
+    store = store_mod.open(tmp_path_factory.mktemp("viewer-tiny") / "runs.db")
+    task = ContextTask(tiny_lm, "The cat sat on the mat. The dog slept.", "Where?", "On the mat.")
+    ids = {"cat": store.put(task.attribute("loo"))}
+    hostile = ContextTask(tiny_lm, HOSTILE, "What <b>is</b> here?", "An <i>image</i>.")
+    ids["hostile"] = store.put(hostile.attribute("loo"))
+    with BackgroundServer(create_app(store)) as server:
+        yield server.url, store, ids
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def maren_site(tmp_path_factory, smollm2):
+    """A live-model server (SmolLM2) over a store holding the Maren run and its sentence spans."""
+    store = store_mod.open(tmp_path_factory.mktemp("viewer-maren") / "runs.db")
+    task = ContextTask(smollm2, MAREN, MAREN_QUERY, MAREN_RESPONSE)
+    run_id = store.put(task.attribute("loo"), spans=task.attribute_spans("loo"))
+    with BackgroundServer(create_app(store, lm=smollm2)) as server:
+        yield server.url, store, run_id
+    store.close()
+
+
+def _open(page, url):
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']")
+
+
+def test_page_lists_stored_runs(page, tiny_site):
+    url, _, ids = tiny_site
+    _open(page, url)
+    rows = page.locator("tr.run-row")
+    assert rows.count() == 2
+    row = page.locator(f"tr.run-row[data-id='{ids['cat']}']")
+    assert "On the mat." in row.inner_text()
+    assert "loo" in row.inner_text()
+    row.locator("a.run-link").click()
+    page.wait_for_selector("#response")
+    assert page.locator("#response").inner_text() == "On the mat."
+    assert page.locator(".unit[data-unit]").count() == 2
+    assert page.locator(".legend").count() == 1
+    assert not page.errors
+
+
+def test_hostile_context_is_inert_text(page, tiny_site):
+    url, _, ids = tiny_site
+    _open(page, f"{url}#/run/{ids['hostile']}")
+    page.wait_for_selector(".unit[data-unit]")
+    context_text = page.locator(".source").inner_text()
+    assert "<script>window.__pwned=1</script>" in context_text
+    assert '<img src=x onerror="window.__pwned=2">' in context_text
+    assert page.locator(".query").inner_text() == "What <b>is</b> here?"
+    assert page.locator("#response").inner_text() == "An <i>image</i>."
+    page.wait_for_timeout(200)  # an onerror would have fired by now
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("main img, main script, main b, main i").count() == 0
+    assert not page.dialogs
+    assert not page.errors
+    # the list view shows the hostile target as text too
+    _open(page, url)
+    assert "An <i>image</i>." in page.locator(f"tr[data-id='{ids['hostile']}']").inner_text()
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+
+
+def test_span_without_model_shows_the_409_message(page, tiny_site):
+    url, _, ids = tiny_site
+    _open(page, f"{url}#/run/{ids['cat']}")
+    page.locator("#response .sent").first.click()
+    page.wait_for_selector("#span-status[data-state='error']")
+    assert "attribkit serve --model" in page.locator("#span-status").inner_text()
+
+
+def _top_unit(page) -> int:
+    return int(page.locator(".source .unit.source-top").get_attribute("data-unit"))
+
+
+@pytest.mark.model
+def test_clicking_response_sentences_lights_their_sources(page, maren_site):
+    url, _, run_id = maren_site
+    _open(page, f"{url}#/run/{run_id}")
+    sentences = page.locator("#response .sent")
+    assert sentences.count() == 2
+
+    sentences.nth(1).click()  # "Her favourite colour is green."
+    page.wait_for_selector("#span-status[data-state='stored']")
+    assert _top_unit(page) == 2
+    assert "Her favourite colour is green." in page.locator("#rank-title").inner_text()
+    assert page.locator("ol.ranking li.first").get_attribute("data-unit") == "2"
+
+    sentences.nth(0).click()  # "Maren was born in Eskerdal."
+    page.wait_for_selector("#span-status[data-state='stored'] >> text=Maren was born")
+    assert _top_unit(page) == 0
+    assert page.locator("ol.ranking li.first").get_attribute("data-unit") == "0"
+    assert not page.errors
+
+
+@pytest.mark.model
+def test_mouse_selection_computes_a_new_span_live(page, maren_site):
+    url, store, run_id = maren_site
+    _open(page, f"{url}#/run/{run_id}")
+    start = MAREN_RESPONSE.index("favourite colour")
+    end = start + len("favourite colour")
+    assert store.find_span(run_id, start, end) is None
+    page.evaluate(
+        """([start, end]) => {
+          const resp = document.getElementById("response");
+          const walker = document.createTreeWalker(resp, NodeFilter.SHOW_TEXT);
+          const range = document.createRange();
+          let pos = 0, node;
+          while ((node = walker.nextNode())) {
+            const len = node.textContent.length;
+            if (start >= pos && start <= pos + len) range.setStart(node, start - pos);
+            if (end >= pos && end <= pos + len) { range.setEnd(node, end - pos); break; }
+            pos += len;
+          }
+          const sel = window.getSelection();
+          sel.removeAllRanges();
+          sel.addRange(range);
+          resp.dispatchEvent(new MouseEvent("mouseup", {bubbles: true}));
+        }""",
+        [start, end],
+    )
+    page.wait_for_selector("#span-status[data-state='live']", timeout=60_000)
+    assert "favourite colour" in page.locator("#span-status").inner_text()
+    stored = store.find_span(run_id, start, end)
+    assert stored is not None
+    assert _top_unit(page) == int(stored.attribution.ranking[0])
+    assert page.locator(f"#stored-spans .chip[data-start='{start}'][data-end='{end}']").count() == 1
+    assert not page.errors
