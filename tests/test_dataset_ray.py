@@ -1,0 +1,80 @@
+"""Dataset runs on a local Ray actor pool give the local backend's results, each stored once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'attribkit[ray]')")
+
+from attribkit import store as run_store  # noqa: E402
+from attribkit.dataset import read_records, run_dataset  # noqa: E402
+from attribkit.testing import make_tiny_model, make_tiny_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama and its tokenizer saved as safetensors, loadable by path anywhere."""
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    tok = make_tiny_tokenizer()
+    make_tiny_model(len(tok)).save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return path
+
+
+def _scores(db: Path, dataset: str) -> dict[str, list[np.ndarray]]:
+    """Per record key: its scores, then each span result's scores in response order."""
+    out = {}
+    with run_store.open(db) as runs:
+        for run in runs.query(dataset=dataset):
+            assert run.key not in out, f"record {run.key} stored twice"
+            out[run.key] = [run.attribution.vector] + [
+                s.attribution.vector for s in runs.spans(run.id)
+            ]
+    return out
+
+
+def test_ray_backend_matches_local_backend(
+    tmp_path: Path, tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    data = tmp_path / "d.jsonl"
+    with data.open("w") as f:
+        for i in range(7):
+            context = " ".join(f"Fact {j} of item {i} is about a cat and a dog." for j in range(4))
+            response = f"The cat of item {i} sat in the park. The dog was near."
+            f.write(json.dumps({"context": context, "query": f"Item {i}?", "response": response}))
+            f.write("\n")
+        long = " ".join(f"Sentence {j} is long enough to fill the small window." for j in range(60))
+        f.write(json.dumps({"context": long, "query": "q", "response": "R.", "id": "big"}) + "\n")
+    keys = {r.key for r in read_records(data)} - {"big"}
+
+    local = run_dataset(
+        data, tmp_path / "local.db", model=str(tiny_dir), method="loo", progress=False
+    )
+    on_ray = run_dataset(
+        data,
+        tmp_path / "ray.db",
+        model=str(tiny_dir),
+        method="loo",
+        backend="ray",
+        workers=2,
+        batch_size=3,
+        progress=True,
+    )
+    assert not ray.is_initialized()  # the local instance it started is shut down
+    assert (on_ray.stored, on_ray.skipped) == (7, 0) == (local.stored, local.skipped)
+    assert [k for k, _ in on_ray.failed] == ["big"] and on_ray.failed == local.failed
+    assert on_ray.model_calls == local.model_calls == 7 * 5
+    a, b = _scores(tmp_path / "local.db", "d.jsonl"), _scores(tmp_path / "ray.db", "d.jsonl")
+    assert set(a) == set(b) == keys
+    for key in keys:
+        assert len(a[key]) == len(b[key]) == 3  # the record and its two response sentences
+        for x, y in zip(a[key], b[key], strict=True):
+            assert np.allclose(x, y, atol=1e-5), (key, x, y)
+    with run_store.open(tmp_path / "ray.db") as runs:
+        run = runs.query(dataset="d.jsonl", limit=1)[0]
+        assert run.model == "tiny" and run.method == "loo" and run.tags["source"] == "d.jsonl"
