@@ -6,6 +6,7 @@ module; each server runs uvicorn in a background thread on a free loopback port.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 
@@ -84,6 +85,7 @@ def tiny_site(tmp_path_factory, tiny_lm):
     store = store_mod.open(tmp_path_factory.mktemp("viewer-tiny") / "runs.db")
     task = ContextTask(tiny_lm, "The cat sat on the mat. The dog slept.", "Where?", "On the mat.")
     ids = {"cat": store.put(task.attribute("loo"))}
+    ids["cat_cc"] = store.put(task.attribute("contextcite", n_ablations=8))
     hostile = ContextTask(tiny_lm, HOSTILE, "What <b>is</b> here?", "An <i>image</i>.")
     ids["hostile"] = store.put(hostile.attribute("loo"))
     with BackgroundServer(create_app(store)) as server:
@@ -111,7 +113,7 @@ def test_page_lists_stored_runs(page, tiny_site):
     url, _, ids = tiny_site
     _open(page, url)
     rows = page.locator("tr.run-row")
-    assert rows.count() == 2
+    assert rows.count() == 3
     row = page.locator(f"tr.run-row[data-id='{ids['cat']}']")
     assert "On the mat." in row.inner_text()
     assert "loo" in row.inner_text()
@@ -149,6 +151,33 @@ def test_span_without_model_shows_the_409_message(page, tiny_site):
     page.locator("#response .sent").first.click()
     page.wait_for_selector("#span-status[data-state='error']")
     assert "attribkit serve --model" in page.locator("#span-status").inner_text()
+
+
+def test_compare_two_runs_picked_in_the_list(page, tiny_site):
+    from attribkit.evaluation.agreement import agreement
+
+    url, store, ids = tiny_site
+    _open(page, url)
+    button = page.locator("#compare-btn")
+    assert button.is_disabled()
+    page.locator(f"tr[data-id='{ids['cat']}'] input[type=checkbox]").check()
+    page.locator(f"tr[data-id='{ids['cat_cc']}'] input[type=checkbox]").check()
+    assert button.is_enabled()
+    button.click()
+    page.wait_for_selector(".metric[data-metric='spearman']")
+    assert f"#/compare/{ids['cat']}/{ids['cat_cc']}" in page.url
+    expected = agreement(store.get(ids["cat"]).attribution, store.get(ids["cat_cc"]).attribution)
+    shown = page.locator(".metric[data-metric='spearman'] .metric-value").inner_text()
+    rho = expected["spearman"]
+    assert shown == ("n/a" if math.isnan(rho) else f"{rho:.3f}")
+    overlap = page.locator(".metric[data-metric='top_k_overlap'] .metric-value").inner_text()
+    expected_k3 = agreement(
+        store.get(ids["cat"]).attribution, store.get(ids["cat_cc"]).attribution, k=3
+    )
+    assert overlap == f"{expected_k3['top_k_overlap']:.2f}"
+    assert page.locator(".side").count() == 2
+    assert page.locator(".side .unit[data-unit]").count() == 4
+    assert not page.errors
 
 
 def _top_unit(page) -> int:

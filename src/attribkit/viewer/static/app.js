@@ -65,7 +65,7 @@
     return m || 1;
   }
 
-  function shade(node, score, scale) {
+  function shade(node, score, scale, maxAlpha) {
     node.classList.toggle("nan", score === null);
     if (score === null) {
       node.style.backgroundColor = "";
@@ -73,7 +73,7 @@
     }
     const t = Math.min(1, Math.abs(score) / scale);
     const [r, g, b] = score >= 0 ? POS : NEG;
-    node.style.backgroundColor = `rgba(${r}, ${g}, ${b}, ${(0.78 * t).toFixed(3)})`;
+    node.style.backgroundColor = `rgba(${r}, ${g}, ${b}, ${((maxAlpha || 0.78) * t).toFixed(3)})`;
   }
 
   async function api(path, options) {
@@ -211,7 +211,7 @@
       cell.style.left = `${(100 * left) / w}%`;
       cell.style.height = `${(100 * (bottom - top)) / h}%`;
       cell.style.width = `${(100 * (right - left)) / w}%`;
-      shade(cell, vector[i], scale);
+      shade(cell, vector[i], scale, 0.55); // the image shows through
       cell.title = `${u.label} · score ${fmt(vector[i])}`;
       wrap.appendChild(cell);
     });
