@@ -23,7 +23,8 @@ from attribkit.core.registry import MethodSpec, check_units, list_methods
 from attribkit.core.scorer import Scorer
 from attribkit.testing import check_method, iter_checks, toy_gradient_scorer, toy_scorer
 
-METHODS = [spec.name for spec in list_methods()]
+SPECS = list_methods()
+METHODS = [spec.name for spec in SPECS if spec.kind != "generation"]
 # Parameters a method needs on the toy inputs (e.g. explicit heads on the tiny language model).
 TOY_PARAMS: dict[str, dict[str, Any]] = {
     "attention_heads": {"heads": [(0, 1), (1, 2)]},
@@ -32,9 +33,9 @@ TOY_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_registered_method_conforms(name: str) -> None:
-    check_method(name, **TOY_PARAMS.get(name, {}))
+@pytest.mark.parametrize("spec", SPECS, ids=[f"{s.kind}:{s.name}" for s in SPECS])
+def test_registered_method_conforms(spec: MethodSpec) -> None:
+    check_method(spec, **TOY_PARAMS.get(spec.name, {}))
 
 
 @pytest.mark.parametrize(

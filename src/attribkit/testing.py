@@ -223,8 +223,36 @@ class _CountingLM:
         return self._lm.attention_rows(*args, **kw)
 
 
+def toy_generation_task(
+    prompt: str = "the cat sat on the mat", response: str = "the cat", lm: Any = None
+) -> Any:
+    """A :class:`~attribkit.tasks.generation.GenerationTask` on the tiny language model with a
+    forced two-token response. No real model behind it."""
+    from attribkit.tasks.generation import GenerationTask
+
+    lm = lm if lm is not None else tiny_language_model()
+    return GenerationTask(lm, prompt, response)
+
+
+class _CountingModel:
+    """Counts, with a forward hook on the torch model, the sequences it runs."""
+
+    def __init__(self, model: Any) -> None:
+        self.rows, self.grad_rows = 0, 0
+
+        def hook(module: Any, args: tuple, kwargs: dict) -> None:
+            x = kwargs.get("input_ids")
+            x = kwargs.get("inputs_embeds") if x is None else x
+            self.rows += int(x.shape[0])
+
+        model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
 def _make(kind: str) -> tuple[ToyScorer, _Counted]:
     """A fresh toy scorer of the method's kind whose value function is counted."""
+    if kind == "generation":
+        task = toy_generation_task()
+        return task, _CountingModel(task.lm.model)  # type: ignore[return-value]
     if kind == "context":
         counting = _CountingLM(tiny_language_model())
         return toy_context_task(lm=counting), counting  # type: ignore[return-value]
@@ -267,9 +295,11 @@ def _expect(spec: MethodSpec, check: str, error: type[Exception], why: str) -> I
 # --- the checks ------------------------------------------------------------------------------
 def check_spec(spec: MethodSpec, params: dict[str, Any]) -> None:
     """The registration is complete: known kind, a cost formula, a citation, a docstring."""
-    if spec.kind not in ("perturbation", "gradient", "context"):
+    if spec.kind not in ("perturbation", "gradient", "context", "generation"):
         raise _fail(
-            spec, "spec", f"kind {spec.kind!r} is not 'perturbation', 'gradient' or 'context'"
+            spec,
+            "spec",
+            f"kind {spec.kind!r} is not 'perturbation', 'gradient', 'context' or 'generation'",
         )
     if not spec.cost.strip():
         raise _fail(spec, "spec", "the registration gives no cost formula")
@@ -320,7 +350,7 @@ def check_cost(spec: MethodSpec, params: dict[str, Any]) -> None:
     scorer, counted = _make(spec.kind)
     p = _with_seed(spec, params)
     a = _run(spec, scorer, p)
-    if spec.kind == "context":  # no single scorer: compare with the sequences the LM ran
+    if spec.kind in ("context", "generation"):  # compare with the sequences the LM ran
         if a.cost.forward_passes != counted.rows or counted.rows <= 0 or not a.cost.seconds > 0:
             raise _fail(
                 spec,
@@ -427,8 +457,10 @@ def check_round_trip(spec: MethodSpec, params: dict[str, Any]) -> None:
 
 def check_one_unit(spec: MethodSpec, params: dict[str, Any]) -> None:
     """A scorer with a single unit is refused with InputError (nothing to rank it against)."""
-    if spec.kind == "context":
-        scorer: ToyScorer = toy_context_task(n_units=1)
+    if spec.kind == "generation":
+        scorer: ToyScorer = toy_generation_task(prompt="a", response="a")
+    elif spec.kind == "context":
+        scorer = toy_context_task(n_units=1)
     elif spec.kind == "gradient":
         scorer = toy_gradient_scorer(unit_index=[0] * 8)
     else:
@@ -445,8 +477,8 @@ def check_nan_scorer(spec: MethodSpec, params: dict[str, Any]) -> None:
             return xb.sum(dim=-1) * float("nan")
 
         scorer: ToyScorer = toy_gradient_scorer(forward=forward)
-    elif spec.kind == "context":
-        scorer = toy_context_task()
+    elif spec.kind in ("context", "generation"):
+        scorer = toy_context_task() if spec.kind == "context" else toy_generation_task()
         with torch.no_grad():  # a broken model: every weight of its embedding is NaN
             scorer.lm.model.get_input_embeddings().weight.fill_(float("nan"))
     else:

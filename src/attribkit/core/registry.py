@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from attribkit.core.errors import InputError
 
-Kind = Literal["perturbation", "gradient", "context"]
+Kind = Literal["perturbation", "gradient", "context", "generation"]
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,10 @@ class MethodSpec:
     ``kind`` says what it takes: ``"perturbation"``, a :class:`Scorer` over unit masks;
     ``"gradient"``, a :class:`GradientScorer`; ``"context"``, a
     :class:`~attribkit.tasks.context.ContextTask` (methods that read an LM's internals, such as
-    attention). ``cost`` is the model-call formula, ``cite`` the paper.
+    attention); ``"generation"``, a :class:`~attribkit.tasks.generation.GenerationTask` (token
+    attribution matrices; these have their own names, so ``integrated_gradients`` exists both as
+    a gradient method and as a generation method). ``cost`` is the model-call formula, ``cite``
+    the paper.
     """
 
     name: str
@@ -28,40 +31,48 @@ class MethodSpec:
     cite: str
 
 
-_REGISTRY: dict[str, MethodSpec] = {}
+Space = Literal["units", "generation"]
+_REGISTRY: dict[tuple[str, str], MethodSpec] = {}
+
+
+def _space(kind: str) -> str:
+    return "generation" if kind == "generation" else "units"
 
 
 def register(
     name: str, kind: Kind, cost: str, cite: str
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering an attribution method under ``name``."""
+    """Decorator registering an attribution method under ``name`` (unique per space: generation
+    methods, or every other kind)."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+        key = (_space(kind), name)
+        if key in _REGISTRY and _REGISTRY[key].fn is not fn:
             raise ValueError(f"method name {name!r} is already registered")
-        _REGISTRY[name] = MethodSpec(name, fn, kind, cost, cite)
+        _REGISTRY[key] = MethodSpec(name, fn, kind, cost, cite)
         return fn
 
     return deco
 
 
-def get_method(name: str) -> MethodSpec:
-    """The registered method called ``name``; InputError listing the choices otherwise."""
+def get_method(name: str, space: Space = "units") -> MethodSpec:
+    """The registered method called ``name`` (``space="generation"`` for token-attribution
+    methods of generated text); InputError listing the choices otherwise."""
     import attribkit.methods  # noqa: F401  (registers the built-in methods)
 
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[(space, name)]
     except KeyError:
-        raise InputError(
-            f"unknown method {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+        names = sorted(n for s, n in _REGISTRY if s == space)
+        raise InputError(f"unknown method {name!r}; choose one of: {', '.join(names)}") from None
 
 
 def list_methods(kind: Kind | None = None) -> list[MethodSpec]:
-    """All registered methods (optionally of one kind), sorted by name."""
+    """All registered methods (optionally of one kind), sorted by name then kind."""
     import attribkit.methods  # noqa: F401
 
-    return [s for _, s in sorted(_REGISTRY.items()) if kind is None or s.kind == kind]
+    specs = sorted(_REGISTRY.values(), key=lambda s: (s.name, s.kind))
+    return [s for s in specs if kind is None or s.kind == kind]
 
 
 def check_units(scorer: Any, minimum: int = 2) -> None:

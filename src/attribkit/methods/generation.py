@@ -1,0 +1,312 @@
+"""Token-attribution methods for generated text (kind ``generation``): each takes a
+:class:`~attribkit.tasks.generation.GenerationTask` and returns a rows × columns Attribution.
+
+Gradients are taken at the input embeddings. One forward pass over prompt + response gives every
+row's target at once (teacher forcing), and one batched backward gives every row's gradient
+(``torch.autograd.grad(..., is_grads_batched=True)``; a loop over rows where the model does not
+support it), so a gradient method costs forward passes per input evaluated and backward passes
+per (input, row) pair.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from attribkit.core.attribution import Attribution
+from attribkit.core.cost import Cost
+from attribkit.core.errors import InputError, ScorerError
+from attribkit.core.registry import check_units, register
+from attribkit.methods.gradients import _quadrature
+from attribkit.tasks.generation import GenerationTask
+
+_BATCHED_GRADS: dict[str, bool] = {}
+# Completeness errors are relative to the target gap, or to this when the gap is smaller (a
+# row the baseline barely changes: its error is float noise, not a failed integral).
+GAP_FLOOR = 1e-3
+
+
+class _Meter:
+    """Counts passes and seconds for one generation method call."""
+
+    def __init__(self, task: GenerationTask) -> None:
+        check_units(task)
+        self.task, self.cost = task, Cost()
+        self._t0 = 0.0
+
+    def __enter__(self) -> _Meter:
+        import time
+
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import time
+
+        self.cost.seconds = time.perf_counter() - self._t0
+        lm_cost = getattr(self.task.lm, "cost", None)
+        if lm_cost is not None:  # the model's own meter sees what this call spent
+            lm_cost.forward_passes += self.cost.forward_passes
+            lm_cost.backward_passes += self.cost.backward_passes
+            lm_cost.batches += self.cost.batches
+
+
+def _row_gradients(
+    task: GenerationTask, xb: torch.Tensor, meter: _Meter
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row values (B, R) and their gradients (R, B, positions, d) for embeddings ``xb``."""
+    xb = xb.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = task.forward_embeds(xb)
+        b, r = out.shape
+        key = type(task.lm.model).__name__
+        grads = None
+        if _BATCHED_GRADS.get(key, True) and r > 1:
+            eye = torch.eye(r, dtype=out.dtype, device=out.device)[:, None, :].expand(r, b, r)
+            try:
+                (grads,) = torch.autograd.grad(
+                    out, xb, grad_outputs=eye, is_grads_batched=True, retain_graph=True
+                )
+            except RuntimeError:
+                _BATCHED_GRADS[key] = False
+        if grads is None:
+            grads = torch.stack(
+                [
+                    torch.autograd.grad(out[:, i].sum(), xb, retain_graph=i < r - 1)[0]
+                    for i in range(r)
+                ]
+            )
+    meter.cost.forward_passes += b
+    meter.cost.backward_passes += b * r
+    meter.cost.batches += 1
+    return out.detach(), grads.detach()
+
+
+def _values(task: GenerationTask, xb: torch.Tensor, meter: _Meter) -> torch.Tensor:
+    with torch.no_grad():
+        out = task.forward_embeds(xb)
+    meter.cost.forward_passes += xb.shape[0]
+    meter.cost.batches += 1
+    return out
+
+
+@register(
+    "saliency",
+    kind="generation",
+    cost="1 forward + rows backward passes",
+    cite="Simonyan et al., 'Deep Inside Convolutional Networks: Visualising Image Classification "
+    "Models and Saliency Maps', 2014 (gradient norm per token)",
+)
+def saliency(task: GenerationTask, *, norm: str = "l2") -> Attribution:
+    """|∂f_t/∂e_j| per row t and input token j: the L2 (``norm="l2"``) or L1 norm of the
+    gradient at each token's embedding. Unsigned. Costs 1 forward + rows backward passes."""
+    if norm not in ("l1", "l2"):
+        raise InputError("norm must be 'l1' or 'l2'")
+    with _Meter(task) as meter:
+        _, g = _row_gradients(task, task.embeddings()[None], meter)
+        g = g[:, 0].double()
+        per_pos = g.norm(dim=-1) if norm == "l2" else g.abs().sum(-1)
+    return task.result(
+        task.to_columns(per_pos.cpu().numpy()), "saliency", {"norm": norm}, meter.cost
+    )
+
+
+@register(
+    "input_x_gradient",
+    kind="generation",
+    cost="1 forward + rows backward passes",
+    cite="Shrikumar et al., 'Not Just a Black Box: Learning Important Features Through "
+    "Propagating Activation Differences', 2016",
+)
+def input_x_gradient(task: GenerationTask) -> Attribution:
+    """e_j · ∂f_t/∂e_j per row and input token (signed). Costs 1 forward + rows backward."""
+    with _Meter(task) as meter:
+        x = task.embeddings()
+        _, g = _row_gradients(task, x[None], meter)
+        per_pos = (g[:, 0].double() * x.double()).sum(-1)
+    return task.result(task.to_columns(per_pos.cpu().numpy()), "input_x_gradient", {}, meter.cost)
+
+
+@register(
+    "integrated_gradients",
+    kind="generation",
+    cost="(steps + 2) forward + steps × rows backward passes (steps double until the "
+    "completeness error ≤ target_error, up to max_steps)",
+    cite="Sundararajan, Taly, Yan, 'Axiomatic Attribution for Deep Networks', 2017",
+)
+def integrated_gradients(
+    task: GenerationTask,
+    *,
+    n_steps: int = 32,
+    baseline: str | torch.Tensor = "pad",
+    rule: str = "gauss_legendre",
+    target_error: float | None = 0.02,
+    max_steps: int = 256,
+    batch_size: int = 8,
+) -> Attribution:
+    """Integrated gradients of every row along the straight path from the baseline embeddings
+    (``"pad"``: the pad token's embedding; ``"zero"``; or a tensor) to the input. Chat-template
+    tokens stay at their real embeddings, so completeness holds over the columns: each row sums
+    to f_t(input) − f_t(baseline). When the worst row's relative completeness error exceeds
+    ``target_error``, the steps double (up to ``max_steps``) and the best result is kept.
+    ``extras``: ``completeness_error`` per row, ``steps``. Costs (steps + 2) forward +
+    steps × rows backward passes (summed over refinements)."""
+    x = task.embeddings()
+    base = task.baseline_embeddings(baseline)
+    delta = (x - base).double()
+    with _Meter(task) as meter:
+        ends = _values(task, torch.stack([base, x]), meter).double()
+        gap = (ends[1] - ends[0]).cpu().numpy()
+        best: tuple[float, np.ndarray, np.ndarray, int] | None = None
+        steps = n_steps
+        while True:
+            alphas, weights = _quadrature(rule, steps)
+            acc = torch.zeros(task.n_rows, x.shape[0], dtype=torch.float64)
+            for start in range(0, steps, batch_size):
+                a = torch.tensor(alphas[start : start + batch_size], dtype=x.dtype)
+                xb = base[None] + a[:, None, None] * (x - base)[None]
+                _, g = _row_gradients(task, xb, meter)  # (R, b, N, d)
+                w = torch.tensor(weights[start : start + batch_size], dtype=torch.float64)
+                acc += torch.einsum("rbnd,b,nd->rn", g.double(), w, delta)
+            per_pos = acc.numpy()
+            err = np.abs(per_pos.sum(1) - gap) / np.maximum(np.abs(gap), GAP_FLOOR)
+            if best is None or err.max() < best[0]:
+                best = (float(err.max()), per_pos, err, steps)
+            if target_error is None or err.max() <= target_error or steps * 2 > max_steps:
+                break
+            steps *= 2
+    _, per_pos, err, used = best
+    params = {
+        "n_steps": n_steps,
+        "baseline": baseline if isinstance(baseline, str) else "tensor",
+        "rule": rule,
+        "target_error": target_error,
+        "max_steps": max_steps,
+    }
+    return task.result(
+        task.to_columns(per_pos),
+        "integrated_gradients",
+        params,
+        meter.cost,
+        completeness_error=err.tolist(),
+        steps=used,
+        target_gap=gap.tolist(),
+    )
+
+
+@register(
+    "occlusion",
+    kind="generation",
+    cost="columns + 1 forward passes (batched; one occluded pass serves every row)",
+    cite="Zeiler & Fergus, 'Visualizing and Understanding Convolutional Networks', 2014 "
+    "(leave-one-token-out)",
+)
+def occlusion(task: GenerationTask, *, batch_size: int = 16) -> Attribution:
+    """Leave-one-token-out: f_t(input) − f_t(input with column j's tokens replaced by the pad
+    token). Positions stay put, so one occluded pass gives every row. Costs columns + 1 forward
+    passes, batched."""
+    ids = torch.tensor(task.ids, device=task.lm.device)
+    pos_unit = torch.tensor(task.position_unit, device=ids.device)
+    seqs = [ids] + [torch.where(pos_unit == u, task.lm.pad_id, ids) for u in range(task.n_units)]
+    with _Meter(task) as meter:
+        outs = []
+        for start in range(0, len(seqs), batch_size):
+            chunk = torch.stack(seqs[start : start + batch_size])
+            outs.append(task.forward_ids(chunk))
+            meter.cost.forward_passes += len(chunk)
+            meter.cost.batches += 1
+        vals = torch.cat(outs).double().cpu().numpy()  # (1 + columns, rows)
+    scores = vals[0][:, None] - vals[1:].T
+    scores[~task.visible()] = np.nan
+    return task.result(scores, "occlusion", {}, meter.cost)
+
+
+def _attention_maps(task: GenerationTask, meter: _Meter) -> torch.Tensor:
+    """(layers, positions, positions) head-averaged attention of one eager forward pass."""
+    model = task.lm.model
+    previous = getattr(model.config, "_attn_implementation", None)
+    ids = torch.tensor([task.ids], device=task.lm.device)
+    try:
+        if previous != "eager":
+            model.set_attn_implementation("eager")
+        with torch.inference_mode():
+            out = model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                output_attentions=True,
+                use_cache=False,
+            )
+    finally:
+        if previous not in (None, "eager"):
+            model.set_attn_implementation(previous)
+    att = getattr(out, "attentions", None)
+    if not att or any(a is None for a in att):
+        raise InputError(f"{type(model).__name__} returned no attention weights")
+    meter.cost.forward_passes += 1
+    meter.cost.batches += 1
+    task.lm.tokens_processed += ids.shape[1]
+    maps = torch.stack([a[0].float().mean(0) for a in att])
+    if not torch.isfinite(maps).all():
+        raise ScorerError("the model gave non-finite attention weights; check its weights")
+    return maps
+
+
+def _rows_from_map(task: GenerationTask, m: torch.Tensor) -> np.ndarray:
+    """Rows of an attention map: query position predicting each attributed response token."""
+    n_p = len(task.prompt_ids)
+    q = [n_p - 1 + r for r in task.rows]
+    return m[q].double().cpu().numpy()
+
+
+@register(
+    "attention",
+    kind="generation",
+    cost="1 forward pass (eager attention)",
+    cite="Bahdanau, Cho, Bengio, 'Neural Machine Translation by Jointly Learning to Align and "
+    "Translate', 2015 (attention weights as attribution); Jain & Wallace, 'Attention is not "
+    "Explanation', 2019",
+)
+def attention(task: GenerationTask, *, layer: int | str = "mean") -> Attribution:
+    """Attention weight from the position predicting each generated token to every input token,
+    averaged over heads and over layers (``layer="mean"``) or from one layer (an index, -1 =
+    last). Costs 1 forward pass with eager attention."""
+    with _Meter(task) as meter:
+        maps = _attention_maps(task, meter)
+        if layer == "mean":
+            m = maps.mean(0)
+        elif isinstance(layer, int) and -len(maps) <= layer < len(maps):
+            m = maps[layer]
+        else:
+            raise InputError(f"layer must be 'mean' or an index in [-{len(maps)}, {len(maps)})")
+    scores = task.to_columns(_rows_from_map(task, m))
+    return task.result(scores, "attention", {"layer": layer}, meter.cost)
+
+
+@register(
+    "attention_rollout",
+    kind="generation",
+    cost="1 forward pass (eager attention)",
+    cite="Abnar & Zuidema, 'Quantifying Attention Flow in Transformers', 2020",
+)
+def attention_rollout(task: GenerationTask, *, residual: float = 0.5) -> Attribution:
+    """Attention rollout: the product over layers of ``residual·I + (1 − residual)·Ā_l``
+    (Ā = head mean, rows renormalised), read at each generated token's predicting position.
+    Costs 1 forward pass with eager attention."""
+    if not 0.0 <= residual < 1.0:
+        raise InputError("residual must be in [0, 1)")
+    with _Meter(task) as meter:
+        maps = _attention_maps(task, meter).double()
+        n = maps.shape[-1]
+        eye = torch.eye(n, dtype=maps.dtype)
+        roll = eye
+        for a in maps:
+            a = residual * eye + (1 - residual) * a
+            a = a / a.sum(-1, keepdim=True)
+            roll = a @ roll
+    scores = task.to_columns(_rows_from_map(task, roll))
+    return task.result(scores, "attention_rollout", {"residual": residual}, meter.cost)
+
+
+__all__: list[Any] = []

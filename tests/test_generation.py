@@ -1,0 +1,145 @@
+"""Token attribution of generated text: the matrix, targets, methods, aggregation, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attribkit.core.errors import InputError
+from attribkit.methods import generation as gen_methods
+from attribkit.models.blackbox import CallableModel
+from attribkit.tasks.generation import (
+    GenerationTask,
+    aggregate_columns,
+    aggregate_rows,
+    attribute_generation,
+)
+
+PROMPT = "the cat sat on the mat"
+
+
+def test_matrix_is_rows_by_columns_with_causal_nans(tiny_lm) -> None:
+    task = GenerationTask(tiny_lm, PROMPT, "the cat sat")
+    a = task.attribute("input_x_gradient")
+    assert a.scores.shape == (task.n_rows, task.n_units)
+    n_p = task.n_prompt_units
+    assert task.n_units == n_p + task.n_rows - 1  # every generated token but the last is an input
+    for r in range(task.n_rows):
+        assert np.isfinite(a.scores[r, : n_p + r]).all()
+        assert np.isnan(a.scores[r, n_p + r :]).all()  # a row never sees itself or later tokens
+    assert [u.meta["role"] for u in a.units].count("response") == task.n_rows - 1
+    assert a.target["row_labels"] == task.row_labels()
+
+
+def test_integrated_gradients_completeness_per_row(tiny_lm) -> None:
+    a = GenerationTask(tiny_lm, PROMPT, "the cat").attribute("integrated_gradients")
+    sums = np.nansum(a.scores, axis=1)
+    np.testing.assert_allclose(sums, a.extras["target_gap"], rtol=0.02, atol=1e-4)
+    assert max(a.extras["completeness_error"]) <= 0.02
+    assert a.cost.forward_passes == a.extras["steps"] + 2  # the two path ends, then the steps
+
+
+def test_batched_row_gradients_equal_the_row_loop(tiny_lm) -> None:
+    task = GenerationTask(tiny_lm, PROMPT, "the cat sat")
+    key = type(tiny_lm.model).__name__
+    batched = task.attribute("input_x_gradient").scores
+    gen_methods._BATCHED_GRADS[key] = False
+    try:
+        looped = task.attribute("input_x_gradient").scores
+    finally:
+        gen_methods._BATCHED_GRADS.pop(key)
+    np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-7)
+
+
+def test_occlusion_is_the_drop_when_a_token_is_padded(tiny_lm) -> None:
+    task = GenerationTask(tiny_lm, PROMPT, "the cat")
+    a = task.attribute("occlusion")
+    ids = torch.tensor([task.ids])
+    full = task.forward_ids(ids)[0]
+    col = 2
+    hit = torch.tensor(task.position_unit) == col
+    padded = task.forward_ids(torch.where(hit, tiny_lm.pad_id, ids))[0]
+    np.testing.assert_allclose(a.scores[:, col], (full - padded).double().numpy(), rtol=1e-5)
+    assert a.cost.forward_passes == task.n_units + 1
+
+
+def test_contrastive_target_is_the_difference_with_the_foil(tiny_lm) -> None:
+    plain = GenerationTask(tiny_lm, PROMPT, "cat")
+    foil_as_response = GenerationTask(tiny_lm, PROMPT, "mat")
+    contrast = GenerationTask(tiny_lm, PROMPT, "cat", foil="mat")
+    ids = torch.tensor([plain.ids])
+    expected = plain.forward_ids(ids) - foil_as_response.forward_ids(
+        torch.tensor([foil_as_response.ids])
+    )
+    # Row 0 (both after the same prompt); later foil rows follow the real response's prefix.
+    torch.testing.assert_close(contrast.forward_ids(ids)[:, 0], expected[:, 0])
+    assert "foil" in contrast.target()["description"]
+    with pytest.raises(InputError, match="aligned token by token"):
+        GenerationTask(tiny_lm, PROMPT, "cat", foil="the mat sat")
+
+
+@pytest.mark.parametrize("target", ["prob", "logit"])
+def test_other_targets(tiny_lm, target) -> None:
+    task = GenerationTask(tiny_lm, PROMPT, "cat", target=target)
+    logp = GenerationTask(tiny_lm, PROMPT, "cat").forward_ids(torch.tensor([task.ids]))
+    value = task.forward_ids(torch.tensor([task.ids]))
+    if target == "prob":
+        torch.testing.assert_close(value, logp.exp())
+    else:
+        assert not torch.allclose(value, logp)
+
+
+def test_aggregation_keeps_the_totals(tiny_lm) -> None:
+    a = attribute_generation(
+        tiny_lm, "The cat sat on the mat. The dog ran away.", "the cat", method="occlusion"
+    )
+    words = aggregate_columns(a, "words")
+    np.testing.assert_allclose(np.nansum(words.scores, 1), np.nansum(a.scores, 1))
+    assert [u.label for u in words.units][:3] == ["The", "cat", "sat"]
+    sentences = aggregate_columns(a, "sentences")
+    assert [u.label for u in sentences.units][:2] == [
+        "The cat sat on the mat.",
+        "The dog ran away.",
+    ]
+    one = aggregate_rows(a)
+    assert one.scores.ndim == 1
+    np.testing.assert_allclose(np.nansum(one.scores), np.nansum(a.scores))
+    first = aggregate_rows(a, span=(0, 1))  # the first generated token only
+    np.testing.assert_allclose(first.scores, np.where(np.isnan(a.scores[0]), np.nan, a.scores[0]))
+
+
+def test_bad_inputs_get_clear_errors(tiny_lm) -> None:
+    with pytest.raises(InputError, match="prompt is empty"):
+        GenerationTask(tiny_lm, "  ", "cat")
+    with pytest.raises(InputError, match="response is empty"):
+        GenerationTask(tiny_lm, PROMPT, " ")
+    black_box = CallableModel(lambda texts: np.zeros(len(texts)))
+    with pytest.raises(InputError, match="black box"):
+        GenerationTask(black_box, PROMPT, "cat")
+    with pytest.raises(InputError, match="unknown target"):
+        GenerationTask(tiny_lm, PROMPT, "cat", target="loss")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="unknown method"):
+        attribute_generation(tiny_lm, PROMPT, "cat", method="loo")
+
+
+def test_a_response_that_tokenizes_differently_after_the_prompt(tiny_lm) -> None:
+    """'the ca' + 't' joins into other tokens than 't' alone: rows follow the response's own
+    tokens (what generation emits), and the task says so."""
+    with pytest.warns(UserWarning, match="tokenizes differently"):
+        task = GenerationTask(tiny_lm, "the ca", "t", chat=False)
+    assert task.tokenization_note is not None
+    assert task.response_ids == tiny_lm._response_ids("t")
+    a = task.attribute("input_x_gradient")
+    assert a.scores.shape[0] == len(task.response_ids)
+    assert a.target["tokenization_note"] == task.tokenization_note
+
+
+@pytest.mark.model
+def test_integrated_gradients_completeness_on_the_real_model(smollm2) -> None:
+    """The issue's bar: within 2 % with the default steps on the bundled model."""
+    a = attribute_generation(
+        smollm2, "Repeat this word exactly once and say nothing else: marzipan", "marzipan"
+    )
+    assert max(a.extras["completeness_error"]) <= 0.02
+    np.testing.assert_allclose(np.nansum(a.scores, 1), a.extras["target_gap"], rtol=0.02, atol=1e-3)
