@@ -132,3 +132,16 @@ def test_runs_export_import_commands(tmp_path):
     assert store.open(tmp_path / "b.db").get(run_id).model == "adder"
     missing = runner.invoke(app, ["runs", "--store", str(tmp_path / "none.db")])
     assert missing.exit_code == 2 and "no run store" in missing.stderr
+
+
+def test_tokens_command_json_and_heat_map(tiny_lm, monkeypatch):
+    monkeypatch.setattr(attribkit.models, "load", lambda name="smollm2", **kw: tiny_lm)
+    args = ["tokens", "--prompt", "the cat sat on the mat", "--response", "the cat"]
+    out = runner.invoke(app, [*args, "--method", "occlusion", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["method"] == "occlusion" and len(data["matrix"]) == len(data["row_labels"])
+    table = runner.invoke(app, [*args, "--method", "input_x_gradient"], terminal_width=200)
+    assert table.exit_code == 0 and "input_x_gradient" in table.stdout
+    bad = runner.invoke(app, ["tokens", "--prompt", " ", "--response", "x"])
+    assert bad.exit_code == 2 and "prompt is empty" in bad.stderr

@@ -138,8 +138,30 @@ def test_a_response_that_tokenizes_differently_after_the_prompt(tiny_lm) -> None
 @pytest.mark.model
 def test_integrated_gradients_completeness_on_the_real_model(smollm2) -> None:
     """The issue's bar: within 2 % with the default steps on the bundled model."""
-    a = attribute_generation(
-        smollm2, "Repeat this word exactly once and say nothing else: marzipan", "marzipan"
-    )
+    a = attribute_generation(smollm2, "Say the word zebra.", "Zebra")
     assert max(a.extras["completeness_error"]) <= 0.02
     np.testing.assert_allclose(np.nansum(a.scores, 1), a.extras["target_gap"], rtol=0.02, atol=1e-3)
+
+
+@pytest.mark.model
+def test_contrastive_target_moves_the_weight_to_the_deciding_token(smollm2) -> None:
+    """Plain log p(' Rome') leans on the generic last token ' is' (remove it and no capital
+    follows); contrasting with ' Paris' cancels that and credits ' Italy', the token that
+    decides between the two."""
+    prompt = "The capital of France is Paris. The capital of Italy is Rome. The capital of Italy is"
+    plain = attribute_generation(smollm2, prompt, " Rome", method="occlusion", chat=False)
+    contrast = attribute_generation(
+        smollm2, prompt, " Rome", method="occlusion", chat=False, foil=" Paris"
+    )
+    assert plain.top(1)[0][0].label == " is"
+    top = contrast.top(1)[0][0]
+    assert top.label == " Italy" and top.start > prompt.index("Rome")  # the last 'Italy'
+
+
+@pytest.mark.model
+def test_copy_task_perturbation_and_saliency_find_the_word(smollm2) -> None:
+    """'Say the word zebra.' -> 'Zebra': the first generated token is decided by ' zebra'."""
+    task = GenerationTask(smollm2, "Say the word zebra.", "Zebra")
+    for method in ("occlusion", "saliency"):
+        row = task.attribute(method).scores[0]
+        assert task.columns[int(np.nanargmax(row))].label == " zebra", method

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from attribkit.core.errors import InputError
-from attribkit.core.registry import get_method
 from attribkit.methods.reagent import lm_top1_replacements, probe_sequences, reagent
 from attribkit.tasks.generation import GenerationTask
-from attribkit.testing import check_method, toy_generation_task
+from attribkit.testing import toy_generation_task
 
 
 class _Recorder:
@@ -25,10 +24,6 @@ class _Recorder:
             self.seqs.extend(kwargs["input_ids"].cpu().numpy())
 
         self.handle = model.register_forward_pre_hook(hook, with_kwargs=True)
-
-
-def test_conformance() -> None:
-    check_method(get_method("reagent", space="generation"))
 
 
 def test_same_seed_same_scores_and_rows_are_distributions() -> None:

@@ -7,11 +7,13 @@ The public API, re-exported here, is stable:
   :class:`Cost`, :class:`Budget`, :func:`attribute`, :func:`list_methods`, :func:`register`;
 - models: :func:`load`, :class:`LanguageModel`, :class:`TorchClassifier`,
   :class:`CallableModel`, :class:`OpenAICompatibleLM`;
-- tasks: :func:`attribute_context`;
+- tasks: :func:`attribute_context`, :class:`ContextTask`, :func:`attribute_generation`,
+  :class:`GenerationTask`, :func:`aggregate_rows`, :func:`aggregate_columns`;
 - evaluation: :func:`deletion`, :func:`insertion`, :func:`deletion_insertion`,
   :func:`comprehensiveness`, :func:`sufficiency`, :func:`eraser`, :func:`agreement`,
-  :func:`agreement_matrix`;
-- viz: :func:`save_html`, :func:`print_attribution`;
+  :func:`agreement_matrix`, :func:`agreement_report`;
+- viz: :func:`save_html`, :func:`print_attribution`, :func:`print_token_attribution`,
+  :func:`explain`;
 - keeping runs: :mod:`attribkit.store` (``store.open(path)`` → :class:`RunStore`).
 """
 
@@ -23,6 +25,7 @@ from attribkit.core import __all__ as _core_all
 from attribkit.evaluation import (
     agreement,
     agreement_matrix,
+    agreement_report,
     comprehensiveness,
     deletion,
     deletion_insertion,
@@ -37,26 +40,40 @@ from attribkit.models import (
     TorchClassifier,
     load,
 )
-from attribkit.tasks import ContextTask, attribute_context
-from attribkit.viz import print_attribution, save_html
+from attribkit.tasks import (
+    ContextTask,
+    GenerationTask,
+    aggregate_columns,
+    aggregate_rows,
+    attribute_context,
+    attribute_generation,
+)
+from attribkit.viz import explain, print_attribution, print_token_attribution, save_html
 
 __all__ = [
     "CallableModel",
     "ContextTask",
+    "GenerationTask",
     "LanguageModel",
     "OpenAICompatibleLM",
     "TorchClassifier",
     "__version__",
+    "aggregate_columns",
+    "aggregate_rows",
     "agreement",
     "agreement_matrix",
+    "agreement_report",
     "attribute_context",
+    "attribute_generation",
     "comprehensiveness",
     "deletion",
     "deletion_insertion",
     "eraser",
+    "explain",
     "insertion",
     "load",
     "print_attribution",
+    "print_token_attribution",
     "save_html",
     "store",
     "sufficiency",

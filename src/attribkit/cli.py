@@ -210,6 +210,59 @@ def methods_command() -> None:
     console.print(table)
 
 
+@app.command("tokens")
+def tokens_command(
+    prompt: str = typer.Option(..., "--prompt", help="The prompt whose tokens to attribute."),
+    response: str | None = typer.Option(
+        None, "--response", help="Explain this response instead of generating one."
+    ),
+    method: str = typer.Option(
+        "integrated_gradients", "--method", help="Generation method (see `attribkit methods`)."
+    ),
+    target: str = typer.Option("logprob", "--target", help="logprob, prob or logit."),
+    foil: str | None = typer.Option(
+        None, "--foil", help="Contrast each generated token with this aligned alternative."
+    ),
+    aggregate: str | None = typer.Option(None, "--aggregate", help="words or sentences."),
+    model: str = typer.Option("smollm2", "--model", help="Model name or local path."),
+    max_new_tokens: int = typer.Option(16, "--max-new-tokens"),
+    no_chat: bool = typer.Option(False, "--no-chat", help="Do not apply the chat template."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
+) -> None:
+    """Which input tokens drove each generated token? A console heat map (rows: generated)."""
+    import json
+
+    from attribkit.core.errors import AttribkitError
+    from attribkit.models import load
+    from attribkit.tasks.generation import attribute_generation
+    from attribkit.viz.token_table import print_token_attribution, token_attribution_json
+
+    try:
+        with _progress(err_console) as progress:
+            step = progress.add_task(f"Loading model {model}", total=None)
+            lm = load(model)
+            progress.update(step, total=1, completed=1)
+            step = progress.add_task(f"Attributing tokens ({method})", total=None)
+            attribution = attribute_generation(
+                lm,
+                prompt,
+                response,
+                method=method,
+                target=target,  # type: ignore[arg-type]
+                foil=foil,
+                aggregate=aggregate,
+                chat=not no_chat,
+                max_new_tokens=max_new_tokens,
+            )
+            progress.update(step, total=1, completed=1)
+    except AttribkitError as e:
+        raise _fail(e) from None
+    if as_json:
+        typer.echo(json.dumps(token_attribution_json(attribution), ensure_ascii=False))
+        return
+    print_token_attribution(attribution, console=console)
+
+
 def _fail(e: Exception) -> typer.Exit:
     err_console.print(f"[red]error:[/red] {e}", highlight=False)
     return typer.Exit(2)

@@ -223,6 +223,13 @@ class Attribution:
             ) from e
         return cls.from_dict(data)
 
+    def explain(self, mode: str = "template", **kw: Any) -> str:
+        """A natural-language explanation of this result (see :func:`attribkit.viz.explain`):
+        ``mode="template"`` is model-free; ``mode="llm"`` prompts an LM (costs one generation)."""
+        from attribkit.viz.explain import explain
+
+        return explain(self, mode=mode, **kw)  # type: ignore[arg-type]
+
     # --- rendering -----------------------------------------------------------------------------
     def to_html(self, title: str | None = None) -> str:
         """A self-contained HTML page highlighting units by score; all text is escaped."""

@@ -5,7 +5,7 @@ methods take a :class:`~attribkit.core.gradient.GradientScorer`. Run any of them
 ``attribkit.attribute(scorer, name, **params)``; ``attribkit.list_methods()`` lists them.
 """
 
-from attribkit.methods import generation  # registers the token (generation) methods
+from attribkit.methods import generation, reagent  # the token (generation) methods
 from attribkit.methods.attention import attention_heads, attntrace, select_heads
 from attribkit.methods.context import auto, contextcite, hybrid
 from attribkit.methods.gradients import (
@@ -36,6 +36,7 @@ __all__ = [
     "leave_one_out",
     "lime",
     "occlusion",
+    "reagent",
     "rise",
     "saliency",
     "select_heads",
