@@ -9,6 +9,8 @@ The public API, re-exported here, is stable:
   :class:`CallableModel`, :class:`OpenAICompatibleLM`;
 - tasks: :func:`attribute_context`, :class:`ContextTask`, :func:`attribute_generation`,
   :class:`GenerationTask`, :func:`aggregate_rows`, :func:`aggregate_columns`;
+- token-level LM analysis: :func:`direct_logit_attribution`, :func:`grains_vectors` and
+  :func:`steer` (GrAInS steering);
 - evaluation: :func:`deletion`, :func:`insertion`, :func:`deletion_insertion`,
   :func:`comprehensiveness`, :func:`sufficiency`, :func:`eraser`, :func:`agreement`,
   :func:`agreement_matrix`, :func:`agreement_report`;
@@ -33,6 +35,7 @@ from attribkit.evaluation import (
     insertion,
     sufficiency,
 )
+from attribkit.methods import SteeringVectors, direct_logit_attribution, grains_vectors, steer
 from attribkit.models import (
     CallableModel,
     LanguageModel,
@@ -51,6 +54,7 @@ from attribkit.tasks import (
 from attribkit.viz import explain, print_attribution, print_token_attribution, save_html
 
 __all__ = [
+    "SteeringVectors",
     "CallableModel",
     "ContextTask",
     "GenerationTask",
@@ -68,13 +72,16 @@ __all__ = [
     "comprehensiveness",
     "deletion",
     "deletion_insertion",
+    "direct_logit_attribution",
     "eraser",
     "explain",
+    "grains_vectors",
     "insertion",
     "load",
     "print_attribution",
     "print_token_attribution",
     "save_html",
+    "steer",
     "store",
     "sufficiency",
     *_core_all,

@@ -8,12 +8,14 @@ methods take a :class:`~attribkit.core.gradient.GradientScorer`. Run any of them
 from attribkit.methods import generation, reagent  # the token (generation) methods
 from attribkit.methods.attention import attention_heads, attntrace, select_heads
 from attribkit.methods.context import auto, contextcite, hybrid
+from attribkit.methods.dla import direct_logit_attribution
 from attribkit.methods.gradients import (
     input_x_gradient,
     integrated_gradients,
     saliency,
     smoothgrad,
 )
+from attribkit.methods.grains import SteeringVectors, grains_vectors, steer
 from attribkit.methods.kernel_shap import kernel_shap
 from attribkit.methods.lime import lime
 from attribkit.methods.occlusion import leave_one_out, occlusion
@@ -23,11 +25,14 @@ from attribkit.methods.surrogate import lasso_surrogate
 from attribkit.methods.tracllm import tracllm
 
 __all__ = [
+    "SteeringVectors",
     "attention_heads",
     "attntrace",
     "auto",
     "contextcite",
+    "direct_logit_attribution",
     "generation",
+    "grains_vectors",
     "hybrid",
     "input_x_gradient",
     "integrated_gradients",
@@ -42,5 +47,6 @@ __all__ = [
     "select_heads",
     "shapley",
     "smoothgrad",
+    "steer",
     "tracllm",
 ]
