@@ -186,7 +186,12 @@ def run_attribkit(cfg: str, data: dict[str, Any], steps: int) -> dict[str, Any]:
             e0 = emb(torch.tensor([BASELINE_ID])).float()
         base = e0.expand(len(task.ids), -1).clone()
         if cfg == "ak-ig-50-unk":
-            return {"n_steps": steps, "target_error": None, "baseline": base}
+            return {
+                "n_steps": steps,
+                "target_error": None,
+                "baseline": base,
+                "rule": "gauss_legendre",
+            }
         return {"baseline": base}  # ak-ig-adaptive-unk
 
     method = "attention" if attention else "integrated_gradients"
@@ -208,7 +213,7 @@ def run_attribkit(cfg: str, data: dict[str, Any], steps: int) -> dict[str, Any]:
             out["scores"].append(np.nan_to_num(att.scores, nan=0.0).tolist())
         else:
             out["rows"].extend(att.extras["completeness_error"])
-            out["steps"].append(att.extras["steps"])
+            out["steps"].extend(att.extras["steps"])
     out["seconds"] = seconds
     return out
 

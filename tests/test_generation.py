@@ -37,7 +37,23 @@ def test_integrated_gradients_completeness_per_row(tiny_lm) -> None:
     sums = np.nansum(a.scores, axis=1)
     np.testing.assert_allclose(sums, a.extras["target_gap"], rtol=0.02, atol=1e-4)
     assert max(a.extras["completeness_error"]) <= 0.02
-    assert a.cost.forward_passes == a.extras["steps"] + 2  # the two path ends, then the steps
+    fixed = GenerationTask(tiny_lm, PROMPT, "the cat").attribute(
+        "integrated_gradients", n_steps=8, target_error=None
+    )
+    assert fixed.extras["steps"] == [8] * fixed.target["rows"].__len__()
+    assert fixed.cost.forward_passes == 2 + 9  # the two path ends, then 9 trapezoid nodes
+    assert fixed.cost.backward_passes == 9 * len(fixed.target["rows"])
+
+
+def test_refinement_reuses_nodes_and_only_refines_rows_above_target(tiny_lm) -> None:
+    task = GenerationTask(tiny_lm, PROMPT, "the cat sat")
+    a = task.attribute("integrated_gradients", n_steps=2, target_error=1e-4, max_steps=16)
+    steps = a.extras["steps"]
+    refined = [s for s in steps if s > 2]
+    assert refined, "the tiny model needs more than 2 steps on some row"
+    # nested trapezoid: the deepest level's nodes include every earlier one
+    assert a.cost.forward_passes == 2 + max(steps) + 1
+    assert a.cost.backward_passes < (max(steps) + 1) * task.n_rows or len(set(steps)) == 1
 
 
 def test_batched_row_gradients_equal_the_row_loop(tiny_lm) -> None:
