@@ -30,3 +30,14 @@ def smollm2():
     from attribkit.models.loading import load
 
     return load("smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Llama and its tokenizer saved as safetensors, loadable by path anywhere
+    (e.g. in a subprocess or a Ray actor)."""
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    tok = make_tiny_tokenizer()
+    make_tiny_model(len(tok)).save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return path

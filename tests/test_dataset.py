@@ -20,17 +20,11 @@ from attribkit.core.errors import InputError
 from attribkit.dataset import read_records, run_dataset
 from attribkit.dataset import runner as dataset_runner
 from attribkit.models.loading import load
-from attribkit.testing import make_tiny_model, make_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama and its tokenizer saved as safetensors, loadable by path anywhere."""
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    tok = make_tiny_tokenizer()
-    make_tiny_model(len(tok)).save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
-    return path
+def tiny_dir(tiny_model_dir: Path) -> Path:
+    return tiny_model_dir
 
 
 def write_records(path: Path, n: int, sentences: int = 4, start: int = 0) -> Path:

@@ -12,17 +12,11 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'attr
 
 from attribkit import store as run_store  # noqa: E402
 from attribkit.dataset import read_records, run_dataset  # noqa: E402
-from attribkit.testing import make_tiny_model, make_tiny_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama and its tokenizer saved as safetensors, loadable by path anywhere."""
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    tok = make_tiny_tokenizer()
-    make_tiny_model(len(tok)).save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
-    return path
+def tiny_dir(tiny_model_dir: Path) -> Path:
+    return tiny_model_dir
 
 
 def _scores(db: Path, dataset: str) -> dict[str, list[np.ndarray]]:

@@ -102,18 +102,10 @@ def _forward(
     for s in range(0, len(seqs), chunk):
         ids = torch.as_tensor(seqs[s : s + chunk], device=task.lm.device)
         r = torch.as_tensor(row_of[s : s + chunk])
-        b, t = ids.shape
-        with torch.inference_mode():
-            out = task.lm.model(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                logits_to_keep=len(task.response_ids) + 1,
-                use_cache=False,
-            )
-        task.lm.tokens_processed += b * t
+        b = ids.shape[0]
+        logits = task.forward_logits(ids)
         meter.cost.forward_passes += b
         meter.cost.batches += 1
-        logits = out.logits[:, :-1]
         v = task.row_values(logits)  # (b, rows); ScorerError on NaN
         lg = logits[torch.arange(b), rows[r].to(logits.device)].float()  # (b, V)
         yy = y[r].to(lg.device)

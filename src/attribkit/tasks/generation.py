@@ -225,9 +225,9 @@ class GenerationTask:
         self.lm.tokens_processed += b * t
         return self.row_values(out.logits[:, :-1])
 
-    def forward_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """Row values (B, rows) for a batch of token id sequences (B, positions); no gradient.
-        Counts nothing (callers count passes)."""
+    def forward_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, response tokens, V) predicting each response position, for a batch of token
+        id sequences (B, positions); no gradient. Counts nothing (callers count passes)."""
         b, t = ids.shape
         with torch.inference_mode():
             out = self.lm.model(
@@ -237,7 +237,12 @@ class GenerationTask:
                 use_cache=False,
             )
         self.lm.tokens_processed += b * t
-        return self.row_values(out.logits[:, :-1])
+        return out.logits[:, :-1]
+
+    def forward_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Row values (B, rows) for a batch of token id sequences (B, positions); no gradient.
+        Counts nothing (callers count passes)."""
+        return self.row_values(self.forward_logits(ids))
 
     def embeddings(self) -> torch.Tensor:
         """(positions, d) input embeddings of :attr:`ids` (float32, detached). No model calls."""
