@@ -257,3 +257,16 @@ def test_loopback_detection():
     assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and _is_loopback("::1")
     assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.4")
     assert _host_name("[::1]:8765") == "::1" and _host_name("localhost:80") == "localhost"
+
+
+def test_token_attribution_gets_the_text_view_and_no_span_queries(tmp_path, tiny_lm):
+    from attribkit.tasks.generation import attribute_generation
+
+    a = attribute_generation(tiny_lm, "the cat sat on the mat", "the cat", method="occlusion")
+    with store_mod.open(tmp_path / "gen.db") as runs:
+        run_id = runs.put(a)
+        client = TestClient(create_app(runs, lm=tiny_lm))
+        got = client.get(f"/api/runs/{run_id}").json()
+        assert got["view"] == "text" and len(got["vector"]) == len(a.units)
+        span = client.post(f"/api/runs/{run_id}/span", json={"start": 0, "end": 3})
+        assert span.status_code == 400 and "not a context attribution" in span.json()["error"]

@@ -138,7 +138,8 @@ def view_kind(run: StoredRun) -> str:
     target = data.get("target")
     has_ranges = bool(units) and all("start" in u for u in units)
     text = isinstance(inp.get("text"), str)
-    if isinstance(target, dict) and "response" in target and text and has_ranges:
+    context = isinstance(target, dict) and str(target.get("kind", "")).startswith("response_")
+    if context and "response" in target and text and has_ranges:
         return "context"
     if text and has_ranges:
         return "text"
