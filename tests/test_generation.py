@@ -175,9 +175,10 @@ def test_contrastive_target_moves_the_weight_to_the_deciding_token(smollm2) -> N
 
 
 @pytest.mark.model
-def test_copy_task_perturbation_and_saliency_find_the_word(smollm2) -> None:
-    """'Say the word zebra.' -> 'Zebra': the first generated token is decided by ' zebra'."""
+def test_copy_task_finds_the_word(smollm2) -> None:
+    """'Say the word zebra.' -> 'Zebra': the first generated token is decided by ' zebra'.
+    (input_x_gradient, head-mean attention and rollout do not find it: see the issue notes.)"""
     task = GenerationTask(smollm2, "Say the word zebra.", "Zebra")
-    for method in ("occlusion", "saliency"):
+    for method in ("occlusion", "saliency", "integrated_gradients"):
         row = task.attribute(method).scores[0]
         assert task.columns[int(np.nanargmax(row))].label == " zebra", method

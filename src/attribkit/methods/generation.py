@@ -152,14 +152,17 @@ def integrated_gradients(
     task: GenerationTask,
     *,
     n_steps: int = 32,
-    baseline: str | torch.Tensor = "pad",
+    baseline: str | torch.Tensor = "space",
     rule: str = "riemann_trapezoid",
     target_error: float | None = 0.02,
     max_steps: int = 256,
     batch_size: int = 8,
 ) -> Attribution:
     """Integrated gradients of every row along the straight path from the baseline embeddings
-    (``"pad"``: the pad token's embedding; ``"zero"``; or a tensor) to the input. Chat-template
+    (``"space"``: every column at the embedding of a space token, content-free text; ``"pad"``:
+    the pad token's — on SmolLM2 that is the end-of-turn token, a far more disruptive path that
+    needed up to 4× the steps and misplaced the copy task's deciding token; ``"zero"``; or a
+    tensor) to the input. Chat-template
     tokens stay at their real embeddings, so completeness holds over the columns: each row sums
     to f_t(input) − f_t(baseline).
 

@@ -250,21 +250,32 @@ class GenerationTask:
         with torch.no_grad():
             return emb(torch.tensor(self.ids, device=self.lm.device)).detach().float()
 
-    def baseline_embeddings(self, baseline: str | torch.Tensor = "pad") -> torch.Tensor:
-        """Baseline input: column positions at ``"pad"`` (the pad/EOS token's embedding),
-        ``"zero"``, or a given tensor; chat-template positions keep their real embedding."""
+    def baseline_embeddings(self, baseline: str | torch.Tensor = "space") -> torch.Tensor:
+        """Baseline input: column positions at ``"space"`` (the embedding of the token a single
+        space encodes to: content-free text), ``"pad"`` (the pad token's embedding — on chat
+        models often the end-of-turn token), ``"zero"``, or a given tensor; chat-template
+        positions keep their real embedding."""
         x = self.embeddings()
         if isinstance(baseline, torch.Tensor):
             base = baseline.to(x)
         elif baseline == "zero":
             base = torch.zeros_like(x)
-        elif baseline == "pad":
+        elif baseline in ("pad", "space"):
+            if baseline == "pad":
+                token = self.lm.pad_id
+            else:
+                ids = self.lm.tokenizer(" ", add_special_tokens=False)["input_ids"]
+                if not ids:
+                    raise InputError("this tokenizer encodes ' ' to nothing; use baseline='pad'")
+                token = ids[-1]
             emb = self.lm.model.get_input_embeddings()
             with torch.no_grad():
-                pad = emb(torch.tensor([self.lm.pad_id], device=self.lm.device)).float()
-            base = pad.expand_as(x).clone()
+                vec = emb(torch.tensor([token], device=self.lm.device)).float()
+            base = vec.expand_as(x).clone()
         else:
-            raise InputError(f"unknown baseline {baseline!r}: use 'pad', 'zero' or a tensor")
+            raise InputError(
+                f"unknown baseline {baseline!r}: use 'space', 'pad', 'zero' or a tensor"
+            )
         if base.shape != x.shape:
             raise InputError(f"baseline shape {tuple(base.shape)} differs from {tuple(x.shape)}")
         keep = torch.tensor(self.position_unit, device=x.device) < 0
