@@ -13,8 +13,8 @@ calls over all prompts):
 * ``ak-ig-50-unk``: attribkit ``integrated_gradients(n_steps=50, target_error=None,
   baseline=<embedding of token id 0>)`` (id 0 = ``<|endoftext|>`` = the UNK token, the baseline of
   both peers): the equal-steps, equal-baseline comparison.
-* ``ak-ig-default``: attribkit's default (pad-token baseline, 32 Gauss-Legendre steps, doubling up to
-  256 until every row's completeness error is at most 2 %).
+* ``ak-ig-default``: attribkit's default (space-token baseline, 32 trapezoid steps; rows above 2 %
+  completeness error double their steps, reusing earlier nodes, up to 256).
 * ``ak-ig-adaptive-unk``: the default adaptive setting with the token-0 baseline.
 * ``captum-ig-50``: ``LLMGradientAttribution(LayerIntegratedGradients(model, embed_tokens))`` with
   ``n_steps=50`` (Gauss-Legendre, Captum's default), target = the response token ids (no
@@ -425,7 +425,7 @@ def main() -> None:
         errs = np.array(r.get("rows") or [np.nan])
         setting = {
             "ak-ig-50-unk": "50 steps, baseline id 0",
-            "ak-ig-default": "default: pad baseline, adaptive ≤2 %",
+            "ak-ig-default": "default: space baseline, adaptive ≤2 %",
             "ak-ig-adaptive-unk": "adaptive ≤2 %, baseline id 0",
             "captum-ig-50": "LayerIG, 50 steps, baseline id 0",
             "inseq-ig-50": "IG, 50 steps, UNK (id 0) baseline",
