@@ -607,6 +607,32 @@ class LanguageModel(CostMeter):
             )
         return index
 
+    def baseline_like(self, x: torch.Tensor, baseline: str | torch.Tensor) -> torch.Tensor:
+        """A (positions, d) baseline for embeddings ``x``: ``"zero"``, ``"pad"`` (the pad
+        token's embedding at every position), ``"space"`` (the embedding of the token a single
+        space encodes to) or a tensor like ``x``. No model calls."""
+        if isinstance(baseline, torch.Tensor):
+            base = baseline.to(x)
+            if base.shape != x.shape:
+                raise InputError(
+                    f"baseline shape {tuple(base.shape)} differs from {tuple(x.shape)}"
+                )
+            return base
+        if baseline == "zero":
+            return torch.zeros_like(x)
+        if baseline in ("pad", "space"):
+            token = self.pad_id
+            if baseline == "space":
+                ids = self.tokenizer(" ", add_special_tokens=False)["input_ids"]
+                if not ids:
+                    raise InputError("this tokenizer encodes ' ' to nothing; use baseline='pad'")
+                token = ids[-1]
+            emb = self.model.get_input_embeddings()
+            with torch.no_grad():
+                vec = emb(torch.tensor([token], device=self.device)).float()
+            return vec.expand_as(x).clone()
+        raise InputError(f"unknown baseline {baseline!r}: use 'space', 'pad', 'zero' or a tensor")
+
     def gradient_scorer(
         self,
         prompt: str,
@@ -645,16 +671,7 @@ class LanguageModel(CostMeter):
         emb = self.model.get_input_embeddings()
         with torch.no_grad():
             x = emb(all_ids).detach().float()
-        if isinstance(baseline, torch.Tensor):
-            base = baseline.to(x)
-        elif baseline == "zero":
-            base = torch.zeros_like(x)
-        elif baseline == "pad":
-            with torch.no_grad():
-                pad = emb(torch.tensor([self.pad_id], device=self.device)).float()
-            base = pad.expand_as(x).clone()
-        else:
-            raise InputError(f"unknown baseline {baseline!r}: use 'zero', 'pad' or a tensor")
+        base = self.baseline_like(x, baseline)
 
         n_resp, t = len(resp), len(ids) + len(resp)
         targets = torch.tensor(resp, dtype=torch.long, device=self.device)

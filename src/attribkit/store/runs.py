@@ -65,6 +65,8 @@ _COLUMNS = (
     "params, inputs, cost, tags, attribution"
 )
 
+_INSERT = f"INTO runs ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"
+
 IfExists = Literal["error", "skip"]
 
 
@@ -307,7 +309,7 @@ class RunStore:
                         f"record {key!r} of dataset {dataset!r} is already stored for method "
                         f"{rows[0][4]!r} (run {found[0]}); pass if_exists='skip' to keep it"
                     )
-            db.executemany(f"INSERT INTO runs ({_COLUMNS}) VALUES ({', '.join('?' * 15)})", rows)
+            db.executemany(f"INSERT {_INSERT}", rows)
         return rows[0][0]
 
     def _row(
@@ -352,7 +354,7 @@ class RunStore:
                 self._row(child, None, parent.model, parent.task, None, None, None, parent.id)
             )
         with self._write() as db:
-            db.executemany(f"INSERT INTO runs ({_COLUMNS}) VALUES ({', '.join('?' * 15)})", rows)
+            db.executemany(f"INSERT {_INSERT}", rows)
         return [r[0] for r in rows]
 
     def delete(self, run_id: str) -> None:
@@ -502,9 +504,7 @@ class RunStore:
                 )
         with self._write() as db:
             before = db.total_changes
-            db.executemany(
-                f"INSERT OR IGNORE INTO runs ({_COLUMNS}) VALUES ({', '.join('?' * 15)})", rows
-            )
+            db.executemany(f"INSERT OR IGNORE {_INSERT}", rows)
             return db.total_changes - before
 
     # --- lifetime -------------------------------------------------------------------------------

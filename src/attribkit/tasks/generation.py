@@ -16,6 +16,7 @@ Every generation method (see ``attribkit methods``, kind ``generation``) reads t
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -256,28 +257,7 @@ class GenerationTask:
         models often the end-of-turn token), ``"zero"``, or a given tensor; chat-template
         positions keep their real embedding."""
         x = self.embeddings()
-        if isinstance(baseline, torch.Tensor):
-            base = baseline.to(x)
-        elif baseline == "zero":
-            base = torch.zeros_like(x)
-        elif baseline in ("pad", "space"):
-            if baseline == "pad":
-                token = self.lm.pad_id
-            else:
-                ids = self.lm.tokenizer(" ", add_special_tokens=False)["input_ids"]
-                if not ids:
-                    raise InputError("this tokenizer encodes ' ' to nothing; use baseline='pad'")
-                token = ids[-1]
-            emb = self.lm.model.get_input_embeddings()
-            with torch.no_grad():
-                vec = emb(torch.tensor([token], device=self.lm.device)).float()
-            base = vec.expand_as(x).clone()
-        else:
-            raise InputError(
-                f"unknown baseline {baseline!r}: use 'space', 'pad', 'zero' or a tensor"
-            )
-        if base.shape != x.shape:
-            raise InputError(f"baseline shape {tuple(base.shape)} differs from {tuple(x.shape)}")
+        base = self.lm.baseline_like(x, baseline)
         keep = torch.tensor(self.position_unit, device=x.device) < 0
         return torch.where(keep[:, None], x, base)
 
@@ -418,16 +398,7 @@ def aggregate_rows(
     picked = scores[rows]
     summed = np.where(np.isnan(picked).all(axis=0), np.nan, np.nansum(picked, axis=0))
     target["aggregated_rows"] = [int(r) for r in rows]
-    return Attribution(
-        units=list(attribution.units),
-        scores=summed,
-        method=attribution.method,
-        target=target,
-        params=attribution.params,
-        cost=attribution.cost,
-        input=attribution.input,
-        extras=attribution.extras,
-    )
+    return replace(attribution, scores=summed, target=target)
 
 
 def aggregate_columns(attribution: Attribution, units: str | TextUnits = "words") -> Attribution:
@@ -474,15 +445,11 @@ def aggregate_columns(attribution: Attribution, units: str | TextUnits = "words"
     new_units = [
         Unit(k, text[spans[j][0] : spans[j][1]], spans[j][0], spans[j][1]) for j, k in remap.items()
     ]
-    return Attribution(
+    return replace(
+        attribution,
         units=new_units,
         scores=out if attribution.scores.ndim == 2 else out[0],
-        method=attribution.method,
-        target=attribution.target,
         params={**attribution.params, "aggregate": units if isinstance(units, str) else "custom"},
-        cost=attribution.cost,
-        input=attribution.input,
-        extras=attribution.extras,
     )
 
 
