@@ -8,7 +8,9 @@ The public API, re-exported here, is stable:
 - models: :func:`load`, :class:`LanguageModel`, :class:`TorchClassifier`,
   :class:`CallableModel`, :class:`OpenAICompatibleLM`;
 - tasks: :func:`attribute_context`, :class:`ContextTask`, :func:`attribute_generation`,
-  :class:`GenerationTask`, :func:`aggregate_rows`, :func:`aggregate_columns`;
+  :class:`GenerationTask`, :func:`aggregate_rows`, :func:`aggregate_columns`,
+  :func:`attribute_image`, :class:`ImageTask` (images: :class:`ImageClassifier`,
+  ``load("efficientnet-lite0")``);
 - token-level LM analysis: :func:`direct_logit_attribution`, :func:`grains_vectors` and
   :func:`steer` (GrAInS steering);
 - evaluation: :func:`deletion`, :func:`insertion`, :func:`deletion_insertion`,
@@ -38,6 +40,7 @@ from attribkit.evaluation import (
 from attribkit.methods import SteeringVectors, direct_logit_attribution, grains_vectors, steer
 from attribkit.models import (
     CallableModel,
+    ImageClassifier,
     LanguageModel,
     OpenAICompatibleLM,
     TorchClassifier,
@@ -46,10 +49,12 @@ from attribkit.models import (
 from attribkit.tasks import (
     ContextTask,
     GenerationTask,
+    ImageTask,
     aggregate_columns,
     aggregate_rows,
     attribute_context,
     attribute_generation,
+    attribute_image,
 )
 from attribkit.viz import explain, print_attribution, print_token_attribution, save_html
 
@@ -58,6 +63,8 @@ __all__ = [
     "CallableModel",
     "ContextTask",
     "GenerationTask",
+    "ImageClassifier",
+    "ImageTask",
     "LanguageModel",
     "OpenAICompatibleLM",
     "TorchClassifier",
@@ -69,6 +76,7 @@ __all__ = [
     "agreement_report",
     "attribute_context",
     "attribute_generation",
+    "attribute_image",
     "comprehensiveness",
     "deletion",
     "deletion_insertion",

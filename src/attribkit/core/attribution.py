@@ -111,6 +111,18 @@ class Attribution:
         )
         return np.array(scored + unscored, dtype=int)
 
+    @property
+    def heatmap(self) -> np.ndarray:
+        """The 2-D attribution map at image resolution (image attributions only): the method's
+        map when it made one (``extras['heatmap']``), else each unit's score spread over it."""
+        hm = self.extras.get("heatmap")
+        if hm is None:
+            raise InputError(
+                f"this {self.input.get('kind', '')} attribution has no image heatmap; heatmaps "
+                "come from attribkit.attribute_image"
+            )
+        return np.asarray(hm, dtype=float)
+
     def top(self, k: int = 5) -> list[tuple[Unit, float]]:
         """The ``k`` highest-scoring units with their scores, best first."""
         v = self.vector

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from attribkit.core.errors import InputError
 
-Kind = Literal["perturbation", "gradient", "context", "generation"]
+Kind = Literal["perturbation", "gradient", "context", "generation", "image"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,9 @@ class MethodSpec:
     :class:`~attribkit.tasks.context.ContextTask` (methods that read an LM's internals, such as
     attention); ``"generation"``, a :class:`~attribkit.tasks.generation.GenerationTask` (token
     attribution matrices; these have their own names, so ``integrated_gradients`` exists both as
-    a gradient method and as a generation method). ``cost`` is the model-call formula, ``cite``
+    a gradient method and as a generation method); ``"image"``, an
+    :class:`~attribkit.tasks.image.ImageTask` (maps over an image, also their own name space:
+    ``attribkit.attribute_image`` runs them). ``cost`` is the model-call formula, ``cite``
     the paper.
     """
 
@@ -31,19 +33,19 @@ class MethodSpec:
     cite: str
 
 
-Space = Literal["units", "generation"]
+Space = Literal["units", "generation", "image"]
 _REGISTRY: dict[tuple[str, str], MethodSpec] = {}
 
 
 def _space(kind: str) -> str:
-    return "generation" if kind == "generation" else "units"
+    return kind if kind in ("generation", "image") else "units"
 
 
 def register(
     name: str, kind: Kind, cost: str, cite: str
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering an attribution method under ``name`` (unique per space: generation
-    methods, or every other kind)."""
+    methods, image methods, or every other kind)."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         key = (_space(kind), name)
@@ -57,7 +59,8 @@ def register(
 
 def get_method(name: str, space: Space = "units") -> MethodSpec:
     """The registered method called ``name`` (``space="generation"`` for token-attribution
-    methods of generated text); InputError listing the choices otherwise."""
+    methods of generated text, ``"image"`` for image maps); InputError listing the choices
+    otherwise."""
     import attribkit.methods  # noqa: F401  (registers the built-in methods)
 
     try:

@@ -5,7 +5,8 @@ methods take a :class:`~attribkit.core.gradient.GradientScorer`. Run any of them
 ``attribkit.attribute(scorer, name, **params)``; ``attribkit.list_methods()`` lists them.
 """
 
-from attribkit.methods import generation, reagent  # the token (generation) methods
+# token (generation) methods and image-map methods (their own name spaces)
+from attribkit.methods import generation, image_gradients, reagent
 from attribkit.methods.attention import attention_heads, attntrace, select_heads
 from attribkit.methods.context import auto, contextcite, hybrid
 from attribkit.methods.dla import direct_logit_attribution
@@ -34,6 +35,7 @@ __all__ = [
     "generation",
     "grains_vectors",
     "hybrid",
+    "image_gradients",
     "input_x_gradient",
     "integrated_gradients",
     "kernel_shap",

@@ -288,6 +288,16 @@ def _load_smollm2(**kw: Any) -> LanguageModel:
 register_loader("smollm2", _load_smollm2, aliases=("SmolLM2-135M-Instruct",))
 
 
+def _load_lite0(*, device: str = "cpu", batch_size: int = 16, **_lm_options: Any) -> Any:
+    # The state dict is read with torch.load(weights_only=True): tensors only, no code runs.
+    from attribkit.models.image import load_efficientnet_lite0
+
+    return load_efficientnet_lite0(batch_size=batch_size, device=device)
+
+
+register_loader("efficientnet-lite0", _load_lite0, aliases=("lite0",))
+
+
 # ---------------------------------------------------------------------------- generic
 
 
@@ -365,7 +375,8 @@ def load(
 
     Returns a :class:`LanguageModel` for language models (``"smollm2"`` = the bundled
     SmolLM2-135M-Instruct, loaded offline; first call ~12 s, then ~1 s from the safetensors
-    cache). Options: ``attn_implementation`` (``"sdpa"``; use ``"eager"`` to get attention
+    cache) and an :class:`~attribkit.models.image.ImageClassifier` for ``"efficientnet-lite0"``
+    (the bundled ImageNet model, < 1 s). Options: ``attn_implementation`` (``"sdpa"``; use ``"eager"`` to get attention
     weights), ``dtype`` (default float32), ``device`` (default ``"cpu"``), ``progress`` (True
     prints to stderr, or a callable receiving messages); other keywords go to bundled loaders.
     Pickle weights are refused with :class:`UnsafeModelFile`. Costs no model calls.

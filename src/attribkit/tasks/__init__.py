@@ -14,18 +14,22 @@ from attribkit.tasks.generation import (
     aggregate_rows,
     attribute_generation,
 )
+from attribkit.tasks.image import ImageTask, attribute_image, image_units
 
 __all__ = [
     "FAMILIES",
     "ContextCase",
     "ContextTask",
     "GenerationTask",
+    "ImageTask",
     "aggregate_columns",
     "aggregate_rows",
     "attribute_context",
     "attribute_generation",
+    "attribute_image",
     "context_scorer",
     "context_units",
+    "image_units",
     "make_cases",
     "make_suite",
     "resolve_span",

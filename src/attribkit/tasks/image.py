@@ -1,0 +1,379 @@
+"""Image attribution: which regions of an image made a classifier predict a class.
+
+:class:`ImageTask` holds one image in the model's display space ((H, W, 3) in [0, 1]), the
+model and the target class, and gives methods what they need: batched, counted values of
+perturbed images, gradient scorers at the input or at any named layer (ML-Att: every method
+applied at the same layer), unit splits (pixels, patches, SLIC superpixels), and one way to
+turn a map into an :class:`~attribkit.core.attribution.Attribution` whose ``heatmap`` is the 2-D
+map at image resolution. :func:`attribute_image` is the one-call entry point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from attribkit.core.attribution import Attribution
+from attribkit.core.cost import Cost, CostMeter
+from attribkit.core.errors import InputError
+from attribkit.core.gradient import GradientScorer
+from attribkit.core.scorer import Scorer
+from attribkit.core.units import ImageUnits, Unit, Units
+from attribkit.models import layers as layer_hooks
+from attribkit.models.classifier import OUTPUTS, TorchClassifier
+from attribkit.models.image import ImageClassifier
+
+__all__ = ["ImageTask", "attribute_image", "image_units"]
+
+UnitSpec = str | Units | np.ndarray | None
+
+
+def image_units(
+    image: np.ndarray,
+    units: UnitSpec = "patches",
+    *,
+    patch: int = 16,
+    n_segments: int = 50,
+    compactness: float = 10.0,
+    baseline: str | np.ndarray = "blur",
+    blur_sigma: float = 10.0,
+) -> ImageUnits:
+    """Split a display image into units: ``"patches"`` (``patch`` px squares), ``"superpixels"``
+    (SLIC from scikit-image, about ``n_segments`` regions), ``"pixels"``, an (H, W) integer label
+    map, or ready :class:`ImageUnits`. A removed unit takes the ``baseline`` image (``"blur"``,
+    ``"mean"``, ``"zero"`` or an array). No model call."""
+    if isinstance(units, ImageUnits):
+        return units
+    kw = {"baseline": baseline, "blur_sigma": blur_sigma}
+    if isinstance(units, np.ndarray):
+        return ImageUnits(image, units, **kw)
+    if units is None or units == "patches":
+        return ImageUnits.grid(image, patch, **kw)
+    if units == "pixels":
+        return ImageUnits.grid(image, 1, **kw)
+    if units == "superpixels":
+        try:
+            from skimage.segmentation import slic
+        except ImportError as e:  # pragma: no cover - scikit-image is a dependency
+            raise InputError("superpixel units need scikit-image: pip install scikit-image") from e
+        seg = slic(
+            image, n_segments=n_segments, compactness=compactness, start_label=0, channel_axis=-1
+        )
+        return ImageUnits(image, seg, **kw)
+    raise InputError(
+        f"unknown units {units!r}: use 'patches', 'superpixels', 'pixels', an (H, W) label map "
+        "or ImageUnits"
+    )
+
+
+class ImageTask(CostMeter):
+    """One image, one image classifier, one target class.
+
+    Args:
+        model: an :class:`ImageClassifier` (``attribkit.load("efficientnet-lite0")`` or any
+            torch module wrapped with its preprocessing).
+        image: an (H, W[, C]) array (uint8 or float in [0, 1]; greyscale and RGBA are converted),
+            a PIL image or a file path; it is resized and centre-cropped as the model expects.
+        target: a class index, a label, or None for the predicted class.
+        output: what methods explain by default: ``"prob"``, ``"logit"`` or ``"logprob"``.
+
+    Building it costs one forward pass (to resolve and check the target). ``cost`` counts every
+    image the task sends through the model.
+    """
+
+    def __init__(
+        self,
+        model: ImageClassifier,
+        image: Any,
+        target: int | str | None = None,
+        output: str = "prob",
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, ImageClassifier):
+            if isinstance(model, (torch.nn.Module, TorchClassifier)):
+                raise InputError(
+                    "wrap a torch image model with its preprocessing first: "
+                    "attribkit.models.ImageClassifier(module, input_size=224, normalize='imagenet', "
+                    "labels=...) — or use attribkit.load('efficientnet-lite0')"
+                )
+            raise InputError(
+                f"attribute_image needs an ImageClassifier, got {type(model).__name__}"
+            )
+        if output not in OUTPUTS:
+            raise InputError(f"unknown output {output!r}: use 'prob', 'logit' or 'logprob'")
+        self.model, self.output = model, output
+        self.image = model.prepare(image)
+        logits = self._logits(self._tensor(self.image[None]), grad=False)[0]
+        self.predicted = int(torch.argmax(logits))
+        self.target = model._resolve_target(target, logits.numpy())
+        self.target_info = model._target_dict(self.target, output, predicted=target is None)
+        self.full_probs = torch.softmax(logits.double(), -1).numpy()
+
+    # -- shapes and inputs ---------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the display image."""
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageTask({self.model.name}, {self.shape[0]}x{self.shape[1]}, "
+            f"target={self.target} {self.model.label(self.target)!r}, output={self.output!r})"
+        )
+
+    def _tensor(self, images: Any) -> torch.Tensor:
+        return self.model._prepare(self.model.to_tensor(images))
+
+    def _logits(self, x: torch.Tensor, grad: bool, count: bool = True) -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            out = self.model._logits(x)
+        if count:  # gradient scorers count their own rows (they share this task's Cost)
+            self.cost.forward_passes += x.shape[0]
+            self.cost.batches += 1
+        return out if grad else out.detach().double().cpu()
+
+    def transform(self, logits: torch.Tensor, output: str | None = None) -> torch.Tensor:
+        """``output`` (default: the task's) of the target class for a (B, C) logit batch → (B,)."""
+        return TorchClassifier._transform(logits, output or self.output)[:, self.target]
+
+    def baseline_image(
+        self, baseline: str | np.ndarray = "blur", blur_sigma: float = 10.0
+    ) -> np.ndarray:
+        """The (H, W, 3) reference image: ``"blur"`` (Gaussian, ``blur_sigma`` px), ``"mean"``
+        (mean colour), ``"zero"`` (black) or a given array."""
+        return ImageUnits._baseline(self.image, baseline, blur_sigma).astype(np.float32)
+
+    # -- model evaluations ---------------------------------------------------------------------
+    def values(self, images: Any, output: str | None = None) -> np.ndarray:
+        """The target's ``output`` for each display image in ``images`` ((B, H, W, 3) in [0, 1],
+        array or tensor) → (B,) float64. One forward pass per image, batched."""
+        n = len(images)
+        if n == 0:
+            raise InputError("no images to evaluate")
+        outs = []
+        with self.timed(), torch.inference_mode():
+            for s in range(0, n, self.model.batch_size):
+                x = self._tensor(images[s : s + self.model.batch_size])
+                outs.append(self.transform(self._logits(x, grad=False), output))
+        return torch.cat(outs).numpy()
+
+    def blend(self, masks: Any, baseline: str | np.ndarray = "blur") -> np.ndarray:
+        """Images that keep the image where ``masks`` (B, H, W) is 1 and show ``baseline`` where it
+        is 0 (soft masks blend): (B, H, W, 3) float32. No model call."""
+        m = np.asarray(masks, dtype=np.float32)
+        if m.ndim == 2:
+            m = m[None]
+        if m.shape[1:] != self.shape:
+            raise InputError(f"masks of shape {m.shape[1:]} do not match the image {self.shape}")
+        base = self.baseline_image(baseline) if isinstance(baseline, str) else np.asarray(baseline)
+        return m[..., None] * self.image[None] + (1.0 - m[..., None]) * base[None]
+
+    def mask_values(
+        self, masks: Any, baseline: str | np.ndarray = "blur", output: str | None = None
+    ) -> np.ndarray:
+        """:meth:`values` of :meth:`blend` (masks, baseline), built chunk by chunk to bound memory.
+        One forward pass per mask."""
+        masks = np.asarray(masks, dtype=np.float32)
+        base = self.baseline_image(baseline) if isinstance(baseline, str) else baseline
+        step = max(self.model.batch_size, 1)
+        return np.concatenate(
+            [
+                self.values(self.blend(masks[s : s + step], base), output)
+                for s in range(0, len(masks), step)
+            ]
+        )
+
+    # -- layers (ML-Att) -----------------------------------------------------------------------
+    def layer_input(
+        self, layer: str | None = "input", output: str | None = None
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """``(a, f)``: the representation at ``layer`` of this image (the model-input tensor
+        (3, H, W) for ``"input"``, else the layer's activations (C, h, w)) and a differentiable
+        batched ``f(batch) -> (B,)`` that runs the rest of the model from there (``f`` does not
+        count its passes: wrap it in a GradientScorer, which does). Costs nothing at the input,
+        two forward passes at a layer (one counts the layer's calls, one reads it)."""
+        name = self.model.resolve_layer(layer)
+        x = self._tensor(self.image[None])
+        if name is None:
+
+            def f_input(xb: torch.Tensor) -> torch.Tensor:
+                return self.transform(self._logits(xb, torch.is_grad_enabled(), False), output)
+
+            return x[0], f_input
+        module = self.model.get_layer(name)
+        calls = layer_hooks.count_calls(module, lambda: self.model.module(x))
+        with layer_hooks.capture(module) as store, torch.no_grad():
+            self.model.module(x)
+        self.cost.forward_passes += 2
+        acts = store["out"][0].detach()
+        if acts.ndim != 3:
+            raise InputError(
+                f"layer {name!r} outputs shape {tuple(store['out'].shape)}; layer methods need a "
+                "convolutional layer with (batch, channels, height, width) output"
+            )
+
+        def f_layer(ab: torch.Tensor) -> torch.Tensor:
+            xb = x.expand(ab.shape[0], *x.shape[1:])
+            with layer_hooks.replace(module, ab, calls):
+                return self.transform(self._logits(xb, torch.is_grad_enabled(), False), output)
+
+        return acts, f_layer
+
+    def gradient_scorer(
+        self,
+        layer: str | None = "input",
+        output: str | None = None,
+        baseline: str | np.ndarray | torch.Tensor | None = None,
+    ) -> GradientScorer:
+        """A :class:`GradientScorer` on the representation at ``layer`` whose units are its
+        spatial positions (pixels at the input, cells at a layer; channels summed).
+
+        ``baseline`` (input layer): None = the model-input zero tensor (Captum's default),
+        ``"black"``/``"blur"``/``"mean"`` = that display image, or an array/tensor; at a layer
+        the baseline is zero activations. Building it costs 1–2 forward passes.
+        """
+        a, f = self.layer_input(layer, output)
+        c, h, w = a.shape
+        base = None
+        if baseline is not None:
+            if self.model.resolve_layer(layer) is not None:
+                raise InputError("a baseline can only be given at the input layer")
+            if isinstance(baseline, torch.Tensor):
+                base = baseline
+            else:
+                kind = "zero" if isinstance(baseline, str) and baseline == "black" else baseline
+                base = self._tensor(self.baseline_image(kind)[None])[0]
+        index = torch.arange(h * w).reshape(1, h, w).expand(c, h, w)
+        units = Units([Unit(i, f"({i // w},{i % w})") for i in range(h * w)])
+        gs = GradientScorer(
+            f,
+            a,
+            baseline=base,
+            unit_index=index,
+            units=units,
+            target=self.target_info,
+            batch_size=self.model.batch_size,
+        )
+        gs.cost = self.cost  # one meter: the task counts what its scorers spend
+        return gs
+
+    # -- units and results ---------------------------------------------------------------------
+    def units(self, units: UnitSpec = "patches", **kw: Any) -> ImageUnits:
+        """:func:`image_units` of this image."""
+        return image_units(self.image, units, **kw)
+
+    def scorer(self, units: Units, output: str | None = None, **scorer_kw: Any) -> Scorer:
+        """A mask :class:`Scorer` over ``units`` valued by the target's ``output``; its passes
+        are also counted on the task."""
+        out = output or self.output
+
+        def value(batch: Any) -> np.ndarray:
+            return self.values(np.asarray(batch, dtype=np.float32), out)
+
+        target = dict(self.target_info, kind="class_" + out, output=out)
+        return Scorer(
+            units, value, target=target, batch_size=self.model.batch_size, meter=self, **scorer_kw
+        )
+
+    def upsample(self, cell_map: Any) -> np.ndarray:
+        """An (h, w) map resized bilinearly to the image's (H, W) (as Rao et al. do for layer
+        attributions); a map already at (H, W) is returned as float64."""
+        m = torch.as_tensor(np.asarray(cell_map, dtype=np.float64))
+        if m.ndim != 2:
+            raise InputError(f"a map must be 2-D (h, w), got shape {tuple(m.shape)}")
+        if tuple(m.shape) == self.shape:
+            return m.numpy()
+        up = F.interpolate(m[None, None], size=self.shape, mode="bilinear", align_corners=False)
+        return up[0, 0].numpy()
+
+    def result(
+        self,
+        heatmap: Any,
+        method: str,
+        params: dict[str, Any],
+        cost: Cost,
+        units: UnitSpec = None,
+        unit_scores: np.ndarray | None = None,
+        **extras: Any,
+    ) -> Attribution:
+        """The Attribution of a map: ``heatmap`` ((h, w), upsampled to the image) is kept in
+        ``extras['heatmap']`` (read it as ``attribution.heatmap``); unit scores are
+        ``unit_scores`` when the method scored units, else the heatmap summed over each unit
+        (default units: 16-px patches)."""
+        u = self.units(units)
+        hm = self.upsample(heatmap)
+        if unit_scores is None:
+            unit_scores = np.bincount(u.segments.ravel(), weights=hm.ravel(), minlength=len(u))
+        from attribkit.viz.png import png_data_url
+
+        inp = dict(
+            u.to_dict(), image_png=png_data_url(self.image), image_shape=list(self.image.shape)
+        )
+        return Attribution(
+            units=list(u.units),
+            scores=np.asarray(unit_scores, dtype=float),
+            method=method,
+            target=self.target_info,
+            params=params,
+            cost=cost,
+            input=inp,
+            extras={"heatmap": hm.astype(np.float32), **extras},
+        )
+
+
+def attribute_image(
+    model: ImageClassifier,
+    image: Any,
+    target: int | str | None = None,
+    method: str = "grad_cam",
+    units: UnitSpec = None,
+    *,
+    output: str | None = None,
+    progress: bool = False,
+    **params: Any,
+) -> Attribution:
+    """Explain ``model``'s ``target`` class (None: the predicted class) on ``image`` with
+    ``method``; returns an Attribution whose ``heatmap`` is the 2-D map at the model's input
+    resolution and whose units are ``units`` (default 16-px patches; ``"superpixels"``,
+    ``"pixels"``, a label map or ImageUnits).
+
+    ``method`` is an image method (``attribkit methods --kind image``: saliency,
+    input_x_gradient, integrated_gradients, smoothgrad, grad_cam, ... — most take ``layer=``,
+    ``"input"`` by default, ``"middle"``/``"final"`` or any module name) or any perturbation
+    method over units (``occlusion``, ``kernel_shap``, ``lime``, ``rise``, ``shapley``...).
+    ``output`` defaults to the logit for gradient and CAM methods and to the probability
+    otherwise. Costs what the method costs plus one forward pass (the target); see
+    ``result.cost``.
+    """
+    from attribkit.core.progress import scorer_progress
+    from attribkit.core.registry import _REGISTRY, get_method
+
+    if ("image", method) in _REGISTRY or ("units", method) not in _REGISTRY:
+        import attribkit.methods  # noqa: F401  (registers the image methods)
+
+    if ("image", method) in _REGISTRY:
+        spec = get_method(method, space="image")
+        default_output = getattr(spec.fn, "default_output", "logit")
+        task = ImageTask(model, image, target, output=output or default_output)
+        return spec.fn(task, units=units, **params)
+    spec = get_method(method)
+    if spec.kind != "perturbation":
+        names = sorted(n for s, n in _REGISTRY if s == "image")
+        raise InputError(
+            f"{method!r} is a {spec.kind} method; for images use an image method "
+            f"({', '.join(names)}) or a perturbation method over units"
+        )
+    task = ImageTask(model, image, target, output=output or "prob")
+    u = task.units(units)
+    scorer = task.scorer(u)
+    if progress:
+        with scorer_progress(scorer, f"{method} over {len(u)} image units"):
+            a = spec.fn(scorer, **params)
+    else:
+        a = spec.fn(scorer, **params)
+    hm = u.heatmap(np.nan_to_num(a.vector))
+    return task.result(hm, a.method, a.params, a.cost, units=u, unit_scores=a.scores, **a.extras)
