@@ -41,3 +41,11 @@ def tiny_model_dir(tmp_path_factory):
     make_tiny_model(len(tok)).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The bundled ImageNet EfficientNet-Lite0 as an ImageClassifier (loads in ~0.2 s)."""
+    from attribkit.models.loading import load
+
+    return load("efficientnet-lite0")

@@ -30,6 +30,8 @@ from attribkit.models.image import ImageClassifier
 __all__ = ["ImageTask", "attribute_image", "image_units"]
 
 UnitSpec = str | Units | np.ndarray | None
+#: keyword arguments of :func:`attribute_image` that shape the units, not the method.
+_UNIT_OPTIONS = ("patch", "n_segments", "compactness", "blur_sigma")
 
 
 def image_units(
@@ -346,8 +348,9 @@ def attribute_image(
     ``"input"`` by default, ``"middle"``/``"final"`` or any module name) or any perturbation
     method over units (``occlusion``, ``kernel_shap``, ``lime``, ``rise``, ``shapley``...).
     ``output`` defaults to the logit for gradient and CAM methods and to the probability
-    otherwise. Costs what the method costs plus one forward pass (the target); see
-    ``result.cost``.
+    otherwise. Unit options ``patch``, ``n_segments``, ``compactness`` and ``blur_sigma`` go to
+    :func:`image_units` (and, for a unit method, ``baseline``: what a removed unit shows).
+    ``result.cost`` is what the method cost; resolving the target takes one more forward pass.
     """
     from attribkit.core.progress import scorer_progress
     from attribkit.core.registry import _REGISTRY, get_method
@@ -355,11 +358,13 @@ def attribute_image(
     if ("image", method) in _REGISTRY or ("units", method) not in _REGISTRY:
         import attribkit.methods  # noqa: F401  (registers the image methods)
 
+    unit_kw = {k: params.pop(k) for k in _UNIT_OPTIONS if k in params}
     if ("image", method) in _REGISTRY:
         spec = get_method(method, space="image")
         default_output = getattr(spec.fn, "default_output", "logit")
         task = ImageTask(model, image, target, output=output or default_output)
-        return spec.fn(task, units=units, **params)
+        u = task.units(units, **unit_kw) if unit_kw else units
+        return spec.fn(task, units=u, **params)
     spec = get_method(method)
     if spec.kind != "perturbation":
         names = sorted(n for s, n in _REGISTRY if s == "image")
@@ -367,8 +372,10 @@ def attribute_image(
             f"{method!r} is a {spec.kind} method; for images use an image method "
             f"({', '.join(names)}) or a perturbation method over units"
         )
+    if "baseline" in params:  # for a unit method, the baseline is what a removed unit shows
+        unit_kw["baseline"] = params.pop("baseline")
     task = ImageTask(model, image, target, output=output or "prob")
-    u = task.units(units)
+    u = task.units(units, **unit_kw)
     scorer = task.scorer(u)
     if progress:
         with scorer_progress(scorer, f"{method} over {len(u)} image units"):
