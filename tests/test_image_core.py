@@ -32,11 +32,11 @@ def test_prepare_handles_grey_rgba_uint8_and_float():
     rgb = data.chelsea()
     out = prepare_image(rgb)
     assert out.shape == (224, 224, 3) and out.dtype == np.float32
-    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.min() >= 0.0 and out.max() <= 1.0
     grey = prepare_image(data.camera())
     assert grey.shape == (224, 224, 3)
     assert np.allclose(grey[..., 0], grey[..., 1]) and np.allclose(grey[..., 1], grey[..., 2])
-    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    rgba = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=2)
     assert np.allclose(prepare_image(rgba), out, atol=1e-6)  # opaque alpha changes nothing
     assert np.allclose(prepare_image(rgb.astype(np.float32) / 255.0), out, atol=1e-5)
 
@@ -97,7 +97,9 @@ def test_gradient_map_units_sum_the_heatmap(lite0):
 
 
 def test_layer_maps_are_upsampled_and_cost_the_probe_passes(lite0):
-    a = ak.attribute_image(lite0, data.coffee(), method="integrated_gradients", layer="final", n_steps=8)
+    a = ak.attribute_image(
+        lite0, data.coffee(), method="integrated_gradients", layer="final", n_steps=8
+    )
     assert a.extras["map_shape"] == [7, 7] and a.extras["layer_name"] == "_bn1"
     assert a.heatmap.shape == (224, 224)
     assert a.cost.backward_passes == 8 and a.cost.forward_passes == 8 + 2 + 2
