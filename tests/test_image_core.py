@@ -118,3 +118,20 @@ def test_integrated_gradients_completeness_on_a_linear_model():
     expected = (w * x).sum(0).numpy()  # exact on a linear model, any number of steps
     assert np.allclose(a.heatmap, expected, atol=1e-5)
     assert a.extras["completeness_error"] < 1e-5
+
+
+def test_cli_image_writes_an_overlay(tmp_path):
+    from typer.testing import CliRunner
+
+    from attribkit.cli import app
+
+    runner = CliRunner()
+    out, saved = tmp_path / "o.png", tmp_path / "a.json"
+    args = ["image", "skimage:coffee", "--method", "saliency", "--layer", "final"]
+    result = runner.invoke(app, [*args, "--out", str(out), "--save", str(saved)])
+    assert result.exit_code == 0, result.output
+    assert "espresso" in result.output and out.stat().st_size > 1000
+    assert ak.Attribution.load(saved).target["class"] == 967
+    bad = runner.invoke(app, ["image", "skimage:coffee", "--method", "saliency", "--layer", "x"])
+    assert bad.exit_code == 2 and "valid layer names" in bad.output
+    assert runner.invoke(app, ["image", str(tmp_path / "missing.png")]).exit_code == 2
