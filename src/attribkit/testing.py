@@ -4,7 +4,7 @@
 :class:`MethodSpec` that is not registered) and raises ``AssertionError`` naming the method, the
 check and what went wrong. Perturbation methods are run on :func:`toy_scorer` (6 features, a
 fixed non-linear numpy function); gradient methods on :func:`toy_gradient_scorer` (a small
-torch MLP). All checks together take well under a second for a typical method.
+torch MLP); image methods on :func:`toy_image_task` (a tiny random CNN, 32 × 32 image). All checks together take well under a second for a typical method.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from attribkit.core.registry import MethodSpec, get_method
 from attribkit.core.scorer import Scorer
 from attribkit.core.units import FeatureUnits, Unit, Units
 
-__all__ = ["check_method", "iter_checks", "toy_gradient_scorer", "toy_scorer"]
+__all__ = ["check_method", "iter_checks", "toy_gradient_scorer", "toy_image_task", "toy_scorer"]
 
 ToyScorer = Any  # a Scorer, a GradientScorer or a ContextTask
 
@@ -248,8 +248,47 @@ class _CountingModel:
         model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
+def toy_image_task(size: int = 32, seed: int = 0) -> Any:
+    """An :class:`~attribkit.tasks.image.ImageTask` on a tiny random CNN (3 classes) and a
+    random ``size`` × ``size`` image (default units: 2-px patches at 32 px)."""
+    from attribkit.models.image import ImageClassifier
+    from attribkit.tasks.image import ImageTask
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 6, 3, padding=1, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6, 3),
+    )
+    image = np.random.default_rng(seed).random((size, size, 3)).astype(np.float32)
+    model = ImageClassifier(net, input_size=None, normalize=None, batch_size=8, name="toy-cnn")
+    model.default_layers = {"middle": "1", "final": "3"}
+    return ImageTask(model, image)
+
+
+class _CountingModule:
+    """Counts, with hooks on a torch module, the inputs it ran forward and backward."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.rows, self.grad_rows = 0, 0
+
+        def forward_hook(_m: Any, args: tuple) -> None:
+            self.rows += int(args[0].shape[0])
+            if torch.is_grad_enabled():
+                self.grad_rows += int(args[0].shape[0])
+
+        module.register_forward_pre_hook(forward_hook)
+
+
 def _make(kind: str) -> tuple[ToyScorer, _Counted]:
     """A fresh toy scorer of the method's kind whose value function is counted."""
+    if kind == "image":
+        task = toy_image_task()
+        return task, _CountingModule(task.model.module)  # type: ignore[return-value]
     if kind == "generation":
         task = toy_generation_task()
         return task, _CountingModel(task.lm.model)  # type: ignore[return-value]
@@ -295,12 +334,9 @@ def _expect(spec: MethodSpec, check: str, error: type[Exception], why: str) -> I
 # --- the checks ------------------------------------------------------------------------------
 def check_spec(spec: MethodSpec, params: dict[str, Any]) -> None:
     """The registration is complete: known kind, a cost formula, a citation, a docstring."""
-    if spec.kind not in ("perturbation", "gradient", "context", "generation"):
-        raise _fail(
-            spec,
-            "spec",
-            f"kind {spec.kind!r} is not 'perturbation', 'gradient', 'context' or 'generation'",
-        )
+    kinds = ("perturbation", "gradient", "context", "generation", "image")
+    if spec.kind not in kinds:
+        raise _fail(spec, "spec", f"kind {spec.kind!r} is not one of {', '.join(kinds)}")
     if not spec.cost.strip():
         raise _fail(spec, "spec", "the registration gives no cost formula")
     if not spec.cite.strip():
@@ -315,7 +351,9 @@ def check_output(spec: MethodSpec, params: dict[str, Any]) -> None:
     a = _run(spec, scorer, _with_seed(spec, params))
     if not isinstance(a, Attribution):
         raise _fail(spec, "output", f"returned {type(a).__name__}, not an Attribution")
-    n = scorer.n_units
+    n = len(scorer.units()) if spec.kind == "image" else scorer.n_units
+    if spec.kind == "image" and a.heatmap.shape != scorer.shape:
+        raise _fail(spec, "output", f"heatmap {a.heatmap.shape}, image {scorer.shape}")
     if a.scores.ndim not in (1, 2) or a.scores.shape[-1] != n:
         raise _fail(spec, "output", f"scores have shape {a.scores.shape}, expected ({n},)")
     if len(a.units) != n:
@@ -350,13 +388,20 @@ def check_cost(spec: MethodSpec, params: dict[str, Any]) -> None:
     scorer, counted = _make(spec.kind)
     p = _with_seed(spec, params)
     a = _run(spec, scorer, p)
-    if spec.kind in ("context", "generation"):  # compare with the sequences the LM ran
+    if spec.kind in ("context", "generation", "image"):  # compare with what the model ran
         if a.cost.forward_passes != counted.rows or counted.rows <= 0 or not a.cost.seconds > 0:
             raise _fail(
                 spec,
                 "cost",
                 f"reports {a.cost.forward_passes} forward passes in {a.cost.seconds}s but the "
-                f"language model ran {counted.rows} sequences",
+                f"model ran {counted.rows} inputs",
+            )
+        if spec.kind == "image" and a.cost.backward_passes > counted.grad_rows:
+            raise _fail(
+                spec,
+                "cost",
+                f"reports {a.cost.backward_passes} backward passes but only {counted.grad_rows} "
+                "inputs ran with gradients",
             )
         return
     _check_cost_matches(spec, a, scorer.cost, counted, "first run")
@@ -457,8 +502,11 @@ def check_round_trip(spec: MethodSpec, params: dict[str, Any]) -> None:
 
 def check_one_unit(spec: MethodSpec, params: dict[str, Any]) -> None:
     """A scorer with a single unit is refused with InputError (nothing to rank it against)."""
-    if spec.kind == "generation":
-        scorer: ToyScorer = toy_generation_task(prompt="a", response="a")
+    if spec.kind == "image":
+        scorer: ToyScorer = toy_image_task()
+        params = {**params, "units": np.zeros(scorer.shape, dtype=int)}  # one region
+    elif spec.kind == "generation":
+        scorer = toy_generation_task(prompt="a", response="a")
     elif spec.kind == "context":
         scorer = toy_context_task(n_units=1)
     elif spec.kind == "gradient":
@@ -481,6 +529,10 @@ def check_nan_scorer(spec: MethodSpec, params: dict[str, Any]) -> None:
         scorer = toy_context_task() if spec.kind == "context" else toy_generation_task()
         with torch.no_grad():  # a broken model: every weight of its embedding is NaN
             scorer.lm.model.get_input_embeddings().weight.fill_(float("nan"))
+    elif spec.kind == "image":
+        scorer = toy_image_task()
+        with torch.no_grad():  # the model breaks after the task was built
+            scorer.model.module[-1].bias.fill_(float("nan"))
     else:
         scorer = toy_scorer(fn=lambda z: np.full(len(z), np.nan))
     with _expect(spec, "nan_scorer", ScorerError, "a value function that returns NaN"):

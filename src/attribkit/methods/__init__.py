@@ -6,7 +6,7 @@ methods take a :class:`~attribkit.core.gradient.GradientScorer`. Run any of them
 """
 
 # token (generation) methods and image-map methods (their own name spaces)
-from attribkit.methods import generation, image_gradients, reagent
+from attribkit.methods import cam, generation, image_gradients, image_perturbation, reagent
 from attribkit.methods.attention import attention_heads, attntrace, select_heads
 from attribkit.methods.context import auto, contextcite, hybrid
 from attribkit.methods.dla import direct_logit_attribution
@@ -30,12 +30,14 @@ __all__ = [
     "attention_heads",
     "attntrace",
     "auto",
+    "cam",
     "contextcite",
     "direct_logit_attribution",
     "generation",
     "grains_vectors",
     "hybrid",
     "image_gradients",
+    "image_perturbation",
     "input_x_gradient",
     "integrated_gradients",
     "kernel_shap",

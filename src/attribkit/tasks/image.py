@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost, CostMeter
-from attribkit.core.errors import InputError
+from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.gradient import GradientScorer
 from attribkit.core.scorer import Scorer
 from attribkit.core.units import ImageUnits, Unit, Units
@@ -38,13 +38,14 @@ def image_units(
     image: np.ndarray,
     units: UnitSpec = "patches",
     *,
-    patch: int = 16,
+    patch: int | None = None,
     n_segments: int = 50,
     compactness: float = 10.0,
     baseline: str | np.ndarray = "blur",
     blur_sigma: float = 10.0,
 ) -> ImageUnits:
-    """Split a display image into units: ``"patches"`` (``patch`` px squares), ``"superpixels"``
+    """Split a display image into units: ``"patches"`` (``patch`` px squares; default
+    min(H, W) // 14, i.e. 16 px at 224 and a 14 × 14 grid), ``"superpixels"``
     (SLIC from scikit-image, about ``n_segments`` regions), ``"pixels"``, an (H, W) integer label
     map, or ready :class:`ImageUnits`. A removed unit takes the ``baseline`` image (``"blur"``,
     ``"mean"``, ``"zero"`` or an array). No model call."""
@@ -54,7 +55,7 @@ def image_units(
     if isinstance(units, np.ndarray):
         return ImageUnits(image, units, **kw)
     if units is None or units == "patches":
-        return ImageUnits.grid(image, patch, **kw)
+        return ImageUnits.grid(image, patch or max(1, min(image.shape[:2]) // 14), **kw)
     if units == "pixels":
         return ImageUnits.grid(image, 1, **kw)
     if units == "superpixels":
@@ -133,6 +134,11 @@ class ImageTask(CostMeter):
     def _logits(self, x: torch.Tensor, grad: bool, count: bool = True) -> torch.Tensor:
         with torch.set_grad_enabled(grad):
             out = self.model._logits(x)
+        if not torch.isfinite(out).all():
+            raise ScorerError(
+                f"{self.model.name} returned non-finite logits (NaN or inf) for an input batch; "
+                "check the model's weights and the input"
+            )
         if count:  # gradient scorers count their own rows (they share this task's Cost)
             self.cost.forward_passes += x.shape[0]
             self.cost.batches += 1
@@ -305,8 +311,13 @@ class ImageTask(CostMeter):
         """The Attribution of a map: ``heatmap`` ((h, w), upsampled to the image) is kept in
         ``extras['heatmap']`` (read it as ``attribution.heatmap``); unit scores are
         ``unit_scores`` when the method scored units, else the heatmap summed over each unit
-        (default units: 16-px patches)."""
+        (default units: patches of min(H, W) // 14 px, 16 px at 224)."""
         u = self.units(units)
+        if len(u) < 2:
+            raise InputError(
+                f"only {len(u)} unit: attribution ranks units against each other; use smaller "
+                "patches (patch=...), superpixels or pixels"
+            )
         hm = self.upsample(heatmap)
         if unit_scores is None:
             unit_scores = np.bincount(u.segments.ravel(), weights=hm.ravel(), minlength=len(u))
@@ -340,7 +351,7 @@ def attribute_image(
 ) -> Attribution:
     """Explain ``model``'s ``target`` class (None: the predicted class) on ``image`` with
     ``method``; returns an Attribution whose ``heatmap`` is the 2-D map at the model's input
-    resolution and whose units are ``units`` (default 16-px patches; ``"superpixels"``,
+    resolution and whose units are ``units`` (default 16-px patches at 224 px; ``"superpixels"``,
     ``"pixels"``, a label map or ImageUnits).
 
     ``method`` is an image method (``attribkit methods --kind image``: saliency,
