@@ -6,7 +6,14 @@ methods take a :class:`~attribkit.core.gradient.GradientScorer`. Run any of them
 """
 
 # token (generation) methods and image-map methods (their own name spaces)
-from attribkit.methods import cam, generation, image_gradients, image_perturbation, reagent
+from attribkit.methods import (
+    cam,
+    craft,
+    generation,
+    image_gradients,
+    image_perturbation,
+    reagent,
+)
 from attribkit.methods.attention import attention_heads, attntrace, select_heads
 from attribkit.methods.context import auto, contextcite, hybrid
 from attribkit.methods.dla import direct_logit_attribution
@@ -32,6 +39,7 @@ __all__ = [
     "auto",
     "cam",
     "contextcite",
+    "craft",
     "direct_logit_attribution",
     "generation",
     "grains_vectors",
