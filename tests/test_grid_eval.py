@@ -135,7 +135,7 @@ def test_difull_backprop_methods_localise_exactly(grids, difull):
         assert row["localization"] == pytest.approx(1.0, abs=1e-6), row
     # ML-Att at the final (stride-2) layer: exact with nearest upsampling; bilinear upsampling
     # bleeds one pixel across the cell border (measured 0.938 / 0.946 on 30 grids)
-    near = evaluate_grid(difull, grids, methods, heads="all", layer="final", upsample="nearest")
+    near = evaluate_grid(difull, grids, methods, layer="final", upsample="nearest")
     assert all(r["localization"] == pytest.approx(1.0, abs=1e-6) for r in near.rows)
     bil = evaluate_grid(difull, grids, ["input_x_gradient"], layer="final")
     assert 0.85 < _scores(bil, "input_x_gradient").mean() < 0.99
