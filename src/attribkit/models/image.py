@@ -101,10 +101,12 @@ def prepare_image(image: Any, size: int | None = 224, resize: int | None = 256) 
 
     Bicubic resize (with antialiasing) of the short side to ``resize``, then a centre crop of
     ``size`` (the standard ImageNet evaluation transform). ``resize=None`` resizes the whole
-    image to ``size`` × ``size``; ``size=None`` keeps the image as it is. Costs no model call.
+    image to ``size`` × ``size``; ``size=None`` keeps the image as it is. An image already
+    ``size`` × ``size`` (e.g. one this function returned) is used as it is, so preparing twice
+    changes nothing. Costs no model call.
     """
     img = to_rgb01(image)
-    if size is None:
+    if size is None or img.shape[:2] == (size, size):
         return img
     t = torch.from_numpy(img).permute(2, 0, 1)[None]
     h, w = img.shape[:2]

@@ -84,7 +84,8 @@ class ImageTask(CostMeter):
         target: a class index, a label, or None for the predicted class.
         output: what methods explain by default: ``"prob"``, ``"logit"`` or ``"logprob"``.
 
-    Building it costs one forward pass (to resolve and check the target). ``cost`` counts every
+    Building it costs one forward pass (to find the predicted class, or the class count of a
+    model without labels); a given target of a labelled model costs none. ``cost`` counts every
     image the task sends through the model.
     """
 
@@ -110,11 +111,33 @@ class ImageTask(CostMeter):
             raise InputError(f"unknown output {output!r}: use 'prob', 'logit' or 'logprob'")
         self.model, self.output = model, output
         self.image = model.prepare(image)
-        logits = self._logits(self._tensor(self.image[None]), grad=False)[0]
-        self.predicted = int(torch.argmax(logits))
-        self.target = model._resolve_target(target, logits.numpy())
+        self._full_logits: np.ndarray | None = None
+        if target is None or model.labels is None:  # the class count comes from the model
+            row = self.full_logits
+        else:  # a named or numbered class of a model with labels: checked without a pass
+            row = np.zeros(len(model.labels))
+        self.target = model._resolve_target(target, row)
         self.target_info = model._target_dict(self.target, output, predicted=target is None)
-        self.full_probs = torch.softmax(logits.double(), -1).numpy()
+
+    @property
+    def full_logits(self) -> np.ndarray:
+        """The model's (C,) logits on the whole image (one forward pass, the first time)."""
+        if self._full_logits is None:
+            with torch.inference_mode():
+                logits = self._logits(self._tensor(self.image[None]), grad=False)[0]
+            self._full_logits = logits.numpy()
+        return self._full_logits
+
+    @property
+    def full_probs(self) -> np.ndarray:
+        """Class probabilities on the whole image (see :attr:`full_logits`)."""
+        z = self.full_logits - self.full_logits.max()
+        return np.exp(z) / np.exp(z).sum()
+
+    @property
+    def predicted(self) -> int:
+        """The class the model predicts on the whole image."""
+        return int(np.argmax(self.full_logits))
 
     # -- shapes and inputs ---------------------------------------------------------------------
     @property
