@@ -13,9 +13,14 @@ The public API, re-exported here, is stable:
   ``load("efficientnet-lite0")``);
 - token-level LM analysis: :func:`direct_logit_attribution`, :func:`grains_vectors` and
   :func:`steer` (GrAInS steering);
+- images: :func:`attribute_image`, :class:`ImageTask`, :class:`ImageClassifier`,
+  :func:`smooth_attribution`, CRAFT (:func:`fit_concepts`, :class:`CraftConcepts`,
+  :func:`concept_importance`), :func:`overlay`, :func:`save_overlay`;
 - evaluation: :func:`deletion`, :func:`insertion`, :func:`deletion_insertion`,
   :func:`comprehensiveness`, :func:`sufficiency`, :func:`eraser`, :func:`agreement`,
-  :func:`agreement_matrix`, :func:`agreement_report`;
+  :func:`agreement_matrix`, :func:`agreement_report`; for images :func:`insertion_deletion`,
+  :func:`subset_curves`, :func:`pointing_game`, :class:`GridModel`, :func:`make_grids`,
+  :func:`evaluate_grid`, :func:`grid_localization`, :func:`aggatt`, :func:`aggatt_figure`;
 - viz: :func:`save_html`, :func:`print_attribution`, :func:`print_token_attribution`,
   :func:`explain`;
 - keeping runs: :mod:`attribkit.store` (``store.open(path)`` → :class:`RunStore`).
@@ -27,6 +32,9 @@ from attribkit import store
 from attribkit.core import *  # noqa: F403
 from attribkit.core import __all__ as _core_all
 from attribkit.evaluation import (
+    GridModel,
+    aggatt,
+    aggatt_figure,
     agreement,
     agreement_matrix,
     agreement_report,
@@ -34,10 +42,18 @@ from attribkit.evaluation import (
     deletion,
     deletion_insertion,
     eraser,
+    evaluate_grid,
+    grid_localization,
     insertion,
+    insertion_deletion,
+    make_grids,
+    pointing_game,
+    subset_curves,
     sufficiency,
 )
 from attribkit.methods import SteeringVectors, direct_logit_attribution, grains_vectors, steer
+from attribkit.methods.craft import CraftConcepts, concept_importance, fit_concepts
+from attribkit.methods.smoothing import smooth_attribution
 from attribkit.models import (
     CallableModel,
     ImageClassifier,
@@ -57,8 +73,11 @@ from attribkit.tasks import (
     attribute_image,
 )
 from attribkit.viz import explain, print_attribution, print_token_attribution, save_html
+from attribkit.viz.image import overlay, save_overlay
 
 __all__ = [
+    "CraftConcepts",
+    "GridModel",
     "SteeringVectors",
     "CallableModel",
     "ContextTask",
@@ -69,6 +88,8 @@ __all__ = [
     "OpenAICompatibleLM",
     "TorchClassifier",
     "__version__",
+    "aggatt",
+    "aggatt_figure",
     "aggregate_columns",
     "aggregate_rows",
     "agreement",
@@ -78,19 +99,30 @@ __all__ = [
     "attribute_generation",
     "attribute_image",
     "comprehensiveness",
+    "concept_importance",
     "deletion",
     "deletion_insertion",
     "direct_logit_attribution",
     "eraser",
+    "evaluate_grid",
     "explain",
+    "fit_concepts",
     "grains_vectors",
+    "grid_localization",
     "insertion",
+    "insertion_deletion",
     "load",
+    "make_grids",
+    "overlay",
+    "pointing_game",
     "print_attribution",
     "print_token_attribution",
     "save_html",
+    "save_overlay",
+    "smooth_attribution",
     "steer",
     "store",
+    "subset_curves",
     "sufficiency",
     *_core_all,
 ]

@@ -1,5 +1,10 @@
-"""Evaluators: how faithful an attribution is, and how much two attributions agree."""
+"""Evaluators: how faithful an attribution is, and how much two attributions agree.
 
+Images have their own: insertion/deletion with LeRF, SRG and a random-order reference
+(:func:`insertion_deletion`), the subset (area) protocol, pointing games, the DiFull / DiPart /
+GridPG grid settings (:class:`GridModel`, :func:`evaluate_grid`) and AggAtt figures."""
+
+from attribkit.evaluation.aggatt import AggAtt, aggatt, aggatt_figure
 from attribkit.evaluation.agreement import agreement, agreement_matrix
 from attribkit.evaluation.agreement_report import AgreementReport, agreement_report
 from attribkit.evaluation.curves import (
@@ -10,19 +15,50 @@ from attribkit.evaluation.curves import (
     insertion,
 )
 from attribkit.evaluation.eraser import EraserResult, comprehensiveness, eraser, sufficiency
+from attribkit.evaluation.grid import (
+    GridClassifier,
+    GridModel,
+    Grids,
+    evaluate_grid,
+    grid_localization,
+    make_grids,
+)
+from attribkit.evaluation.image_curves import (
+    ImageCurves,
+    energy_pointing_game,
+    insertion_deletion,
+    mask_fidelity,
+    pointing_game,
+    subset_curves,
+)
 
 __all__ = [
+    "AggAtt",
     "AgreementReport",
     "Curve",
     "DeletionInsertion",
     "EraserResult",
+    "GridClassifier",
+    "GridModel",
+    "Grids",
+    "ImageCurves",
+    "aggatt",
+    "aggatt_figure",
     "agreement",
     "agreement_matrix",
     "agreement_report",
     "comprehensiveness",
     "deletion",
     "deletion_insertion",
+    "energy_pointing_game",
     "eraser",
+    "evaluate_grid",
+    "grid_localization",
     "insertion",
+    "insertion_deletion",
+    "make_grids",
+    "mask_fidelity",
+    "pointing_game",
+    "subset_curves",
     "sufficiency",
 ]
