@@ -36,7 +36,7 @@ PEER_PACKAGES = [
     "numpy",
 ]
 LAYER = "_bn1"
-PHOTOS = ["chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "horse"]
+PHOTOS = ["chelsea", "coffee", "astronaut", "rocket", "camera", "logo"]
 
 PEER_SCRIPT = r"""
 import json, sys, time

@@ -242,12 +242,17 @@ class ArrayUnits(Units):
         self.segments = np.searchsorted(ids, segments)  # relabel to 0..n-1
         if labels is not None and len(labels) != len(ids):
             raise InputError(f"{len(labels)} labels for {len(ids)} units; give one label per unit")
+        spans = [None] * len(ids)
+        if boxes:  # bounding boxes of all units in one pass
+            from scipy.ndimage import find_objects
+
+            spans = find_objects(self.segments.reshape(self.segments.shape[:2]) + 1)
         units = []
         for i in range(len(ids)):
             box = None
-            if boxes:
-                rows, cols = np.nonzero(self.segments == i)
-                box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+            if spans[i] is not None:
+                r, c = spans[i][0], spans[i][1]
+                box = (int(r.start), int(c.start), int(r.stop), int(c.stop))
             label = labels[i] if labels is not None else f"unit {i}" + (f" {box}" if box else "")
             units.append(Unit(i, str(label), box=box))
         super().__init__(units)
