@@ -351,10 +351,26 @@ class ImageUnits(ArrayUnits):
             raise InputError(
                 f"segments map has shape {np.asarray(segments).shape}, image has {image.shape[:2]}; they must match"
             )
-        super().__init__(image, segments, self._baseline(image, baseline, blur_sigma), boxes=True)
+        lazy = isinstance(baseline, str) and baseline == "blur"
+        first = 0.0 if lazy else self._baseline(image, baseline, blur_sigma)
+        super().__init__(image, segments, first, boxes=True)
+        # The blurred image is made when a unit is first removed (maps never need it).
+        self._baseline_image: np.ndarray | None = None if lazy else self._baseline_image
+        self._blur_sigma = blur_sigma
         self.removal = (
             f"{baseline} baseline" if isinstance(baseline, str) else "given baseline image"
         )
+
+    @property
+    def baseline(self) -> np.ndarray:  # type: ignore[override]
+        """What a removed unit shows, an array like the image."""
+        if self._baseline_image is None:
+            self._baseline_image = self._baseline(self.x, "blur", self._blur_sigma)
+        return self._baseline_image
+
+    @baseline.setter
+    def baseline(self, value: np.ndarray) -> None:
+        self._baseline_image = value
 
     @property
     def image(self) -> np.ndarray:

@@ -10,6 +10,7 @@ map at image resolution. :func:`attribute_image` is the one-call entry point.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,13 @@ __all__ = ["ImageTask", "attribute_image", "image_units"]
 UnitSpec = str | Units | np.ndarray | None
 #: keyword arguments of :func:`attribute_image` that shape the units, not the method.
 _UNIT_OPTIONS = ("patch", "n_segments", "compactness", "blur_sigma")
+
+
+@functools.lru_cache(maxsize=8)
+def _positions(h: int, w: int) -> Units:
+    """One (immutable, shared) unit per spatial position of an (h, w) map, labelled "(row,col)";
+    cached because a 224 × 224 input has 50,176 of them."""
+    return Units([Unit(i, f"({i // w},{i % w})") for i in range(h * w)])
 
 
 def image_units(
@@ -279,13 +287,12 @@ class ImageTask(CostMeter):
                 kind = "zero" if isinstance(baseline, str) and baseline == "black" else baseline
                 base = self._tensor(self.baseline_image(kind)[None])[0]
         index = torch.arange(h * w).reshape(1, h, w).expand(c, h, w)
-        units = Units([Unit(i, f"({i // w},{i % w})") for i in range(h * w)])
         gs = GradientScorer(
             f,
             a,
             baseline=base,
             unit_index=index,
-            units=units,
+            units=_positions(h, w),
             target=self.target_info,
             batch_size=self.model.batch_size,
         )
