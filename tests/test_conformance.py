@@ -30,6 +30,9 @@ TOY_PARAMS: dict[str, dict[str, Any]] = {
     "attention_heads": {"heads": [(0, 1), (1, 2)]},
     "attntrace": {"B": 4},
     "hybrid": {"heads": [(0, 1), (1, 2)]},
+    # subset selection searches superpixels; the toy noise image has too few, so give 16 regions
+    "smdl": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
+    "lima": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
 }
 
 

@@ -174,11 +174,29 @@ def test_contrastive_target_moves_the_weight_to_the_deciding_token(smollm2) -> N
     assert top.label == " Italy" and top.start > prompt.index("Rome")  # the last 'Italy'
 
 
+COPY_PROMPTS = [
+    ("Say the word zebra.", "Zebra", " zebra"),
+    ("Copy this word: banana", "Banana", " banana"),
+    ("Type the word giraffe.", "Giraffe", " giraffe"),
+]
+# Measured misses (benchmarks/copy_task.py, 8 prompts): saliency's top on the banana prompt is
+# 'Copy' (7/8 hits overall); input x gradient misses on all 8 (a one-point linearisation at
+# the embeddings), so it is not in the list; ReAGent (8/8) is tested in test_reagent.py.
+EXPECTED_MISSES = {("saliency", " banana")}
+
+
 @pytest.mark.model
-def test_copy_task_finds_the_word(smollm2) -> None:
-    """'Say the word zebra.' -> 'Zebra': the first generated token is decided by ' zebra'.
-    (input_x_gradient, head-mean attention and rollout do not find it: see the issue notes.)"""
-    task = GenerationTask(smollm2, "Say the word zebra.", "Zebra")
-    for method in ("occlusion", "saliency", "integrated_gradients"):
+@pytest.mark.parametrize(("prompt", "response", "word"), COPY_PROMPTS)
+def test_copy_task_finds_the_word(smollm2, prompt, response, word) -> None:
+    """A copy prompt: the first generated token is decided by the copied word, and the methods
+    put their largest weight there (with the measured exceptions above)."""
+    task = GenerationTask(smollm2, prompt, response)
+    methods = ("occlusion", "saliency", "integrated_gradients", "attention", "attention_rollout")
+    for method in methods:
         row = task.attribute(method).scores[0]
-        assert task.columns[int(np.nanargmax(row))].label == " zebra", method
+        hit = task.columns[int(np.nanargmax(row))].label == word
+        assert hit != ((method, word) in EXPECTED_MISSES), method
+    # Rolled out over every layer, attention collapses onto the first tokens (0/8): the reason
+    # the default starts at the last third of the layers.
+    row = task.attribute("attention_rollout", start_layer=0).scores[0]
+    assert task.columns[int(np.nanargmax(row))].label != word

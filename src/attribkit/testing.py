@@ -351,7 +351,12 @@ def check_output(spec: MethodSpec, params: dict[str, Any]) -> None:
     a = _run(spec, scorer, _with_seed(spec, params))
     if not isinstance(a, Attribution):
         raise _fail(spec, "output", f"returned {type(a).__name__}, not an Attribution")
-    n = len(scorer.units()) if spec.kind == "image" else scorer.n_units
+    if spec.kind == "image":  # the units given, else the method's default split
+        given = params.get("units")
+        default = getattr(spec.fn, "default_units", "patches")
+        n = len(scorer.units(default if given is None else given))
+    else:
+        n = scorer.n_units
     if spec.kind == "image" and a.heatmap.shape != scorer.shape:
         raise _fail(spec, "output", f"heatmap {a.heatmap.shape}, image {scorer.shape}")
     if a.scores.ndim not in (1, 2) or a.scores.shape[-1] != n:

@@ -13,6 +13,7 @@ from attribkit.methods import (
     image_gradients,
     image_perturbation,
     reagent,
+    subset,
 )
 from attribkit.methods.attention import attention_heads, attntrace, select_heads
 from attribkit.methods.context import auto, contextcite, hybrid
@@ -60,5 +61,6 @@ __all__ = [
     "shapley",
     "smoothgrad",
     "steer",
+    "subset",
     "tracllm",
 ]

@@ -404,7 +404,9 @@ def attribute_image(
         spec = get_method(method, space="image")
         default_output = getattr(spec.fn, "default_output", "logit")
         task = ImageTask(model, image, target, output=output or default_output)
-        u = task.units(units, **unit_kw) if unit_kw else units
+        if units is None:  # e.g. superpixels for the subset-selection methods
+            units = getattr(spec.fn, "default_units", None)
+        u = task.units(units or "patches", **unit_kw) if unit_kw else units
         return spec.fn(task, units=u, **params)
     spec = get_method(method)
     if spec.kind != "perturbation":
