@@ -68,8 +68,8 @@ def study_table(model: Any, images: list[np.ndarray], quick: bool, out: Path) ->
         "layer_cam": {},
         "occlusion": {},
         "rise": {"n_masks": 200 if quick else 1000},
-        "lima": {"n_segments": 16 if quick else 25},
-        "smdl": {"n_segments": 16 if quick else 25},
+        "lima": {"n_segments": 16 if quick else 20},
+        "smdl": {"n_segments": 16 if quick else 20},
     }
     result = image_study(
         model,
@@ -77,7 +77,7 @@ def study_table(model: Any, images: list[np.ndarray], quick: bool, out: Path) ->
         methods,
         ["insertion", "deletion", "srg", "difull"],
         steps=10 if quick else 20,
-        grids=4 if quick else 8,
+        grids=4 if quick else 6,
         out=out,
         progress=True,
     )

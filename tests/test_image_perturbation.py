@@ -228,3 +228,28 @@ def test_smoothing_superpixels_needs_the_units_and_bad_input(tiny):
         smooth_attribution(a, sigma=-1.0, units=units)
     with pytest.raises(InputError, match="odd integer"):
         smooth_attribution(a, sigma=1.0, kernel_size=4, units=units)
+
+
+def test_occlusion_and_rise_at_a_layer_ml_att():
+    """ML-Att: occlusion with kernel = stride = 1 at a layer is the exact change of the target
+    when one position's activations are zeroed; RISE at a layer gives a layer-resolution map."""
+    from attribkit.methods.image_perturbation import occlusion, rise
+    from attribkit.testing import toy_image_task
+
+    task = toy_image_task()
+    a = occlusion(task, layer="middle", kernel=1, stride=1)
+    acts, f = task.layer_input("middle")
+    h, w = acts.shape[1:]
+    assert a.extras["map_shape"] == [h, w] and a.heatmap.shape == task.shape
+    with torch.no_grad():
+        full = float(f(acts[None])[0])
+        i, j = 3, 5
+        cut = acts.clone()
+        cut[:, i, j] = 0
+        exact = full - float(f(cut[None])[0])
+    assert np.isclose(a.extras["layer_map"][i][j], exact, atol=1e-6)
+    # Cost: 2 layer probes + 1 unperturbed + one pass per position.
+    assert a.cost.forward_passes == 2 + 1 + h * w
+    r = rise(task, layer="final", n_masks=40, grid_size=2, center=True)
+    assert r.extras["map_shape"] == list(task.layer_input("final")[0].shape[1:])
+    assert np.isfinite(r.heatmap).all()

@@ -98,6 +98,7 @@ def occlusion(
     kernel: int | None = None,
     stride: int | None = None,
     baseline: Baseline = "zero",
+    layer: str | None = "input",
     units: UnitSpec = None,
 ) -> Attribution:
     """Sliding-window occlusion: a_p = mean over the windows W containing pixel p of
@@ -109,7 +110,14 @@ def occlusion(
     windows flush with it is added, so every pixel is covered. Returns an Attribution with the
     map as ``heatmap`` and ``extras['n_windows']``, ``extras['value']`` (f(x)). Cost:
     n_windows + 1 forward passes, batched (169 + 1 at 224² with the defaults).
+
+    ``layer`` (ML-Att, Rao et al. 2022): at a layer other than the input the windows zero the
+    activations at every channel of their (h, w) positions instead (``kernel``/``stride`` in
+    layer cells, default min(h, w) // 7 and half of it); the (h, w) map is upsampled
+    bilinearly. Costs 2 more forward passes (the layer probe).
     """
+    if task.model.resolve_layer(layer) is not None:
+        return _at_layer(task, "occlusion", layer, units, kernel=kernel, stride=stride)
     h, w = task.shape
     kernel = max(min(h, w) // 7, 1) if kernel is None else _int_param("kernel", kernel)
     stride = max(kernel // 2, 1) if stride is None else _int_param("stride", stride)
@@ -200,6 +208,7 @@ def rise(
     center: bool = False,
     seed: int | None = 0,
     chunk: int = 64,
+    layer: str | None = "input",
     units: UnitSpec = None,
 ) -> Attribution:
     """RISE: a_p = Σ_n f(x ⊙ M_n) · M_n(p) / (N · p) over N = ``n_masks`` smooth random masks
@@ -211,8 +220,13 @@ def rise(
     a_p = Σ_n (f_n − mean f) · M_n(p) / (N · p), which removes it. Masks are generated ``chunk``
     at a time so memory stays bounded, from ``np.random.default_rng(seed)``. Returns an
     Attribution with the map as ``heatmap`` and ``extras['mean_value']`` (mean f over masks).
-    Cost: ``n_masks`` forward passes, batched.
+    Cost: ``n_masks`` forward passes, batched. At a ``layer`` other than the input (ML-Att)
+    the masks scale the activations at every channel (grid cells over the layer's (h, w)), and
+    the map is upsampled bilinearly; 3 more forward passes.
     """
+    if task.model.resolve_layer(layer) is not None:
+        params = dict(n_masks=n_masks, grid_size=grid_size, keep_prob=keep_prob, center=center)
+        return _at_layer(task, "rise", layer, units, seed=seed, **params)
     n_masks = _int_param("n_masks", n_masks)
     grid_size = _int_param("grid_size", grid_size)
     chunk = _int_param("chunk", chunk)
@@ -249,3 +263,54 @@ def rise(
 
 
 rise.default_output = "prob"  # type: ignore[attr-defined]
+
+
+def _at_layer(
+    task: ImageTask, name: str, layer: str | None, units: UnitSpec, **p: Any
+) -> Attribution:
+    """Occlusion or RISE on the activations at ``layer``: masks over its (h, w) positions."""
+    with measure(task) as cost:
+        acts, _ = task.layer_input(layer)
+        h, w = acts.shape[1:]
+        if name == "occlusion":
+            kernel = (
+                max(min(h, w) // 7, 1) if p["kernel"] is None else _int_param("kernel", p["kernel"])
+            )
+            stride = (
+                max(kernel // 2, 1) if p["stride"] is None else _int_param("stride", p["stride"])
+            )
+            windows = occlusion_windows((h, w), kernel, stride)
+            masks = np.ones((len(windows), h, w), dtype=np.float32)
+            for i, (t, left, b, r) in enumerate(windows):
+                masks[i, t:b, left:r] = 0.0
+        else:
+            n, s, keep = _int_param("n_masks", p["n_masks"]), p["grid_size"], p["keep_prob"]
+            if not 0.0 < keep < 1.0:
+                raise InputError(f"keep_prob must be strictly between 0 and 1, got {keep}")
+            masks = rise_masks(
+                n, (h, w), min(_int_param("grid_size", s), min(h, w)), keep, p["seed"]
+            )
+        value, values = task.layer_mask_values(layer, masks)
+    flat = masks.reshape(len(masks), -1).astype(np.float64)
+    if name == "occlusion":
+        cell_map = ((value - values) @ (1.0 - flat) / np.maximum((1.0 - flat).sum(0), 1)).reshape(
+            h, w
+        )
+        params = {"kernel": kernel, "stride": stride}
+    else:
+        weights = values - values.mean() if p["center"] else values
+        cell_map = (weights @ flat / (len(masks) * p["keep_prob"])).reshape(h, w)
+        params = {k: p[k] for k in ("n_masks", "grid_size", "keep_prob", "center", "seed")}
+    params.update(layer=layer, baseline="zero activations")
+    layer_name = task.model.resolve_layer(layer)
+    return task.result(
+        cell_map,
+        name,
+        params,
+        cost,
+        units=units,
+        value=value,
+        layer_name=layer_name,
+        layer_map=cell_map.tolist(),
+        map_shape=[h, w],
+    )

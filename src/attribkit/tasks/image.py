@@ -120,6 +120,7 @@ class ImageTask(CostMeter):
         self.model, self.output = model, output
         self.image = model.prepare(image)
         self._full_logits: np.ndarray | None = None
+        self._layers: dict[tuple[str | None, str | None], Any] = {}
         if target is None or model.labels is None:  # the class count comes from the model
             row = self.full_logits
         else:  # a named or numbered class of a model with labels: checked without a pass
@@ -234,8 +235,18 @@ class ImageTask(CostMeter):
         (3, H, W) for ``"input"``, else the layer's activations (C, h, w)) and a differentiable
         batched ``f(batch) -> (B,)`` that runs the rest of the model from there (``f`` does not
         count its passes: wrap it in a GradientScorer, which does). Costs nothing at the input,
-        two forward passes at a layer (one counts the layer's calls, one reads it)."""
+        two forward passes at a layer the first time (one counts the layer's calls, one reads
+        it); the result is kept for later calls."""
         name = self.model.resolve_layer(layer)
+        key = (name, output)
+        if key in self._layers:  # probed before: the activations of this image do not change
+            return self._layers[key]
+        self._layers[key] = self._layer_input(name, output)
+        return self._layers[key]
+
+    def _layer_input(
+        self, name: str | None, output: str | None
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         x = self._tensor(self.image[None])
         if name is None:
 
@@ -261,6 +272,32 @@ class ImageTask(CostMeter):
                 return self.transform(self._logits(xb, torch.is_grad_enabled(), False), output)
 
         return acts, f_layer
+
+    def layer_mask_values(
+        self, layer: str | None, masks: Any, output: str | None = None
+    ) -> tuple[float, np.ndarray]:
+        """Perturbation at a layer (ML-Att): ``(f(a), f(a ⊙ m) for each mask)`` where ``a`` are
+        the activations at ``layer`` and each (h, w) mask in ``masks`` (B, h, w) scales every
+        channel at a position (0 = the activation is zeroed). Costs 2 probe passes, then
+        B + 1 forward passes, batched."""
+        a, f = self.layer_input(layer, output)
+        m = torch.as_tensor(np.asarray(masks, dtype=np.float32))
+        if m.ndim != 3 or tuple(m.shape[1:]) != tuple(a.shape[1:]):
+            raise InputError(
+                f"layer masks must have shape (B, {a.shape[1]}, {a.shape[2]}), got {tuple(m.shape)}"
+            )
+        step = self.model.batch_size
+        batches = [a[None]] + [
+            a[None] * m[s : s + step, None].to(a) for s in range(0, len(m), step)
+        ]
+        outs = []
+        with self.timed(), torch.inference_mode():
+            for batch in batches:  # the unperturbed activations first
+                outs.append(f(batch).double().cpu())
+                self.cost.forward_passes += len(batch)
+                self.cost.batches += 1
+        values = torch.cat(outs).numpy()
+        return float(values[0]), values[1:]
 
     def gradient_scorer(
         self,
