@@ -36,6 +36,19 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def _encode_input(inp: dict[str, Any]) -> dict[str, Any]:
+    """The input description for JSON: an ``image`` array becomes a PNG data URL
+    (``image_png``), encoded only when the result is saved."""
+    image = inp.get("image")
+    if not isinstance(image, np.ndarray):
+        return inp
+    from attribkit.viz.png import png_data_url
+
+    out = {k: v for k, v in inp.items() if k != "image"}
+    out.update(image_png=png_data_url(image), image_shape=list(image.shape))
+    return out
+
+
 @dataclass
 class Attribution:
     """Scores for the units of one input, with everything needed to read, compare and keep them.
@@ -168,7 +181,7 @@ class Attribution:
                 "method": self.method,
                 "params": self.params,
                 "target": self.target,
-                "input": self.input,
+                "input": _encode_input(self.input),
                 "units": [u.to_dict() for u in self.units],
                 "scores": self.scores,
                 "ranking": self.ranking,

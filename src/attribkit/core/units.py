@@ -238,8 +238,16 @@ class ArrayUnits(Units):
                 f"segments map has shape {segments.shape} but the input has shape {x.shape}; "
                 "the segments must cover the leading dimensions of the input"
             )
-        ids = np.unique(segments)
-        self.segments = np.searchsorted(ids, segments)  # relabel to 0..n-1
+        flat = segments.ravel()
+        if (
+            np.issubdtype(segments.dtype, np.integer)
+            and flat.min() == 0
+            and np.bincount(flat).all()
+        ):
+            ids, self.segments = np.arange(int(flat.max()) + 1), segments  # already 0..n-1
+        else:
+            ids = np.unique(segments)
+            self.segments = np.searchsorted(ids, segments)  # relabel to 0..n-1
         if labels is not None and len(labels) != len(ids):
             raise InputError(f"{len(labels)} labels for {len(ids)} units; give one label per unit")
         spans = [None] * len(ids)

@@ -164,6 +164,7 @@ class ImageClassifier(TorchClassifier):
             self.name = name
         #: names for ``layer="middle"`` / ``"final"`` (default: guessed from the conv layers).
         self.default_layers: dict[str, str] = {}
+        self._by_name: dict[str, torch.nn.Module] = {}
 
     @staticmethod
     def _normalizer(normalize: Any) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -221,7 +222,9 @@ class ImageClassifier(TorchClassifier):
 
     def get_layer(self, name: str) -> torch.nn.Module:
         """The sub-module called ``name``; InputError listing valid names otherwise."""
-        modules = dict(self.module.named_modules())
+        modules = self._by_name.get(name) and self._by_name
+        if not modules:  # built once (and again when an unknown name is asked for)
+            modules = self._by_name = dict(self.module.named_modules())
         if not name or name not in modules:
             names = self.layer_names()
             shown = ", ".join(names[:40]) + (

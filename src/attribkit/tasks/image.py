@@ -59,7 +59,7 @@ def image_units(
     ``"mean"``, ``"zero"`` or an array). No model call."""
     if isinstance(units, ImageUnits):
         return units
-    kw = {"baseline": baseline, "blur_sigma": blur_sigma}
+    kw: dict[str, Any] = {"baseline": baseline, "blur_sigma": blur_sigma}
     if isinstance(units, np.ndarray):
         return ImageUnits(image, units, **kw)
     if units is None or units == "patches":
@@ -388,11 +388,7 @@ class ImageTask(CostMeter):
         hm = self.upsample(heatmap)
         if unit_scores is None:
             unit_scores = np.bincount(u.segments.ravel(), weights=hm.ravel(), minlength=len(u))
-        from attribkit.viz.png import png_data_url
-
-        inp = dict(
-            u.to_dict(), image_png=png_data_url(self.image), image_shape=list(self.image.shape)
-        )
+        inp = dict(u.to_dict(), image=self.image)  # PNG-encoded when saved
         return Attribution(
             units=list(u.units),
             scores=np.asarray(unit_scores, dtype=float),

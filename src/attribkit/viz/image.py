@@ -69,8 +69,12 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.5, positive_only: bool = 
 
 
 def image_of(attribution: Any) -> np.ndarray:
-    """The display image stored in an image Attribution (``input['image_png']``), (H, W, 3)."""
-    url = attribution.input.get("image_png") if hasattr(attribution, "input") else None
+    """The display image stored in an image Attribution (``input['image']``, or
+    ``input['image_png']`` once saved and loaded), (H, W, 3)."""
+    inp = getattr(attribution, "input", None) or {}
+    if isinstance(inp.get("image"), np.ndarray):
+        return inp["image"]
+    url = inp.get("image_png")
     if not url:
         raise InputError("this attribution stores no image; pass the image explicitly")
     from PIL import Image
