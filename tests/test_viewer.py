@@ -270,3 +270,16 @@ def test_token_attribution_gets_the_text_view_and_no_span_queries(tmp_path, tiny
         assert got["view"] == "text" and len(got["vector"]) == len(a.units)
         span = client.post(f"/api/runs/{run_id}/span", json={"start": 0, "end": 3})
         assert span.status_code == 400 and "not a context attribution" in span.json()["error"]
+
+
+def test_image_attribution_gets_the_image_view_without_explicit_inputs(tmp_path):
+    """An attribute_image result stores its own picture: the viewer shows it over the image."""
+    from attribkit.methods.cam import grad_cam
+    from attribkit.testing import toy_image_task
+
+    a = grad_cam(toy_image_task(), units="patches")
+    store = store_mod.open(tmp_path / "img.db")
+    run_id = store.put(a)
+    body = TestClient(create_app(store)).get(f"/api/runs/{run_id}").json()
+    assert body["view"] == "image"
+    assert body["attribution"]["input"]["image_png"].startswith("data:image/png;base64,")

@@ -143,7 +143,7 @@ def view_kind(run: StoredRun) -> str:
         return "context"
     if text and has_ranges:
         return "text"
-    if units and all("box" in u for u in units) and "image_png" in run.inputs:
+    if units and all("box" in u for u in units) and "image_png" in {**inp, **run.inputs}:
         return "image"
     if inp.get("kind") == "features" or (
         units and all("value" in u.get("meta", {}) for u in units)

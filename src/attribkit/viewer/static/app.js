@@ -196,7 +196,7 @@
   }
 
   function imageOverlay(run, units, vector) {
-    const src = String(run.inputs.image_png || "");
+    const src = String(run.inputs.image_png || (run.attribution.input || {}).image_png || "");
     const shape = run.inputs.image_shape || (run.attribution.input || {}).shape || [1, 1];
     const [h, w] = shape;
     const scale = maxAbs(vector);
