@@ -158,7 +158,7 @@ def captum_table(model: Any, images: list[np.ndarray], repeats: int, steps: int)
     stats: dict[str, list[tuple[float, float, float]]] = {}
     for img in images:
         task = ImageTask(model, img)
-        theirs = _captum_maps(model.module, task._tensor(task.image[None]), task.target, steps)
+        theirs = _captum_maps(model.module, task.tensor(task.image[None]), task.target, steps)
         for name, (method, params) in ours_params.items():
 
             def mine(method: str = method, params: dict = params, task: Any = task) -> np.ndarray:

@@ -96,7 +96,7 @@ def main() -> None:
     ours, inputs, targets, our_seconds = [], [], [], []
     for name in PHOTOS:
         task = ImageTask(model, getattr(data, name)())
-        inputs.append(task._tensor(task.image[None])[0].numpy())
+        inputs.append(task.tensor(task.image[None])[0].numpy())
         targets.append(task.target)
         ak.attribute_image(model, task.image, task.target, method="grad_cam", layer=LAYER)
         times = []

@@ -161,8 +161,9 @@ def test_cam_occlusion_and_rise_leak_on_difull(grids, difull):
         {
             "grad_cam": {},
             "layer_cam_nearest": {"method": "layer_cam", "upsample": "nearest"},
-            "occlusion_k4s2": {"method": "occlusion", "kernel": 4, "stride": 2},
-            "occlusion_k4s4": {"method": "occlusion", "kernel": 4, "stride": 4},
+            # occlusion in pixel space (it also runs at a layer: ML-Att)
+            "occlusion_k4s2": {"method": "occlusion", "kernel": 4, "stride": 2, "layer": "input"},
+            "occlusion_k4s4": {"method": "occlusion", "kernel": 4, "stride": 4, "layer": "input"},
         },
         layer="final",
     )

@@ -93,7 +93,7 @@ def test_grad_cam_equals_captum_layer_grad_cam(lite0, chelsea_task):
     from captum.attr import LayerAttribution, LayerGradCam
 
     task = chelsea_task
-    x = task._tensor(task.image[None])
+    x = task.tensor(task.image[None])
     for layer in ("final", "middle"):
         ours = ak.attribute_image(lite0, data.chelsea(), method="grad_cam", layer=layer)
         name = lite0.resolve_layer(layer)
@@ -113,7 +113,7 @@ def test_integrated_gradients_equals_captum(lite0, chelsea_task):
     from captum.attr import IntegratedGradients
 
     task = chelsea_task
-    x = task._tensor(task.image[None])
+    x = task.tensor(task.image[None])
     ours = image_gradients.integrated_gradients(task, n_steps=4)
     theirs = IntegratedGradients(lite0.module).attribute(
         x, baselines=torch.zeros_like(x), target=task.target, n_steps=4, method="gausslegendre"

@@ -41,17 +41,17 @@ def layer_activations_and_gradients(
     several times in a forward pass is read at its last call. Costs one forward and one
     backward pass, counted on ``task.cost``."""
     name = task.model.resolve_layer(layer)
-    x = task._tensor(task.image[None]).detach()
+    x = task.tensor(task.image[None]).detach()
     # The input always needs a gradient so that activations are in the graph even when the
     # user froze the module's parameters.
     x.requires_grad_(True)
     with task.timed():
         if name is None:
-            acts_src, value = x, task.transform(task._logits(x, grad=True))[0]
+            acts_src, value = x, task.transform(task.logits(x, grad=True))[0]
         else:
             module = task.model.get_layer(name)
             with layer_hooks.capture(module) as store:
-                value = task.transform(task._logits(x, grad=True))[0]
+                value = task.transform(task.logits(x, grad=True))[0]
             if store["calls"] == 0:
                 raise InputError(
                     f"layer {name!r} never ran during the forward pass; pick a layer the model "

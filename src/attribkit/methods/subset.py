@@ -183,14 +183,14 @@ class SubsetScore:
         with task.timed(), torch.inference_mode():
             for s in range(0, len(masks), bs):
                 rows = masks[s : s + bs]
-                x = task._tensor(self.units.compose_batch(rows).astype(np.float32))
+                x = task.tensor(self.units.compose_batch(rows).astype(np.float32))
                 if module is not None:
                     with _capture_features(module, layer_input) as store:
-                        logits = task._logits(x, grad=False)
+                        logits = task.logits(x, grad=False)
                     f = store["feat"].detach().double().cpu()
                     feats.append(f.mean(dim=(-2, -1)) if f.ndim == 4 else f.flatten(1))
                 else:
-                    logits = task._logits(x, grad=False)
+                    logits = task.logits(x, grad=False)
                 p = torch.softmax(logits, -1)
                 conf = self._confidence(p)
                 for row, pt, c in zip(rows, p[:, task.target].tolist(), conf.tolist(), strict=True):

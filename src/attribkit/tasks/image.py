@@ -133,7 +133,7 @@ class ImageTask(CostMeter):
         """The model's (C,) logits on the whole image (one forward pass, the first time)."""
         if self._full_logits is None:
             with torch.inference_mode():
-                logits = self._logits(self._tensor(self.image[None]), grad=False)[0]
+                logits = self.logits(self.tensor(self.image[None]), grad=False)[0]
             self._full_logits = logits.numpy()
         return self._full_logits
 
@@ -160,10 +160,14 @@ class ImageTask(CostMeter):
             f"target={self.target} {self.model.label(self.target)!r}, output={self.output!r})"
         )
 
-    def _tensor(self, images: Any) -> torch.Tensor:
+    def tensor(self, images: Any) -> torch.Tensor:
+        """Display images (B, H, W, 3) → the module's input batch on its device (no model call)."""
         return self.model._prepare(self.model.to_tensor(images))
 
-    def _logits(self, x: torch.Tensor, grad: bool, count: bool = True) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, grad: bool = False, count: bool = True) -> torch.Tensor:
+        """The module's (B, C) logits for a model-input batch ``x`` (see :meth:`tensor`), checked
+        finite; detached float64 on the CPU unless ``grad``. One forward pass per row, counted on
+        the task unless ``count=False``."""
         with torch.set_grad_enabled(grad):
             out = self.model._logits(x)
         if not torch.isfinite(out).all():
@@ -197,8 +201,8 @@ class ImageTask(CostMeter):
         outs = []
         with self.timed(), torch.inference_mode():
             for s in range(0, n, self.model.batch_size):
-                x = self._tensor(images[s : s + self.model.batch_size])
-                outs.append(self.transform(self._logits(x, grad=False), output))
+                x = self.tensor(images[s : s + self.model.batch_size])
+                outs.append(self.transform(self.logits(x, grad=False), output))
         return torch.cat(outs).numpy()
 
     def blend(self, masks: Any, baseline: str | np.ndarray = "blur") -> np.ndarray:
@@ -247,11 +251,11 @@ class ImageTask(CostMeter):
     def _layer_input(
         self, name: str | None, output: str | None
     ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        x = self._tensor(self.image[None])
+        x = self.tensor(self.image[None])
         if name is None:
 
             def f_input(xb: torch.Tensor) -> torch.Tensor:
-                return self.transform(self._logits(xb, torch.is_grad_enabled(), False), output)
+                return self.transform(self.logits(xb, torch.is_grad_enabled(), False), output)
 
             return x[0], f_input
         module = self.model.get_layer(name)
@@ -269,7 +273,7 @@ class ImageTask(CostMeter):
         def f_layer(ab: torch.Tensor) -> torch.Tensor:
             xb = x.expand(ab.shape[0], *x.shape[1:])
             with layer_hooks.replace(module, ab, calls):
-                return self.transform(self._logits(xb, torch.is_grad_enabled(), False), output)
+                return self.transform(self.logits(xb, torch.is_grad_enabled(), False), output)
 
         return acts, f_layer
 
@@ -322,7 +326,7 @@ class ImageTask(CostMeter):
                 base = baseline
             else:
                 kind = "zero" if isinstance(baseline, str) and baseline == "black" else baseline
-                base = self._tensor(self.baseline_image(kind)[None])[0]
+                base = self.tensor(self.baseline_image(kind)[None])[0]
         index = torch.arange(h * w).reshape(1, h, w).expand(c, h, w)
         gs = GradientScorer(
             f,
