@@ -12,7 +12,8 @@ on each cell alone; corner heads), forward/backward passes and seconds per image
 random-order row.
 
 Table 2: the same maps from attribkit and Captum 0.9 on the same model, images and targets —
-integrated gradients (zero model-input baseline, 32 Gauss-Legendre steps, batch 16), occlusion
+integrated gradients (zero model-input baseline, 32 Gauss-Legendre steps, batch 16; both
+compute f(x) and f(x') for the completeness error: Captum with ``return_convergence_delta``), occlusion
 (32-px windows, stride 16, baseline = the model's zero input, i.e. grey) and LayerGradCam at
 ``_bn1`` — seconds per image (median of repeats, alternating the libraries) and the largest
 difference between the two maps relative to the map's largest value.
@@ -122,9 +123,10 @@ def _captum_maps(net: torch.nn.Module, x: torch.Tensor, t: int, steps: int) -> d
     from captum.attr import IntegratedGradients, LayerGradCam, Occlusion
 
     def ig() -> np.ndarray:
-        a = IntegratedGradients(net).attribute(
-            x, target=t, n_steps=steps, method="gausslegendre", internal_batch_size=16
-        )
+        a, _delta = IntegratedGradients(net).attribute(
+            x, target=t, n_steps=steps, method="gausslegendre", internal_batch_size=16,
+            return_convergence_delta=True,
+        )  # fmt: skip
         return a.sum(1)[0].detach().numpy()  # channels summed
 
     def occlusion() -> np.ndarray:
@@ -187,13 +189,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/vision"))
     parser.add_argument("--skip-study", action="store_true")
+    parser.add_argument("--photos", type=int, default=8, help="photos used (each + a crop)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     import attribkit as ak
 
     model = ak.load("efficientnet-lite0")
-    named = bench_images(2 if args.quick else 8)
+    named = bench_images(2 if args.quick else args.photos)
     images = [img for _, img in named]
     print(environment(["attribkit", "torch", "captum"], args.threads))
     print(f"{len(images)} images: " + ", ".join(n for n, _ in named))
