@@ -56,3 +56,13 @@ def test_cli_study_images_writes_the_table(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "random order" in result.output and (tmp_path / "table.md").exists()
+
+
+def test_smdl_runs_on_difull_grids(lite0):
+    """SMDL's diversity term embeds each region; on a DiFull grid model the embedding layer runs
+    once per cell, and the per-cell features are joined into one embedding per image."""
+    photos = [data.chelsea(), data.coffee(), data.rocket(), load_sample_image("china.jpg")]
+    result = image_study(
+        lite0, photos, {"smdl": {"n_segments": 8}}, ["difull"], grids=1, progress=False
+    )
+    assert 0.0 <= result.rows[0]["difull"] <= 1.0

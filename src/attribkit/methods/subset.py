@@ -188,7 +188,12 @@ class SubsetScore:
                     with _capture_features(module, layer_input) as store:
                         logits = task.logits(x, grad=False)
                     f = store["feat"].detach().double().cpu()
-                    feats.append(f.mean(dim=(-2, -1)) if f.ndim == 4 else f.flatten(1))
+                    f = f.mean(dim=(-2, -1)) if f.ndim == 4 else f.flatten(1)
+                    if f.shape[0] != len(rows) and f.shape[0] % len(rows) == 0:
+                        # a model that runs its layers per part (DiFull grid cells, image-major):
+                        # one embedding per image = its parts' features side by side
+                        f = f.reshape(len(rows), -1)
+                    feats.append(f)
                 else:
                     logits = task.logits(x, grad=False)
                 p = torch.softmax(logits, -1)
