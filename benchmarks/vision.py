@@ -62,23 +62,23 @@ def study_table(model: Any, images: list[np.ndarray], quick: bool, out: Path) ->
     methods: dict[str, dict[str, Any]] = {
         "saliency": {},
         "input_x_gradient": {},
-        "integrated_gradients": {"n_steps": 16 if quick else 32},
-        "smoothgrad": {"n_samples": 8 if quick else 25},
+        "integrated_gradients": {"n_steps": 16},
+        "smoothgrad": {"n_samples": 8 if quick else 10},
         "grad_cam": {},
         "grad_cam_plus_plus": {},
         "layer_cam": {},
         "occlusion": {},
-        "rise": {"n_masks": 200 if quick else 1000},
-        "lima": {"n_segments": 16 if quick else 20},
-        "smdl": {"n_segments": 16 if quick else 20},
+        "rise": {"n_masks": 200 if quick else 500},
+        "lima": {"n_segments": 12},
+        "smdl": {"n_segments": 12},
     }
     result = image_study(
         model,
         images,
         methods,
         ["insertion", "deletion", "srg", "difull"],
-        steps=10 if quick else 20,
-        grids=4 if quick else 6,
+        steps=10,
+        grids=2 if quick else 4,
         out=out,
         progress=True,
     )
@@ -189,6 +189,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/vision"))
     parser.add_argument("--skip-study", action="store_true")
+    parser.add_argument("--skip-captum", action="store_true")
     parser.add_argument("--photos", type=int, default=8, help="photos used (each + a crop)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -201,8 +202,9 @@ def main() -> None:
     print(environment(["attribkit", "torch", "captum"], args.threads))
     print(f"{len(images)} images: " + ", ".join(n for n, _ in named))
     print()
-    print(captum_table(model, images, 1 if args.quick else args.repeats, 32))
-    print()
+    if not args.skip_captum:
+        print(captum_table(model, images, 1 if args.quick else args.repeats, 32))
+        print()
     if not args.skip_study:
         print(study_table(model, images, args.quick, args.out))
 
