@@ -56,7 +56,14 @@ def bench_images(n_photos: int = 8) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def study_table(model: Any, images: list[np.ndarray], quick: bool, out: Path) -> str:
+def study_table(
+    model: Any,
+    images: list[np.ndarray],
+    quick: bool,
+    out: Path,
+    only: list[str] | None = None,
+    segments: int = 12,
+) -> str:
     from attribkit.evaluation.study import image_study
 
     methods: dict[str, dict[str, Any]] = {
@@ -69,9 +76,11 @@ def study_table(model: Any, images: list[np.ndarray], quick: bool, out: Path) ->
         "layer_cam": {},
         "occlusion": {},
         "rise": {"n_masks": 200 if quick else 500},
-        "lima": {"n_segments": 12},
-        "smdl": {"n_segments": 12},
+        "lima": {"n_segments": segments},
+        "smdl": {"n_segments": segments},
     }
+    if only:
+        methods = {k: v for k, v in methods.items() if k in only}
     result = image_study(
         model,
         images,
@@ -144,7 +153,9 @@ def _captum_maps(net: torch.nn.Module, x: torch.Tensor, t: int, steps: int) -> d
     return {"integrated_gradients": ig, "occlusion": occlusion, "grad_cam (_bn1)": grad_cam}
 
 
-def captum_table(model: Any, images: list[np.ndarray], repeats: int, steps: int) -> str:
+def captum_table(
+    model: Any, images: list[np.ndarray], repeats: int, steps: int, only: str | None = None
+) -> str:
     """attribkit vs Captum on the same maps: seconds per image and the largest relative gap."""
     from attribkit.tasks.image import ImageTask, attribute_image
 
@@ -162,6 +173,8 @@ def captum_table(model: Any, images: list[np.ndarray], repeats: int, steps: int)
         task = ImageTask(model, img)
         theirs = _captum_maps(model.module, task.tensor(task.image[None]), task.target, steps)
         for name, (method, params) in ours_params.items():
+            if only and not name.startswith(only):
+                continue
 
             def mine(method: str = method, params: dict = params, task: Any = task) -> np.ndarray:
                 return attribute_image(model, task.image, task.target, method, **params).heatmap
@@ -190,6 +203,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/vision"))
     parser.add_argument("--skip-study", action="store_true")
     parser.add_argument("--skip-captum", action="store_true")
+    parser.add_argument("--only", help="time one method against Captum (e.g. grad_cam)")
+    parser.add_argument("--methods", help="comma-separated study methods (default: all)")
+    parser.add_argument("--segments", type=int, default=12, help="SLIC regions for LiMA/SMDL")
     parser.add_argument("--photos", type=int, default=8, help="photos used (each + a crop)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -203,10 +219,11 @@ def main() -> None:
     print(f"{len(images)} images: " + ", ".join(n for n, _ in named))
     print()
     if not args.skip_captum:
-        print(captum_table(model, images, 1 if args.quick else args.repeats, 32))
+        print(captum_table(model, images, 1 if args.quick else args.repeats, 32, args.only))
         print()
     if not args.skip_study:
-        print(study_table(model, images, args.quick, args.out))
+        only = args.methods.split(",") if args.methods else None
+        print(study_table(model, images, args.quick, args.out, only, args.segments))
 
 
 if __name__ == "__main__":

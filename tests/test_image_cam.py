@@ -83,6 +83,51 @@ def test_bad_layers_and_options(gap_net, lite0):
         ak.attribute_image(lite0, data.coffee(), method="grad_cam", layer="layer4")
 
 
+class _Branchy(torch.nn.Module):
+    """A conv read by Grad-CAM and followed by an in-place ReLU, a module called twice, and a
+    layer that never reaches the output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.act = torch.nn.ReLU(inplace=True)
+        self.shared = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.unused = torch.nn.Conv2d(3, 2, 1)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.unused(x)
+        h = self.act(self.conv(x))
+        h = self.shared(torch.tanh(self.shared(h)))
+        return self.head(h.mean(dim=(2, 3)))
+
+
+def test_the_graph_cut_at_the_layer_gives_the_full_graph_gradient():
+    # The CAM forward records only what follows the layer; its gradient must equal the one
+    # autograd gives on the whole graph, also with an in-place op after the layer and for a
+    # module called twice (read at its last call).
+    torch.manual_seed(0)
+    net = _Branchy()
+    model = ImageClassifier(net, input_size=None, normalize=None)
+    img = np.random.default_rng(1).random((10, 10, 3)).astype(np.float32)
+    task = ak.ImageTask(model, img, target=1, output="logit")
+    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    for layer, module in (("conv", net.conv), ("shared", net.shared)):
+        store: dict = {}
+        # Reference on the full graph: keep the layer's own output (its last call) and pass on a
+        # copy, so that the in-place ReLU after "conv" does not overwrite the kept value.
+        handle = module.register_forward_hook(lambda _m, _i, o, s=store: s.update(out=o) or o * 1)
+        out = net(x)[0, 1]
+        handle.remove()
+        (want,) = torch.autograd.grad(out, store["out"])
+        _, acts, grads, value = cam.layer_activations_and_gradients(task, layer)
+        assert np.isclose(value, out.item())
+        assert torch.allclose(acts, store["out"][0].detach().double(), atol=1e-6)
+        assert torch.allclose(grads, want[0].double(), atol=1e-6), layer
+    with pytest.raises(InputError, match="not connected to the output"):
+        cam.grad_cam(task, layer="unused")
+
+
 # --- the real model ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def chelsea_task(lite0):

@@ -14,6 +14,7 @@ builds the input with the units where ``mask`` is True kept and the others *remo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -209,6 +210,46 @@ class TextUnits(Units):
         return {"kind": self.kind, "removal": self.removal, "text": self.text}
 
 
+def _layout(
+    segments: np.ndarray, labels: Sequence[str] | None, boxes: bool
+) -> tuple[np.ndarray, list[Unit]]:
+    """The 0..n-1 relabelled segment map and one Unit per segment (with its bounding box when
+    ``boxes``)."""
+    flat = segments.ravel()
+    if np.issubdtype(segments.dtype, np.integer) and flat.min() == 0 and np.bincount(flat).all():
+        ids, segments = np.arange(int(flat.max()) + 1), segments  # already 0..n-1
+    else:
+        ids = np.unique(segments)
+        segments = np.searchsorted(ids, segments)  # relabel to 0..n-1
+    if labels is not None and len(labels) != len(ids):
+        raise InputError(f"{len(labels)} labels for {len(ids)} units; give one label per unit")
+    spans: list[Any] = [None] * len(ids)
+    if boxes:  # bounding boxes of all units in one pass
+        from scipy.ndimage import find_objects
+
+        spans = find_objects(segments.reshape(segments.shape[:2]) + 1)
+    units = []
+    for i in range(len(ids)):
+        box = None
+        if spans[i] is not None:
+            r, c = spans[i][0], spans[i][1]
+            box = (int(r.start), int(c.start), int(r.stop), int(c.stop))
+        label = labels[i] if labels is not None else f"unit {i}" + (f" {box}" if box else "")
+        units.append(Unit(i, str(label), box=box))
+    return segments, units
+
+
+@functools.lru_cache(maxsize=16)
+def _grid_layout(h: int, w: int, patch: int) -> tuple[np.ndarray, tuple[Unit, ...]]:
+    """The segment map and units of an (h, w) grid of ``patch``-px squares, cached because
+    every default image map (patch units) asks for the same few grids."""
+    rows, cols = np.arange(h) // patch, np.arange(w) // patch
+    seg = rows[:, None] * (int(cols.max()) + 1) + cols[None, :]
+    seg, units = _layout(seg, None, boxes=True)
+    seg.setflags(write=False)
+    return seg, tuple(units)
+
+
 class ArrayUnits(Units):
     """Groups of elements of an array (features, time segments, image regions...).
 
@@ -226,6 +267,8 @@ class ArrayUnits(Units):
         baseline: float | np.ndarray = 0.0,
         labels: Sequence[str] | None = None,
         boxes: bool = False,
+        *,
+        _units: Sequence[Unit] | None = None,
     ) -> None:
         x = np.asarray(x)
         segments = np.asarray(segments)
@@ -238,31 +281,10 @@ class ArrayUnits(Units):
                 f"segments map has shape {segments.shape} but the input has shape {x.shape}; "
                 "the segments must cover the leading dimensions of the input"
             )
-        flat = segments.ravel()
-        if (
-            np.issubdtype(segments.dtype, np.integer)
-            and flat.min() == 0
-            and np.bincount(flat).all()
-        ):
-            ids, self.segments = np.arange(int(flat.max()) + 1), segments  # already 0..n-1
-        else:
-            ids = np.unique(segments)
-            self.segments = np.searchsorted(ids, segments)  # relabel to 0..n-1
-        if labels is not None and len(labels) != len(ids):
-            raise InputError(f"{len(labels)} labels for {len(ids)} units; give one label per unit")
-        spans = [None] * len(ids)
-        if boxes:  # bounding boxes of all units in one pass
-            from scipy.ndimage import find_objects
-
-            spans = find_objects(self.segments.reshape(self.segments.shape[:2]) + 1)
-        units = []
-        for i in range(len(ids)):
-            box = None
-            if spans[i] is not None:
-                r, c = spans[i][0], spans[i][1]
-                box = (int(r.start), int(c.start), int(r.stop), int(c.stop))
-            label = labels[i] if labels is not None else f"unit {i}" + (f" {box}" if box else "")
-            units.append(Unit(i, str(label), box=box))
+        if _units is None:
+            self.segments, units = _layout(segments, labels, boxes)
+        else:  # a cached layout: segments already 0..n-1, one unit each
+            self.segments, units = segments, _units
         super().__init__(units)
         self.x = x
         try:
@@ -351,6 +373,8 @@ class ImageUnits(ArrayUnits):
         segments: np.ndarray,
         baseline: str | np.ndarray = "blur",
         blur_sigma: float = 10.0,
+        *,
+        _units: Sequence[Unit] | None = None,
     ) -> None:
         image = np.asarray(image)
         if image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
@@ -361,7 +385,7 @@ class ImageUnits(ArrayUnits):
             )
         lazy = isinstance(baseline, str) and baseline == "blur"
         first = 0.0 if lazy else self._baseline(image, baseline, blur_sigma)
-        super().__init__(image, segments, first, boxes=True)
+        super().__init__(image, segments, first, boxes=True, _units=_units)
         # The blurred image is made when a unit is first removed (maps never need it).
         self._baseline_image: np.ndarray | None = None if lazy else self._baseline_image
         self._blur_sigma = blur_sigma
@@ -417,9 +441,8 @@ class ImageUnits(ArrayUnits):
         h, w = image.shape[:2]
         if patch < 1:
             raise InputError("patch size must be >= 1 pixel")
-        rows, cols = np.arange(h) // patch, np.arange(w) // patch
-        seg = rows[:, None] * (int(cols.max()) + 1) + cols[None, :]
-        return cls(image, seg, **kw)
+        seg, units = _grid_layout(h, w, patch)
+        return cls(image, seg, _units=units, **kw)
 
     def pixel_masks(self, masks: np.ndarray) -> np.ndarray:
         """(B, H, W) boolean pixel masks for (B, n) unit masks."""

@@ -42,15 +42,14 @@ def layer_activations_and_gradients(
     backward pass, counted on ``task.cost``."""
     name = task.model.resolve_layer(layer)
     x = task.tensor(task.image[None]).detach()
-    # The input always needs a gradient so that activations are in the graph even when the
-    # user froze the module's parameters.
-    x.requires_grad_(True)
+    x.requires_grad_(name is None)  # at a layer, the graph starts there (see below)
     with task.timed():
         if name is None:
             acts_src, value = x, task.transform(task.logits(x, grad=True))[0]
         else:
             module = task.model.get_layer(name)
-            with layer_hooks.capture(module) as store:
+            # Cut the graph at the layer: nothing before it is recorded or back-propagated.
+            with layer_hooks.capture(module, cut_from=task.model.module) as store:
                 value = task.transform(task.logits(x, grad=True))[0]
             if store["calls"] == 0:
                 raise InputError(
@@ -64,12 +63,14 @@ def layer_activations_and_gradients(
                 "convolutional layer with (batch, channels, height, width) output, e.g. "
                 "layer='final' or 'middle'"
             )
-        if not acts_src.requires_grad:
+        grads = None
+        if value.requires_grad:
+            (grads,) = torch.autograd.grad(value, acts_src, allow_unused=True)
+        if grads is None:
             raise InputError(
-                f"layer {name!r} is not connected to the output by autograd (its output does not "
-                "require a gradient); pick a layer on the path from the input to the logits"
+                f"layer {name!r} is not connected to the output by autograd; pick a layer on "
+                "the path from the input to the logits"
             )
-        (grads,) = torch.autograd.grad(value, acts_src)
     task.cost.backward_passes += 1
     acts = acts_src[0].detach().to("cpu", torch.float64)
     return name, acts, grads[0].detach().to("cpu", torch.float64), float(value.detach())

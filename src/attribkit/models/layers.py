@@ -31,20 +31,44 @@ def _first_tensor(out: Any) -> torch.Tensor:
 
 
 @contextmanager
-def capture(module: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+def capture(
+    module: torch.nn.Module, cut_from: torch.nn.Module | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
     """Within the block, ``store["out"]`` holds ``module``'s output of the latest forward (its
-    last call in that forward), still in the autograd graph; ``store["calls"]`` counts calls."""
+    last call in that forward), still in the autograd graph; ``store["calls"]`` counts calls.
+
+    With ``cut_from`` (the model's root module), the graph is cut at ``module``: the layers
+    before it run without autograd and ``store["out"]`` is a leaf that requires a gradient, so a
+    backward pass from the output stops there and the forward records only what follows the
+    layer. Gradients with respect to ``store["out"]`` are the same as on the full graph (a
+    partial derivative holds everything upstream fixed); gradients with respect to the input
+    are not available. The forward must run with grad mode on, as usual."""
     store: dict[str, Any] = {"calls": 0}
 
-    def hook(_m: torch.nn.Module, _i: Any, out: Any) -> None:
-        store["out"] = _first_tensor(out)
+    def hook(_m: torch.nn.Module, _i: Any, out: Any) -> Any:
+        t = _first_tensor(out)
+        if cut_from is not None:
+            torch.set_grad_enabled(True)  # record from here on (the root pre-hook turned it off)
+            leaf = t.detach().requires_grad_(True)
+            store["out"] = leaf
+            t = leaf.clone()  # a non-leaf, so that in-place ops after the layer still work
+            out = (t, *out[1:]) if isinstance(out, tuple) else t
+        else:
+            store["out"] = t
         store["calls"] += 1
+        return out if cut_from is not None else None
 
-    handle = module.register_forward_hook(hook)
+    def stop_recording(_m: torch.nn.Module, _i: Any) -> None:
+        torch.set_grad_enabled(False)
+
+    handles = [module.register_forward_hook(hook)]
+    if cut_from is not None:
+        handles.append(cut_from.register_forward_pre_hook(stop_recording))
     try:
         yield store
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
 
 
 def count_calls(module: torch.nn.Module, run: Callable[[], Any]) -> int:
