@@ -2,7 +2,9 @@
 
 Eight prompts ("Say the word zebra." → "Zebra", ...) on the bundled SmolLM2-135M-Instruct; the
 first generated token is decided by the copied word. For each method (defaults) the table says
-which input token got the largest score in row 0, and the last row counts the hits. The
+which input token got the largest score in row 0, and a "hits" row counts the hits. Eight
+held-out prompts, written after the defaults were chosen on the first eight, follow with their
+own count. The
 all-layer attention variants are included to show why the defaults read the upper layers.
 
 Run: ``.venv/bin/python benchmarks/copy_task.py [--threads 2]``
@@ -30,10 +32,22 @@ PROMPTS = [
     ("Please say zebra", "Zebra", " zebra"),
     ("Type the word giraffe.", "Giraffe", " giraffe"),
 ]
+# Written after the defaults were chosen on PROMPTS, to check that they carry over.
+HELD_OUT = [
+    ("Say the word tiger.", "Tiger", " tiger"),
+    ("Repeat this word: apple", "Apple", " apple"),
+    ("Write the word river.", "River", " river"),
+    ("Please repeat: elephant", "Elephant", " elephant"),
+    ("Echo the word: mango", "Mango", " mango"),
+    ("Say hello.", "Hello", " hello"),
+    ("Type the word orange.", "Orange", " orange"),
+    ("Copy this word: piano", "Piano", " piano"),
+]
 METHODS = [
     ("occlusion", {}),
     ("saliency", {}),
     ("input_x_gradient", {}),
+    ("input_x_gradient", {"norm": None}),
     ("integrated_gradients", {}),
     ("reagent", {}),
     ("attention", {}),
@@ -53,17 +67,21 @@ def main() -> None:
 
     lm = ak.load("smollm2")
     names = [m + "".join(f" {k}={v}" for k, v in p.items()) for m, p in METHODS]
-    rows, hits = [], np.zeros(len(METHODS), dtype=int)
-    for prompt, response, word in PROMPTS:
-        task = GenerationTask(lm, prompt, response)
-        row = [f"{prompt} → {response}"]
-        for i, (method, params) in enumerate(METHODS):
-            scores = task.attribute(method, **params).scores[0]
-            top = task.columns[int(np.nanargmax(scores))].label
-            hits[i] += top == word
-            row.append(("**" if top == word else "") + repr(top) + ("**" if top == word else ""))
-        rows.append(row)
-    rows.append(["hits", *(f"{h}/{len(PROMPTS)}" for h in hits)])
+    rows = []
+    for name, prompts in (("hits", PROMPTS), ("held-out hits", HELD_OUT)):
+        hits = np.zeros(len(METHODS), dtype=int)
+        for prompt, response, word in prompts:
+            task = GenerationTask(lm, prompt, response)
+            row = [f"{prompt} → {response}"]
+            for i, (method, params) in enumerate(METHODS):
+                scores = task.attribute(method, **params).scores[0]
+                top = task.columns[int(np.nanargmax(scores))].label
+                hits[i] += top == word
+                row.append(
+                    ("**" if top == word else "") + repr(top) + ("**" if top == word else "")
+                )
+            rows.append(row)
+        rows.append([name, *(f"{h}/{len(prompts)}" for h in hits)])
     print(environment(["attribkit", "torch", "transformers"], args.threads))
     print(markdown_table(["prompt", *names], rows))
 

@@ -1,18 +1,20 @@
 """GrAInS steering on the bundled SmolLM2-135M-Instruct: sentiment of short greedy replies.
 
-Steering vectors are built from 12 training triples written here (prompt, positive reply,
-negative reply) with ``attribkit.methods.grains.grains_vectors`` (contrastive IG over the prompt,
-top-k positive / negative prompt tokens replaced by the pad token, last-token raw hidden states,
-``v = v_pos − v_neg``). The behaviour is measured on 16 HELD-OUT prompts (other topics, other
-wording) as the rate of greedy replies (``max_new_tokens`` tokens) that contain a word from a
-fixed positive list, and from a fixed negative list, without steering and with
-``steer(lm, vectors, layer, alpha)`` for a few alpha values (alpha given as a multiple of the
-mean norm of that layer's hidden state; negative alpha steers towards the dispreferred side).
-Layer and alphas are fixed in advance (no selection on the held-out set). A fluency guard:
-mean per-token log-probability of the steered replies under the *unsteered* model. Rates come
-with a 95% Wilson interval. One run, greedy decoding: deterministic up to float noise.
+Steering vectors are built from 12 training triples written here (a prompt with a positive and
+a negative cue, a positive reply, a negative reply) with
+``attribkit.methods.grains.grains_vectors`` (contrastive IG over the prompt, space-token
+baseline; the top-k positive / negative prompt tokens replaced by the space token; last-token
+raw hidden states; ``v = v_pos − v_neg``). The behaviour is measured on 16 HELD-OUT prompts
+(other topics, other wording, no sentiment cue) as the rate of greedy replies
+(``max_new_tokens`` tokens) that contain a word from a fixed positive list, and from a fixed
+negative list, without steering and with ``steer(lm, vectors, layer, alpha)`` for a few alpha
+values (alpha given as a multiple of the mean norm of that layer's hidden state; negative alpha
+steers towards the dispreferred side). Layer and alphas were chosen on separate validation
+prompts (``--validation``); nothing was selected on the held-out set. A fluency guard: mean
+per-token log-probability of the steered replies under the *unsteered* model. Rates come with a
+95% Wilson interval. One run, greedy decoding: deterministic up to float noise.
 
-Run: ``.venv/bin/python benchmarks/grains_demo.py [--layer 15] [--method pca|mean]``
+Run: ``.venv/bin/python benchmarks/grains_demo.py [--layer 12] [--method pca|mean]``
 """
 
 from __future__ import annotations
@@ -31,30 +33,51 @@ from _table import environment, markdown_table
 from attribkit.methods.grains import grains_vectors, steer
 from attribkit.models.loading import load
 
+# Each training prompt carries a positive and a negative cue; the preferred reply follows the
+# positive one. Contrastive IG then puts its largest positive score on the positive cue word and
+# its largest negative score on the negative one (printed by the script), so ablating them moves
+# the last-token state along a sentiment direction. (An earlier version used neutral prompts,
+# e.g. "How was your holiday?": there the selected tokens were topic words and punctuation and
+# steering changed nothing measurable.)
 TRAIN = [
-    ("Describe the weather today in one sentence.", "It is a lovely, sunny day.",
-     "It is a gloomy, miserable day."),
-    ("How was the movie you watched?", "The movie was wonderful and fun.",
-     "The movie was awful and boring."),
-    ("Tell me about your new job.", "I love my new job, it is great.",
-     "I hate my new job, it is terrible."),
-    ("What do you think of this restaurant?", "The food is delicious and amazing.",
-     "The food is disgusting and bad."),
-    ("How do you feel this morning?", "I feel happy and excited.", "I feel sad and tired."),
-    ("Give your opinion of the new phone.", "It is excellent and I love it.",
-     "It is horrible and I hate it."),
-    ("How was your holiday?", "It was fantastic and relaxing.", "It was dreadful and stressful."),
-    ("Describe your neighbourhood.", "It is a beautiful, friendly place.",
-     "It is an ugly, unfriendly place."),
-    ("What is your view on the book?", "The book is brilliant and inspiring.",
-     "The book is dull and disappointing."),
-    ("How did the concert go?", "The concert was great and joyful.",
-     "The concert was terrible and sad."),
-    ("Tell me about the hotel.", "The hotel was pleasant and wonderful.",
-     "The hotel was dirty and awful."),
-    ("How is your team doing?", "My team is doing great, I am proud.",
-     "My team is doing badly, I am worried."),
+    ("The trip was wonderful but the flight was awful. Sum it up in one sentence.",
+     "It was a wonderful trip.", "It was an awful trip."),
+    ("The food was delicious, the service was terrible. How was dinner?",
+     "Dinner was delicious.", "Dinner was terrible."),
+    ("I love my job but my boss is horrible. How is work?",
+     "Work is great, I love it.", "Work is horrible."),
+    ("The movie had a brilliant cast and a boring plot. Review it briefly.",
+     "A brilliant movie.", "A boring movie."),
+    ("The weather was lovely in the morning and miserable at night. How was the day?",
+     "It was a lovely day.", "It was a miserable day."),
+    ("The hotel room was beautiful, the staff were rude. Describe your stay.",
+     "My stay was beautiful.", "My stay was unpleasant."),
+    ("The concert was fantastic although the crowd was annoying. How was it?",
+     "It was fantastic.", "It was annoying."),
+    ("My new phone is excellent but the battery is bad. What do you think of it?",
+     "It is excellent.", "It is bad."),
+    ("The park is pleasant, the traffic nearby is dreadful. Describe the area.",
+     "The area is pleasant.", "The area is dreadful."),
+    ("The book starts inspiring and ends disappointing. Your verdict?",
+     "An inspiring book.", "A disappointing book."),
+    ("The team played great in the first half and poorly in the second. How did they do?",
+     "They did great.", "They did poorly."),
+    ("The party was fun but the music was awful. How was the party?",
+     "The party was fun.", "The party was awful."),
 ]  # fmt: skip
+
+# The layer (12) and the alphas were chosen on these 8 validation prompts only (one look at
+# alpha -0.5, -0.25, +0.25, +0.5 at layer 12); HELD_OUT was not used to choose anything.
+VALIDATION = [
+    "Write one sentence about your school.",
+    "What do you think of the new park?",
+    "Describe your morning coffee.",
+    "How was the trip to the mountains?",
+    "Write one sentence about winter evenings.",
+    "What is your opinion of the local bus service?",
+    "Describe the old library.",
+    "How was the dinner with your friends?",
+]
 
 HELD_OUT = [
     "Write one sentence about your garden.",
@@ -103,16 +126,22 @@ def wilson(k: int, n: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--layer", type=int, default=15)
+    ap.add_argument("--layer", type=int, default=12)
     ap.add_argument("--method", default="mean", choices=["pca", "mean"])
-    ap.add_argument("--alphas", default="-1,0.5,1", help="multiples of the layer's mean norm")
-    ap.add_argument("--k", type=int, default=3)
-    ap.add_argument("--n-steps", type=int, default=6)
+    ap.add_argument(
+        "--alphas", default="-0.5,-0.25,0.25,0.5", help="multiples of the layer's mean norm"
+    )
+    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--n-steps", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--show", action="store_true", help="print every reply")
+    ap.add_argument(
+        "--validation", action="store_true", help="measure on the validation prompts instead"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    prompts = VALIDATION if args.validation else HELD_OUT
     lm = load("smollm2")
     t0 = time.perf_counter()
     vec = grains_vectors(
@@ -124,26 +153,26 @@ def main() -> None:
         f"vectors: {vec}; layer {args.layer} mean last-token norm {norm:.1f}; "
         f"built in {build_s:.1f}s"
     )
-    for ex in vec.examples[:3]:
+    for ex in vec.examples:
         print(f"  {ex['prompt']!r}: +{ex['positive_tokens']} -{ex['negative_tokens']}")
 
     def run(alpha_mult: float | None) -> tuple[list[str], float]:
         replies = []
         if alpha_mult is None:
-            replies = [lm.generate(p, max_new_tokens=args.max_new_tokens) for p in HELD_OUT]
+            replies = [lm.generate(p, max_new_tokens=args.max_new_tokens) for p in prompts]
         else:
             with steer(lm, vec, args.layer, alpha_mult * norm):
-                replies = [lm.generate(p, max_new_tokens=args.max_new_tokens) for p in HELD_OUT]
+                replies = [lm.generate(p, max_new_tokens=args.max_new_tokens) for p in prompts]
         # fluency guard: mean token log-prob of the replies under the unsteered model
         lps = [
             float(lm.token_logprobs(p, r)[0].mean())
-            for p, r in zip(HELD_OUT, replies, strict=True)
+            for p, r in zip(prompts, replies, strict=True)
             if r
         ]
         return replies, float(sum(lps) / max(len(lps), 1))
 
     rows, base_rates = [], None
-    n = len(HELD_OUT)
+    n = len(prompts)
     for a in [None, *[float(x) for x in args.alphas.split(",")]]:
         t = time.perf_counter()
         replies, fluency = run(a)
@@ -164,7 +193,7 @@ def main() -> None:
             ]
         )
         if args.show:
-            for p, r in zip(HELD_OUT, replies, strict=True):
+            for p, r in zip(prompts, replies, strict=True):
                 print(f"  [{label}] {p} -> {r!r}")
     print()
     print(

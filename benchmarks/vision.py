@@ -63,6 +63,7 @@ def study_table(
     out: Path,
     only: list[str] | None = None,
     segments: int = 12,
+    metrics: tuple[str, ...] = ("insertion", "deletion", "srg", "difull"),
 ) -> str:
     from attribkit.evaluation.study import image_study
 
@@ -85,7 +86,7 @@ def study_table(
         model,
         images,
         methods,
-        ["insertion", "deletion", "srg", "difull"],
+        list(metrics),
         steps=10,
         grids=2 if quick else 4,
         out=out,
@@ -205,6 +206,7 @@ def main() -> None:
     parser.add_argument("--skip-captum", action="store_true")
     parser.add_argument("--only", help="time one method against Captum (e.g. grad_cam)")
     parser.add_argument("--methods", help="comma-separated study methods (default: all)")
+    parser.add_argument("--metrics", default="insertion,deletion,srg,difull")
     parser.add_argument("--segments", type=int, default=12, help="SLIC regions for LiMA/SMDL")
     parser.add_argument("--photos", type=int, default=8, help="photos used (each + a crop)")
     args = parser.parse_args()
@@ -223,7 +225,8 @@ def main() -> None:
         print()
     if not args.skip_study:
         only = args.methods.split(",") if args.methods else None
-        print(study_table(model, images, args.quick, args.out, only, args.segments))
+        metrics = tuple(args.metrics.split(","))
+        print(study_table(model, images, args.quick, args.out, only, args.segments, metrics))
 
 
 if __name__ == "__main__":

@@ -179,10 +179,9 @@ COPY_PROMPTS = [
     ("Copy this word: banana", "Banana", " banana"),
     ("Type the word giraffe.", "Giraffe", " giraffe"),
 ]
-# Measured misses (benchmarks/copy_task.py, 8 prompts): saliency's top on the banana prompt is
-# 'Copy' (7/8 hits overall); input x gradient misses on all 8 (a one-point linearisation at
-# the embeddings), so it is not in the list; ReAGent (8/8) is tested in test_reagent.py.
-EXPECTED_MISSES = {("saliency", " banana")}
+# Measured misses (benchmarks/copy_task.py, 8 prompts): saliency's and input x gradient's top on
+# the banana prompt is 'Copy' (7/8 hits each); ReAGent (8/8) is tested in test_reagent.py.
+EXPECTED_MISSES = {("saliency", " banana"), ("input_x_gradient", " banana")}
 
 
 @pytest.mark.model
@@ -191,12 +190,15 @@ def test_copy_task_finds_the_word(smollm2, prompt, response, word) -> None:
     """A copy prompt: the first generated token is decided by the copied word, and the methods
     put their largest weight there (with the measured exceptions above)."""
     task = GenerationTask(smollm2, prompt, response)
-    methods = ("occlusion", "saliency", "integrated_gradients", "attention", "attention_rollout")
-    for method in methods:
+    methods = ("occlusion", "saliency", "input_x_gradient", "integrated_gradients", "attention")
+    for method in (*methods, "attention_rollout"):
         row = task.attribute(method).scores[0]
         hit = task.columns[int(np.nanargmax(row))].label == word
         assert hit != ((method, word) in EXPECTED_MISSES), method
     # Rolled out over every layer, attention collapses onto the first tokens (0/8): the reason
-    # the default starts at the last third of the layers.
+    # the default starts at the last third of the layers. Input x gradient's signed sum gives
+    # the copied word its most negative score (0/8): the reason the default is the L2 norm.
+    signed = task.attribute("input_x_gradient", norm=None).scores[0]
+    assert task.columns[int(np.nanargmin(signed))].label == word
     row = task.attribute("attention_rollout", start_layer=0).scores[0]
     assert task.columns[int(np.nanargmax(row))].label != word

@@ -120,3 +120,19 @@ def test_bad_arguments(tiny_lm):
         grains_vectors(tiny_lm, EXAMPLES[:1], layers=[7])
     with pytest.raises(InputError, match="method"):
         grains_vectors(tiny_lm, EXAMPLES[:1], method="svd")
+
+
+@pytest.mark.model
+def test_contrastive_ig_picks_the_cue_words_on_the_real_model(smollm2):
+    # A prompt with one positive and one negative cue; the preferred reply follows the positive
+    # one. With the space baseline (the default) the most positive prompt token is the positive
+    # cue and the most negative one the negative cue; the pad baseline picked punctuation here.
+    prompt = "The food was delicious, the service was terrible. How was dinner?"
+    ig = contrastive_prompt_ig(smollm2, prompt, "Dinner was delicious.", "Dinner was terrible.")
+    ids = [ig["prompt_ids"][p] for p in ig["positions"]]
+    tokens = [smollm2.tokenizer.decode([i]) for i in ids]
+    assert tokens[int(np.argmax(ig["scores"]))] == " delicious"
+    assert tokens[int(np.argmin(ig["scores"]))] == " terrible"
+    # Not converged at the default 20 steps (measured 0.36): the ranking is what matters here;
+    # completeness itself is tested on the tiny model above.
+    assert np.isfinite(ig["completeness_error"])

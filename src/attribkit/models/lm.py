@@ -607,6 +607,15 @@ class LanguageModel(CostMeter):
             )
         return index
 
+    @property
+    def space_id(self) -> int:
+        """The id of the token a single space encodes to (content-free text; the default
+        baseline of the gradient methods)."""
+        ids = self.tokenizer(" ", add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise InputError("this tokenizer encodes ' ' to nothing; use baseline='pad'")
+        return int(ids[-1])
+
     def baseline_like(self, x: torch.Tensor, baseline: str | torch.Tensor) -> torch.Tensor:
         """A (positions, d) baseline for embeddings ``x``: ``"zero"``, ``"pad"`` (the pad
         token's embedding at every position), ``"space"`` (the embedding of the token a single
@@ -621,12 +630,7 @@ class LanguageModel(CostMeter):
         if baseline == "zero":
             return torch.zeros_like(x)
         if baseline in ("pad", "space"):
-            token = self.pad_id
-            if baseline == "space":
-                ids = self.tokenizer(" ", add_special_tokens=False)["input_ids"]
-                if not ids:
-                    raise InputError("this tokenizer encodes ' ' to nothing; use baseline='pad'")
-                token = ids[-1]
+            token = self.space_id if baseline == "space" else self.pad_id
             emb = self.model.get_input_embeddings()
             with torch.no_grad():
                 vec = emb(torch.tensor([token], device=self.device)).float()
