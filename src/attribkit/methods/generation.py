@@ -290,6 +290,7 @@ def _attention_maps(task: GenerationTask, meter: _Meter) -> torch.Tensor:
                 attention_mask=torch.ones_like(ids),
                 output_attentions=True,
                 use_cache=False,
+                logits_to_keep=1,  # the weights are what is read; skip the vocabulary head
             )
     finally:
         if previous not in (None, "eager"):
