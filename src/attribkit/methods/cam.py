@@ -1,8 +1,9 @@
 """Class activation maps of images (kind ``image``): Grad-CAM, Grad-CAM++ and Layer-CAM.
 
 Each one reads a convolutional layer's activations A (C, h, w) and the gradient of the target
-with respect to them in one forward and one backward pass (a capture hook on an ordinary
-forward pass), combines them into an (h, w) map and upsamples it to the image (bilinearly by
+with respect to them in one forward and one backward pass (a capture hook that cuts the autograd
+graph at the layer: the layers before it run without autograd, and the backward pass stops
+there), combines them into an (h, w) map and upsamples it to the image (bilinearly by
 default, as Rao, Böhle & Schiele do for every layer attribution; ``upsample="nearest"`` keeps
 each layer cell a block of image pixels). ``layer`` is ``"final"`` by default (for the bundled
 EfficientNet-Lite0, ``_bn1``, the head convolution's batch norm: 7×7 at 224²), ``"middle"``,

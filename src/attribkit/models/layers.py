@@ -64,11 +64,13 @@ def capture(
     handles = [module.register_forward_hook(hook)]
     if cut_from is not None:
         handles.append(cut_from.register_forward_pre_hook(stop_recording))
+    grad_mode = torch.is_grad_enabled()
     try:
         yield store
     finally:
         for h in handles:
             h.remove()
+        torch.set_grad_enabled(grad_mode)  # the hooks switch it; leave it as it was
 
 
 def count_calls(module: torch.nn.Module, run: Callable[[], Any]) -> int:
