@@ -46,9 +46,11 @@ def _batch_of(gscorer: GradientScorer, alphas: torch.Tensor) -> torch.Tensor:
 
 
 def _grad_at(gscorer: GradientScorer, alphas: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-    """(f, df/dx as float64 CPU) at the path points ``alphas``: one batched gradient call."""
+    """(f, df/dx on the CPU in the model's dtype) at the path points ``alphas``: one batched
+    gradient call. Reduce over the points first, then convert to float64 (see :func:`_weighted`):
+    a float64 copy of a whole image batch costs more than the reduction."""
     values, grads = gscorer.gradient(_batch_of(gscorer, torch.as_tensor(alphas)))
-    return values, _cpu64(grads)
+    return values, grads.detach().cpu()
 
 
 def _quadrature(rule: str, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,8 +67,9 @@ def _quadrature(rule: str, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _weighted(grads: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
-    """sum_k weights[k] * grads[k] (float64)."""
-    return torch.tensordot(torch.as_tensor(weights, dtype=torch.float64), grads, dims=1)
+    """sum_k weights[k] * grads[k], summed in the gradients' dtype, returned as float64."""
+    w = torch.as_tensor(weights, dtype=grads.dtype)
+    return torch.tensordot(w, grads, dims=1).double()
 
 
 # --- saliency / input x gradient -----------------------------------------------------------------
@@ -86,7 +89,7 @@ def saliency(gscorer: GradientScorer, *, absolute: bool = True) -> Attribution:
     check_units(gscorer)
     with measure(gscorer) as cost:
         values, grads = _grad_at(gscorer, np.ones(1))
-    g = grads[0]
+    g = _cpu64(grads[0])
     attr = g.abs() if absolute else g
     return Attribution.from_scorer(
         gscorer,
@@ -115,7 +118,7 @@ def input_x_gradient(gscorer: GradientScorer) -> Attribution:
     check_units(gscorer)
     with measure(gscorer) as cost:
         values, grads = _grad_at(gscorer, np.ones(1))
-    attr = (_cpu64(gscorer.x) - _cpu64(gscorer.baseline)) * grads[0]
+    attr = (_cpu64(gscorer.x) - _cpu64(gscorer.baseline)) * _cpu64(grads[0])
     return Attribution.from_scorer(
         gscorer, _scores(gscorer, attr), "input_x_gradient", {}, cost, value=float(values[0])
     )
@@ -188,7 +191,7 @@ def integrated_gradients(
                 # Refine: the new points are the midpoints of the previous n - 1 intervals.
                 m = n - 1
                 _, grads = _grad_at(gscorer, (np.arange(m // 2) + 0.5) / (m // 2))
-                integral = integral / 2.0 + grads.sum(0) / m
+                integral = integral / 2.0 + _cpu64(grads.sum(0)) / m
             else:
                 alphas, weights = _quadrature(rule, n)
                 values, grads = _grad_at(gscorer, alphas)
