@@ -222,9 +222,9 @@ class ImageClassifier(TorchClassifier):
 
     def get_layer(self, name: str) -> torch.nn.Module:
         """The sub-module called ``name``; InputError listing valid names otherwise."""
-        modules = self._by_name.get(name) and self._by_name
-        if not modules:  # built once (and again when an unknown name is asked for)
-            modules = self._by_name = dict(self.module.named_modules())
+        if name not in self._by_name:  # built once (and again for a name not seen yet)
+            self._by_name = dict(self.module.named_modules())
+        modules = self._by_name
         if not name or name not in modules:
             names = self.layer_names()
             shown = ", ".join(names[:40]) + (

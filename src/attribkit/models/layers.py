@@ -46,17 +46,15 @@ def capture(
     store: dict[str, Any] = {"calls": 0}
 
     def hook(_m: torch.nn.Module, _i: Any, out: Any) -> Any:
-        t = _first_tensor(out)
-        if cut_from is not None:
-            torch.set_grad_enabled(True)  # record from here on (the root pre-hook turned it off)
-            leaf = t.detach().requires_grad_(True)
-            store["out"] = leaf
-            t = leaf.clone()  # a non-leaf, so that in-place ops after the layer still work
-            out = (t, *out[1:]) if isinstance(out, tuple) else t
-        else:
-            store["out"] = t
         store["calls"] += 1
-        return out if cut_from is not None else None
+        t = _first_tensor(out)
+        if cut_from is None:
+            store["out"] = t
+            return None
+        torch.set_grad_enabled(True)  # record from here on (the root pre-hook turned it off)
+        store["out"] = t.detach().requires_grad_(True)
+        t = store["out"].clone()  # a non-leaf, so that in-place ops after the layer still work
+        return type(out)([t, *out[1:]]) if isinstance(out, (tuple, list)) else t
 
     def stop_recording(_m: torch.nn.Module, _i: Any) -> None:
         torch.set_grad_enabled(False)
@@ -102,9 +100,7 @@ def replace(
                 f"replacement activations have shape {tuple(value.shape)} but the layer "
                 f"outputs {tuple(t.shape)}"
             )
-        if isinstance(out, tuple):
-            return (value, *out[1:])
-        return value
+        return type(out)([value, *out[1:]]) if isinstance(out, (tuple, list)) else value
 
     handle = module.register_forward_hook(hook)
     try:
