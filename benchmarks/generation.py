@@ -42,8 +42,16 @@ and positions, no normalisation) against f(x) - f(x') computed here by teacher-f
 Memory: peak resident set size of the child process (``resource.getrusage(RUSAGE_SELF).ru_maxrss``),
 and its growth over the RSS right after the model is loaded (``+MB``).
 
+Inseq's token list leaves out the EOS-id tokens (SmolLM2's ``<|im_end|>``, twice in the chat
+template) although the model sees them, and its attribution matrices are only as wide as that
+list: their columns are the model's positions, so the last positions fall off. The ids check
+accepts Inseq's list when it is ours without those tokens; the attention agreement is taken over
+the columns Inseq covers; its recomputed completeness over the rows whose context it covers.
+
 Run: ``.venv/bin/python benchmarks/generation.py [--prompts 20] [--tokens 16] [--steps 50]``
-(``--prompts 2 --tokens 4`` for a quick check; ``--configs`` picks configurations).
+(``--prompts 2 --tokens 4`` for a quick check; ``--configs`` picks configurations;
+``--peer-every 4`` runs the fixed-step IG configurations on every 4th prompt; ``--save`` and
+``--load`` let several runs, e.g. two at once on two cores, be merged into one table).
 """
 
 from __future__ import annotations
@@ -104,6 +112,8 @@ CONFIGS = [
 # met, so it runs 32 + 64 + 128 + 256 steps on most prompts. captum-ig-space (opt-in) is Captum
 # from attribkit's default baseline, the space token: the matched-completeness comparison.
 DEFAULT_CONFIGS = CONFIGS[:-2]
+# the fixed-step IG configurations, subject to --peer-every: the peers' and attribkit's equal-steps
+FIXED_STEPS = {"captum-ig-50", "captum-ig-space", "inseq-ig-50", "ak-ig-50-unk"}
 GAP_FLOOR = 1e-3  # as attribkit.methods.generation.GAP_FLOOR
 BASELINE_ID = 0  # Captum's default baseline id and SmolLM2's UNK id
 
@@ -204,6 +214,7 @@ def run_attribkit(cfg: str, data: dict[str, Any], steps: int) -> dict[str, Any]:
     warm = GenerationTask(lm, it["prompt"], lm.tokenizer.decode(it["gen_ids"][:1]))
     warm.attribute(method, **(params(warm) if attention else {**params(warm), "n_steps": 2}))
     out: dict[str, Any] = {"loaded_mb": loaded, "rows": [], "ids": [], "steps": [], "scores": []}
+    out["prompt_seconds"] = []
     seconds = 0.0
     for it in data["items"]:
         with warnings.catch_warnings():
@@ -211,7 +222,8 @@ def run_attribkit(cfg: str, data: dict[str, Any], steps: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             task = GenerationTask(lm, it["prompt"], it["response"])
             att = task.attribute(method, **params(task))
-            seconds += time.perf_counter() - t0
+            out["prompt_seconds"].append(time.perf_counter() - t0)
+            seconds += out["prompt_seconds"][-1]
         out["ids"].append(task.ids)
         if attention:
             out["scores"].append(np.nan_to_num(att.scores, nan=0.0).tolist())
@@ -257,14 +269,15 @@ def run_captum(data: dict[str, Any], steps: int, space: bool = False) -> dict[st
 
     it = data["items"][0]
     llm_attr.attribute(make_input(it), target=torch.tensor(it["gen_ids"][:1]), n_steps=2)
-    out: dict[str, Any] = {"loaded_mb": loaded, "rows": [], "ids": []}
+    out: dict[str, Any] = {"loaded_mb": loaded, "rows": [], "ids": [], "prompt_seconds": []}
     seconds = 0.0
     results = []
     for it in data["items"]:
         t0 = time.perf_counter()
         inp = make_input(it)
         res = llm_attr.attribute(inp, target=torch.tensor(it["gen_ids"]), n_steps=steps)
-        seconds += time.perf_counter() - t0
+        out["prompt_seconds"].append(time.perf_counter() - t0)
+        seconds += out["prompt_seconds"][-1]
         results.append((it, inp, res))
     out["seconds"] = seconds
     for it, inp, res in results:  # completeness, outside the timing
@@ -304,19 +317,23 @@ def run_inseq(cfg: str, data: dict[str, Any], steps: int) -> dict[str, Any]:
     first = tok.decode(it["gen_ids"][:1])
     im.attribute(it["formatted"], it["formatted"] + first, **{**kw, **warm_steps})
     out: dict[str, Any] = {"loaded_mb": loaded, "rows": [], "ids": [], "delta_check": 0.0}
-    out["scores"] = []
+    out["scores"], out["prompt_seconds"] = [], []
     seconds = 0.0
     results = []
     for it in data["items"]:
         t0 = time.perf_counter()
         res = im.attribute(it["formatted"], it["formatted"] + it["response"], **kw)
-        seconds += time.perf_counter() - t0
+        out["prompt_seconds"].append(time.perf_counter() - t0)
+        seconds += out["prompt_seconds"][-1]
         results.append((it, res.sequence_attributions[0]))
     out["seconds"] = seconds
-    for _it, sa in results:
-        ids = [t.id for t in sa.target]
-        out["ids"].append(ids)
-        n_p, gen = sa.attr_pos_start, ids[sa.attr_pos_start :]
+    for it, sa in results:
+        shown = [t.id for t in sa.target]
+        ids = it["prompt_ids"] + it["gen_ids"]
+        # Inseq's token list omits the EOS-id tokens (SmolLM2's <|im_end|>) that the model did
+        # see: the ids are right if they are ours without those
+        out["ids"].append(ids if shown == [i for i in ids if i != tok.eos_token_id] else shown)
+        n_p, gen = len(it["prompt_ids"]), it["gen_ids"]
         ta = sa.target_attributions.double()  # (positions, rows, ...)
         if attention:
             rows = ta.reshape(ta.shape[0], ta.shape[1], -1).mean(-1).T.numpy()  # (rows, positions)
@@ -327,10 +344,15 @@ def run_inseq(cfg: str, data: dict[str, Any], steps: int) -> dict[str, Any]:
         fx = _row_logprobs(model, ids, n_p, gen)
         fb = _row_logprobs(model, base, n_p, gen)
         # Inseq's own convergence delta (= sum - (f(x) - f(x'))) gives the gap it integrated
-        implied = sums - sa.step_scores["deltas"].double().numpy()
-        out["rows"].extend(_errors(sums, implied))
-        out.setdefault("rows_recomputed", []).extend(_errors(sums, fx - fb))
-        out["delta_check"] = max(out["delta_check"], float(np.abs(implied - (fx - fb)).max()))
+        delta = sa.step_scores["deltas"].double().numpy()
+        out["rows"].extend(_errors(sums, sums - delta))
+        # its matrix is as wide as its token list (EOS-id tokens left out), so the last rows'
+        # last positions fall off it: recompute only rows whose context it covers
+        ok = np.arange(len(gen)) + n_p <= ta.shape[0]
+        out.setdefault("rows_recomputed", []).extend(_errors(sums[ok], (fx - fb)[ok]))
+        out["rows_cut"] = out.get("rows_cut", 0) + int((~ok).sum())
+        gap_diff = np.abs(sums - delta - (fx - fb))[ok]
+        out["delta_check"] = max(out["delta_check"], float(gap_diff.max(initial=0.0)))
         out.setdefault("fx_check", 0.0)
         fx_inseq = sa.step_scores["probability"].double().numpy()
         out["fx_check"] = max(out["fx_check"], float(np.abs(fx_inseq - fx).max()))
@@ -382,7 +404,19 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument(
-        "--load", help="start from the raw results of a --save file; rerun only --configs"
+        "--load",
+        nargs="+",
+        help="start from the raw results of --save files (merged; same prompts and responses); "
+        "rerun only --configs (none: print the table)",
+    )
+    ap.add_argument(
+        "--peer-every",
+        type=int,
+        default=1,
+        help="run the fixed-step IG configurations (the peers' and ak-ig-50-unk) on every K-th "
+        "prompt only (0, K, 2K, ...): the peers run one IG per generated token and take hours at "
+        "20 x 16 on 2 cores; the table then also gives every configuration's s/prompt on the "
+        "prompts they all ran",
     )
     args = ap.parse_args()
     if args.child:
@@ -395,27 +429,29 @@ def main() -> None:
         path.write_text(json.dumps({"prompts": n_prompts, "tokens": args.tokens}))
         results: dict[str, Any] = {}
         if args.load:
-            saved = json.loads(Path(args.load).read_text())
-            data, results = saved["data"], saved["results"]
+            data, results = load_results(args.load)
             n_prompts = len(data["items"])
         else:
             data = spawn("prepare", str(path), args.steps, args.threads)
-        path.write_text(json.dumps(data))
+            if args.save:  # the prompts and responses, for other runs to --load
+                Path(args.save).write_text(json.dumps({"data": data, "results": results}))
         for cfg in args.configs:
-            results[cfg] = spawn(cfg, str(path), args.steps, args.threads)
+            every = args.peer_every if cfg in FIXED_STEPS else 1
+            subset = list(range(0, len(data["items"]), every))
+            path.write_text(json.dumps({"items": [data["items"][k] for k in subset]}))
+            results[cfg] = {
+                **spawn(cfg, str(path), args.steps, args.threads),
+                "prompts": subset,
+                "n_steps": args.steps,
+            }
             r = results[cfg]
             if args.save:  # after every configuration, so a late failure loses nothing
                 Path(args.save).write_text(json.dumps({"data": data, "results": results}))
             print(f"{cfg}: {r['seconds']:.1f}s, peak {r['peak_mb']:.0f} MB", file=sys.stderr)
     items = data["items"]
     expected = [it["prompt_ids"] + it["gen_ids"] for it in items]
-    steps_of = {
-        "ak-ig-50-unk": str(args.steps),
-        "captum-ig-50": str(args.steps),
-        "inseq-ig-50": str(args.steps),
-        "captum-ig-space": str(args.steps),
-    }
     rows, notes = [], []
+    common = sorted(set.intersection(*(set(prompts_of(r, len(items))) for r in results.values())))
     for cfg, r in results.items():
         lib = cfg.split("-")[0].replace("ak", "attribkit")
         method = "attention" if cfg.endswith("attention") else "IG"
@@ -424,18 +460,20 @@ def main() -> None:
             steps = f"{min(st)}-{max(st)} (med {statistics.median(st):g})"
             steps = str(st[0]) if min(st) == max(st) else steps
         else:
-            steps = steps_of.get(cfg, "–")
-        bad = [k for k, (got, exp) in enumerate(zip(r["ids"], expected, strict=True)) if got != exp]
+            steps = str(r.get("n_steps", args.steps)) if cfg in FIXED_STEPS else "–"
+        ran = prompts_of(r, len(items))
+        bad = [k for k, got in zip(ran, r["ids"], strict=True) if got != expected[k]]
         if bad:
             notes.append(f"{cfg}: attributed ids differ from the generated ids on prompts {bad}")
         errs = np.array(r.get("rows") or [np.nan])
+        n_steps = r.get("n_steps", args.steps)
         setting = {
-            "ak-ig-50-unk": "50 steps, baseline id 0",
+            "ak-ig-50-unk": f"{n_steps} steps, baseline id 0",
             "ak-ig-default": "default: space baseline, adaptive ≤2 %",
             "ak-ig-adaptive-unk": "adaptive ≤2 %, baseline id 0",
-            "captum-ig-50": "LayerIG, 50 steps, baseline id 0",
-            "captum-ig-space": f"LayerIG, {args.steps} steps, space-token baseline",
-            "inseq-ig-50": "IG, 50 steps, UNK (id 0) baseline",
+            "captum-ig-50": f"LayerIG, {n_steps} steps, baseline id 0",
+            "captum-ig-space": f"LayerIG, {n_steps} steps, space baseline",
+            "inseq-ig-50": f"IG, {n_steps} steps, UNK (id 0) baseline",
             "ak-attention": "head+layer mean",
             "inseq-attention": "head+layer mean",
         }[cfg]
@@ -445,8 +483,10 @@ def main() -> None:
                 method,
                 setting,
                 steps,
+                str(len(ran)),
                 fmt(r["seconds"]),
-                fmt(r["seconds"] / len(items)),
+                fmt(r["seconds"] / len(ran)),
+                shared_seconds(r, common),
                 f"{r['peak_mb']:.0f}",
                 f"+{r['peak_mb'] - r['loaded_mb']:.0f}",
                 "n/a" if method != "IG" else f"{np.median(errs):.1e}",
@@ -458,13 +498,18 @@ def main() -> None:
             rec = np.array(r["rows_recomputed"])
             notes.append(
                 "inseq-ig-50: completeness from Inseq's own convergence delta; recomputed here "
-                "by forwards of the ids Inseq reports, med/max "
+                f"by teacher-forced forwards, on the {len(rec)} rows whose context Inseq's matrix "
+                f"covers (it cuts {r.get('rows_cut', 0)}), med/max "
                 f"{np.median(rec):.1e}/{rec.max():.1e}; max |gap implied by Inseq's delta - "
                 f"recomputed gap| = {r['delta_check']:.1e}; max |Inseq's log p(y_t) - "
                 f"recomputed| = {r['fx_check']:.1e}"
             )
     if "ak-attention" in results and "inseq-attention" in results:
         notes.append(attention_agreement(results, items))
+    if len(common) < len(items):
+        notes.append(
+            f"'common' = the prompts every configuration ran ({common}): the like-for-like time"
+        )
     n_rows = sum(len(it["gen_ids"]) for it in items)
     n_tok = len(items[0]["gen_ids"])
     roundtrip = [k for k, it in enumerate(items) if not it["roundtrip_ok"]]
@@ -490,8 +535,10 @@ def main() -> None:
         "method",
         "setting",
         "steps",
+        "prompts",
         "seconds",
         "s/prompt",
+        f"s/prompt on {len(common)} common",
         "peak MB",
         "+MB",
         "compl. med",
@@ -501,23 +548,58 @@ def main() -> None:
     print(markdown_table(header, rows))
 
 
+def prompts_of(r: dict[str, Any], n_items: int) -> list[int]:
+    """The prompt indices a configuration ran (all of them for results saved before subsets)."""
+    return r.get("prompts", list(range(n_items)))
+
+
+def shared_seconds(r: dict[str, Any], common: list[int]) -> str:
+    """Mean seconds per prompt over the ``common`` prompts, from the per-prompt times."""
+    per = dict(zip(prompts_of(r, len(r["ids"])), r.get("prompt_seconds", []), strict=False))
+    if not common or any(k not in per for k in common):
+        return "–"
+    return fmt(sum(per[k] for k in common) / len(common))
+
+
+def load_results(paths: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Merge the (data, results) of several --save files; their prompts and responses must agree."""
+    data: dict[str, Any] | None = None
+    results: dict[str, Any] = {}
+    for p in paths:
+        saved = json.loads(Path(p).read_text())
+        if data is not None and saved["data"]["items"] != data["items"]:
+            raise SystemExit(f"{p}: other prompts or responses than {paths[0]}; cannot merge")
+        data = saved["data"]
+        results.update(saved["results"])
+    assert data is not None
+    return data, results
+
+
 def attention_agreement(results: dict[str, Any], items: list[dict[str, Any]]) -> str:
-    """Max |attribkit - Inseq| attention weight over attribkit's columns (tokens)."""
-    worst = 0.0
+    """Max |attribkit - Inseq| attention weight over attribkit's columns (tokens) that Inseq's
+    matrix covers. Inseq's matrix is as wide as its token list, which leaves out the EOS-id
+    tokens (SmolLM2's <|im_end|>, twice in the chat template) although the model saw them; its
+    columns are still the model's positions, so the last positions fall off the end."""
+    worst, cut, mass = 0.0, 0, 0.0
     for k, it in enumerate(items):
         ak = np.array(results["ak-attention"]["scores"][k])  # (rows, prompt cols + response cols)
         ins = np.array(results["inseq-attention"]["scores"][k])  # (rows, positions)
         n_p, n_gen = len(it["prompt_ids"]), len(it["gen_ids"])
         positions = it["user_pos"] + list(range(n_p, n_p + n_gen - 1))
-        if ak.shape[1] != len(positions):  # a column merged several tokens: skip the prompt
+        if ak.shape[1] != len(positions) or ins.shape[0] != ak.shape[0]:
             return "attention: columns and tokens differ in number; agreement not computed"
-        if max(positions) >= ins.shape[1] or ins.shape[0] != ak.shape[0]:
-            return (
-                f"attention: Inseq's matrix {ins.shape} does not cover attribkit's "
-                f"{ak.shape} columns on prompt {k}; agreement not computed"
-            )
-        worst = max(worst, float(np.abs(ak - ins[:, positions]).max()))
-    return f"attention: max |attribkit - Inseq| over attribkit's columns = {worst:.1e}"
+        covered = [c for c, p in enumerate(positions) if p < ins.shape[1]]
+        worst = max(
+            worst, float(np.abs(ak[:, covered] - ins[:, [positions[c] for c in covered]]).max())
+        )
+        cut += len(positions) - len(covered)
+        mass = max(mass, float(1.0 - ins.sum(1).min()))
+    return (
+        f"attention: max |attribkit - Inseq| = {worst:.1e} over the columns Inseq's matrix "
+        f"covers; it lacks {cut} column(s) in all (the last positions: its matrix is as wide as "
+        f"its token list, which omits the EOS-id tokens), so up to {mass:.2f} of a row's attention "
+        "is missing from Inseq's rows"
+    )
 
 
 BEFORE_LOAD = os.getloadavg()
