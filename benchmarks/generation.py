@@ -401,6 +401,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads in each child")
     ap.add_argument("--configs", nargs="*", default=DEFAULT_CONFIGS, choices=CONFIGS)
     ap.add_argument("--save", help="write the raw results (JSON) to this file")
+    ap.add_argument(
+        "--only-prompts",
+        help="comma-separated prompt indices for the fixed-step IG configurations (overrides "
+        "--peer-every): to finish them in several runs, merged with --load",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument(
@@ -438,6 +443,8 @@ def main() -> None:
         for cfg in args.configs:
             every = args.peer_every if cfg in FIXED_STEPS else 1
             subset = list(range(0, len(data["items"]), every))
+            if args.only_prompts and cfg in FIXED_STEPS:
+                subset = [int(k) for k in args.only_prompts.split(",")]
             path.write_text(json.dumps({"items": [data["items"][k] for k in subset]}))
             results[cfg] = {
                 **spawn(cfg, str(path), args.steps, args.threads),
@@ -570,9 +577,55 @@ def load_results(paths: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         if data is not None and saved["data"]["items"] != data["items"]:
             raise SystemExit(f"{p}: other prompts or responses than {paths[0]}; cannot merge")
         data = saved["data"]
-        results.update(saved["results"])
+        for cfg, r in saved["results"].items():
+            results[cfg] = merge_runs(results[cfg], r, data["items"]) if cfg in results else r
     assert data is not None
     return data, results
+
+
+PER_PROMPT = ("ids", "scores", "prompt_seconds")  # one entry per prompt
+PER_ROW = ("rows", "steps")  # one entry per generated token, prompt after prompt
+
+
+def merge_runs(a: dict[str, Any], b: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration's results from two runs on different prompts, as if from one run
+    (seconds add up; the peak memory is the larger run's)."""
+    n = len(items)
+    pa, pb = prompts_of(a, n), prompts_of(b, n)
+    if set(pa) & set(pb):
+        raise SystemExit(f"two runs of one configuration share prompts {sorted(set(pa) & set(pb))}")
+
+    def split(r: dict[str, Any], ran: list[int]) -> dict[int, dict[str, Any]]:
+        parts: dict[int, dict[str, Any]] = {k: {} for k in ran}
+        for key in PER_PROMPT:
+            for k, v in zip(ran, r.get(key, []), strict=False):
+                parts[k][key] = v
+        for key in PER_ROW:
+            flat, start = r.get(key, []), 0
+            for k in ran:
+                end = start + len(items[k]["gen_ids"]) if flat else start
+                parts[k][key] = flat[start:end]
+                start = end
+        return parts
+
+    parts = {**split(a, pa), **split(b, pb)}
+    ran = sorted(parts)
+    big = a if a["peak_mb"] >= b["peak_mb"] else b
+    out = {**big, "prompts": ran, "seconds": a["seconds"] + b["seconds"]}
+    for key in PER_PROMPT:
+        if key in a or key in b:
+            out[key] = [parts[k][key] for k in ran if key in parts[k]]
+    for key in PER_ROW:
+        out[key] = [v for k in ran for v in parts[k].get(key, [])]
+    for key in ("rows_recomputed",):  # only summarised (median / max): order does not matter
+        if key in a or key in b:
+            out[key] = a.get(key, []) + b.get(key, [])
+    for key in ("delta_check", "fx_check"):
+        if key in a or key in b:
+            out[key] = max(a.get(key, 0.0), b.get(key, 0.0))
+    if "rows_cut" in a or "rows_cut" in b:
+        out["rows_cut"] = a.get("rows_cut", 0) + b.get("rows_cut", 0)
+    return out
 
 
 def attention_agreement(results: dict[str, Any], items: list[dict[str, Any]]) -> str:
