@@ -68,6 +68,39 @@ def test_batched_row_gradients_equal_the_row_loop(tiny_lm) -> None:
     np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-7)
 
 
+def _uncached_values(task: GenerationTask, ids: torch.Tensor) -> torch.Tensor:
+    """Row values from one plain forward pass of the whole sequences (no template cache)."""
+    with torch.no_grad():
+        logits = task.lm.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    n_p = len(task.prompt_ids)
+    return task.row_values(logits[:, n_p - 1 : -1])
+
+
+def test_the_cached_chat_template_gives_the_full_forward_and_gradients(tiny_lm) -> None:
+    task = GenerationTask(tiny_lm, PROMPT, "the cat sat")
+    k = task._prefix_len
+    assert 0 < k < len(task.prompt_ids)  # the template before the first prompt token is cached
+    assert all(u < 0 for u in task.position_unit[:k]) and task.position_unit[k] >= 0
+    ids = torch.tensor([task.ids] * 3)
+    ids[1, k + 1] = tiny_lm.pad_id  # a column changed: the cache still applies
+    ids[2, 0] = tiny_lm.pad_id  # the template changed: the whole sequence must run
+    assert task._cached_prefix(ids[:2], None) == k and task._cached_prefix(ids, None) == 0
+    expected = _uncached_values(task, ids)
+    for batch in (ids[:2], ids):
+        got = task.forward_ids(batch)
+        torch.testing.assert_close(got, expected[: len(batch)], rtol=1e-5, atol=1e-5)
+    # gradients at the embeddings: the same as without the cache at every position it runs
+    x = task.embeddings()[None]
+    _, cached = gen_methods._row_gradients(task, x, gen_methods._Meter(task))
+    k_saved, task._prefix_len = task._prefix_len, 0
+    try:
+        _, full = gen_methods._row_gradients(task, x, gen_methods._Meter(task))
+    finally:
+        task._prefix_len = k_saved
+    torch.testing.assert_close(cached[:, :, k:], full[:, :, k:], rtol=1e-4, atol=1e-6)
+    assert (cached[:, :, :k] == 0).all()  # the template is not an input of the cached pass
+
+
 def test_occlusion_is_the_drop_when_a_token_is_padded(tiny_lm) -> None:
     task = GenerationTask(tiny_lm, PROMPT, "the cat")
     a = task.attribute("occlusion")

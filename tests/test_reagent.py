@@ -13,17 +13,26 @@ from attribkit.testing import toy_generation_task
 
 
 class _Recorder:
-    """Records every id sequence the torch model runs (a forward pre-hook)."""
+    """Records every id sequence the task's torch model runs (a forward pre-hook). A pass that
+    continues the task's cached chat template (positions starting after 0) is recorded with the
+    template's ids in front."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, task: GenerationTask) -> None:
         self.seqs: list[np.ndarray] = []
         self.calls = 0
+        template = np.asarray(task.ids[: task._prefix_len])
 
         def hook(module: object, args: tuple, kwargs: dict) -> None:
             self.calls += 1
-            self.seqs.extend(kwargs["input_ids"].cpu().numpy())
+            ids = kwargs["input_ids"].cpu().numpy()
+            pos = kwargs.get("position_ids")
+            start = 0 if pos is None else int(pos[0, 0])
+            if start:
+                assert start == len(template), "a pass continues something else than the template"
+                ids = np.concatenate([np.tile(template, (len(ids), 1)), ids], axis=1)
+            self.seqs.extend(ids)
 
-        self.handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+        self.handle = task.lm.model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 def test_same_seed_same_scores_and_rows_are_distributions() -> None:
@@ -56,7 +65,7 @@ def test_template_tokens_are_never_replaced() -> None:
     np.testing.assert_array_equal(seqs[:, protected], np.tile(ids[protected], (2, 1)))
     assert (seqs[:, ~protected] == 7).all()
     # and in every sequence the model actually ran
-    rec = _Recorder(task.lm.model)
+    rec = _Recorder(task)
     try:
         reagent(task, sampler="uniform", min_steps=1, max_steps=4)
     finally:
@@ -78,14 +87,14 @@ def test_lm_top1_never_proposes_the_original_or_special_tokens() -> None:
 
 def test_cost_counts_every_sequence_and_call() -> None:
     task = toy_generation_task()
-    rec = _Recorder(task.lm.model)
+    rec = _Recorder(task)
     try:
         a = reagent(task, n_probes=4, min_steps=10, max_steps=3)  # updates only, no checks
     finally:
         rec.handle.remove()
     assert a.cost.forward_passes == len(rec.seqs) == 1 + task.n_rows * 4 * 3
     assert a.cost.batches == rec.calls == 1 + 3  # the original pass, then one call per step
-    rec = _Recorder(task.lm.model)
+    rec = _Recorder(task)
     try:
         a = reagent(task, n_probes=4, min_steps=0, max_steps=3, batch_size=5)
     finally:

@@ -15,7 +15,9 @@ Every generation method (see ``attribkit methods``, kind ``generation``) reads t
 
 from __future__ import annotations
 
+import copy
 import warnings
+import weakref
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -32,6 +34,9 @@ Target = Literal["logprob", "prob", "logit"]
 TARGETS = ("logprob", "prob", "logit")
 SEPARATOR = "\n"  # between the prompt and the response in the columns' combined text
 DEFAULT_METHOD = "integrated_gradients"
+# Per model: does a cached chat-template prefix reproduce its full forward pass? (Checked the
+# first time a model is used; see GenerationTask._logits.)
+_PREFIX_CACHE_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
 class GenerationTask:
@@ -98,6 +103,7 @@ class GenerationTask:
         self.span = None if span is None else _char_range(response, span)
         self.foil = foil
         self.foil_ids = None if foil is None else self._foil_ids(foil)
+        self._prefix_len, self._prefix_kv = self._template_cache()
 
     # --- tokens, columns, rows ------------------------------------------------------------------
     def _check_tokenization(self) -> str | None:
@@ -215,30 +221,98 @@ class GenerationTask:
     def forward_embeds(self, xb: torch.Tensor) -> torch.Tensor:
         """Row values (B, rows) for a batch of input embeddings (B, positions, d); differentiable.
         Counts nothing (callers count passes)."""
-        b, t = xb.shape[0], xb.shape[1]
-        out = self.lm.model(
-            inputs_embeds=xb.to(self.lm.dtype),
-            attention_mask=torch.ones(b, t, dtype=torch.long, device=xb.device),
-            position_ids=torch.arange(t, device=xb.device).expand(b, t),
-            logits_to_keep=len(self.response_ids) + 1,
-            use_cache=False,
-        )
-        self.lm.tokens_processed += b * t
-        return self.row_values(out.logits[:, :-1])
+        return self.row_values(self._logits(embeds=xb.to(self.lm.dtype))[:, :-1])
 
     def forward_logits(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits (B, response tokens, V) predicting each response position, for a batch of token
         id sequences (B, positions); no gradient. Counts nothing (callers count passes)."""
-        b, t = ids.shape
-        with torch.inference_mode():
-            out = self.lm.model(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                logits_to_keep=len(self.response_ids) + 1,
-                use_cache=False,
-            )
-        self.lm.tokens_processed += b * t
-        return out.logits[:, :-1]
+        with torch.no_grad():
+            return self._logits(ids=ids)[:, :-1]
+
+    def _logits(
+        self, *, ids: torch.Tensor | None = None, embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits at the last ``response + 1`` positions of a batch of id or embedding sequences.
+
+        The chat template before the first column never changes (no method perturbs it), so when
+        the batch starts with it, its keys and values come from a cache computed once per task
+        and only the rest of the sequence runs: on SmolLM2's template that is 24 of ~50
+        positions skipped in every forward and backward pass."""
+        x = ids if ids is not None else embeds
+        assert x is not None
+        b, t = x.shape[0], x.shape[1]
+        k = self._cached_prefix(ids, embeds)
+        kw: dict[str, Any] = {"use_cache": False}
+        if k:
+            kw = {_cache_kwarg(self.lm.model): self._prefix_cache(b), "use_cache": True}
+        key = "input_ids" if ids is not None else "inputs_embeds"
+        out = self.lm.model(
+            **{key: x[:, k:]},
+            attention_mask=torch.ones(b, t, dtype=torch.long, device=x.device),
+            position_ids=torch.arange(k, t, device=x.device).expand(b, t - k),
+            logits_to_keep=len(self.response_ids) + 1,
+            **kw,
+        )
+        self.lm.tokens_processed += b * (t - k)
+        return out.logits
+
+    def _cached_prefix(self, ids: torch.Tensor | None, embeds: torch.Tensor | None) -> int:
+        """Length of the template prefix the batch shares with the task's input, which the
+        cache stands for (0: no cache, or a batch that changes the template)."""
+        k = self._prefix_len
+        if k == 0:
+            return 0
+        if ids is not None:
+            real = torch.tensor(self.ids[:k], device=ids.device)
+            return k if bool((ids[:, :k] == real).all()) else 0
+        assert embeds is not None
+        real_x = self.embeddings()[:k].to(embeds.dtype)
+        return k if bool((embeds[:, :k].detach() == real_x).all()) else 0
+
+    def _prefix_cache(self, batch: int) -> Any:
+        """A fresh copy of the prefix's key/value cache, repeated ``batch`` times (the model
+        appends to the cache it is given)."""
+        cache = copy.deepcopy(self._prefix_kv)
+        cache.batch_repeat_interleave(batch)
+        return cache
+
+    def _template_cache(self) -> tuple[int, Any]:
+        """(length, key/value cache) of the chat template before the first column, which no
+        method changes: one forward pass of those positions when the task is built. The first
+        time a model is used, two more passes check that the cached pass reproduces the full
+        one; a model that fails the check (or has no batchable cache) runs without it."""
+        k = next((p for p, u in enumerate(self.position_unit) if u >= 0), 0)
+        model = self.lm.model
+        if k == 0 or not _PREFIX_CACHE_OK.get(model, True):
+            return 0, None
+        ids = torch.tensor([self.ids], device=self.lm.device)
+        passes, kv = 1, None
+        try:
+            with torch.no_grad():  # not inference_mode: the cache takes part in backward passes
+                out = model(
+                    input_ids=ids[:, :k], attention_mask=torch.ones_like(ids[:, :k]), use_cache=True
+                )
+                kv = out.get("cache")  # transformers 5; 4 calls it past_key_values
+                kv = kv if kv is not None else out.get("past_key_values")
+                if kv is None or not hasattr(kv, "batch_repeat_interleave"):
+                    raise TypeError("no batchable key/value cache")
+                if model not in _PREFIX_CACHE_OK:
+                    self._prefix_len, self._prefix_kv = k, kv
+                    cached = self._logits(ids=ids)
+                    self._prefix_len = 0
+                    full = self._logits(ids=ids)
+                    passes += 2
+                    ok = torch.allclose(cached.float(), full.float(), rtol=1e-3, atol=1e-3)
+                    _PREFIX_CACHE_OK[model] = ok
+        except (TypeError, ValueError, AttributeError, RuntimeError):
+            _PREFIX_CACHE_OK[model] = False
+        finally:
+            self.lm.tokens_processed += k
+            lm_cost = getattr(self.lm, "cost", None)
+            if lm_cost is not None:
+                lm_cost.forward_passes += passes
+                lm_cost.batches += passes
+        return (k, kv) if kv is not None and _PREFIX_CACHE_OK.get(model, False) else (0, None)
 
     def forward_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Row values (B, rows) for a batch of token id sequences (B, positions); no gradient.
@@ -328,6 +402,15 @@ class GenerationTask:
             f"GenerationTask({self.n_rows} rows × {self.n_units} columns, "
             f"prompt={self.prompt!r}, response={self.response!r})"
         )
+
+
+def _cache_kwarg(model: Any) -> str:
+    """The name a model's forward gives its key/value cache (transformers 5 renamed
+    ``past_key_values`` to ``cache``)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _char_range(text: str, span: str | tuple[int, int]) -> tuple[int, int]:
