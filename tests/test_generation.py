@@ -15,6 +15,7 @@ from attribkit.tasks.generation import (
     aggregate_rows,
     attribute_generation,
 )
+from attribkit.testing import warm_template_cache
 
 PROMPT = "the cat sat on the mat"
 
@@ -37,9 +38,9 @@ def test_integrated_gradients_completeness_per_row(tiny_lm) -> None:
     sums = np.nansum(a.scores, axis=1)
     np.testing.assert_allclose(sums, a.extras["target_gap"], rtol=0.02, atol=1e-4)
     assert max(a.extras["completeness_error"]) <= 0.02
-    fixed = GenerationTask(tiny_lm, PROMPT, "the cat").attribute(
-        "integrated_gradients", n_steps=8, target_error=None
-    )
+    task = GenerationTask(tiny_lm, PROMPT, "the cat")
+    warm_template_cache(task)  # built before counting: the formulas are the method's own passes
+    fixed = task.attribute("integrated_gradients", n_steps=8, target_error=None)
     assert fixed.extras["steps"] == [8] * fixed.target["rows"].__len__()
     assert fixed.cost.forward_passes == 2 + 9  # the two path ends, then 9 trapezoid nodes
     assert fixed.cost.backward_passes == 9 * len(fixed.target["rows"])
@@ -47,6 +48,7 @@ def test_integrated_gradients_completeness_per_row(tiny_lm) -> None:
 
 def test_refinement_reuses_nodes_and_only_refines_rows_above_target(tiny_lm) -> None:
     task = GenerationTask(tiny_lm, PROMPT, "the cat sat")
+    warm_template_cache(task)
     a = task.attribute("integrated_gradients", n_steps=2, target_error=1e-4, max_steps=16)
     steps = a.extras["steps"]
     refined = [s for s in steps if s > 2]
@@ -103,6 +105,7 @@ def test_the_cached_chat_template_gives_the_full_forward_and_gradients(tiny_lm) 
 
 def test_occlusion_is_the_drop_when_a_token_is_padded(tiny_lm) -> None:
     task = GenerationTask(tiny_lm, PROMPT, "the cat")
+    warm_template_cache(task)
     a = task.attribute("occlusion")
     ids = torch.tensor([task.ids])
     full = task.forward_ids(ids)[0]

@@ -9,7 +9,7 @@ import torch
 from attribkit.core.errors import InputError
 from attribkit.methods.reagent import lm_top1_replacements, probe_sequences, reagent
 from attribkit.tasks.generation import GenerationTask
-from attribkit.testing import toy_generation_task
+from attribkit.testing import toy_generation_task, warm_template_cache
 
 
 class _Recorder:
@@ -65,6 +65,7 @@ def test_template_tokens_are_never_replaced() -> None:
     np.testing.assert_array_equal(seqs[:, protected], np.tile(ids[protected], (2, 1)))
     assert (seqs[:, ~protected] == 7).all()
     # and in every sequence the model actually ran
+    warm_template_cache(task)
     rec = _Recorder(task)
     try:
         reagent(task, sampler="uniform", min_steps=1, max_steps=4)
@@ -87,6 +88,7 @@ def test_lm_top1_never_proposes_the_original_or_special_tokens() -> None:
 
 def test_cost_counts_every_sequence_and_call() -> None:
     task = toy_generation_task()
+    warm_template_cache(task)  # built before counting: the formulas are the method's own passes
     rec = _Recorder(task)
     try:
         a = reagent(task, n_probes=4, min_steps=10, max_steps=3)  # updates only, no checks

@@ -234,6 +234,14 @@ def toy_generation_task(
     return GenerationTask(lm, prompt, response)
 
 
+def warm_template_cache(task: Any) -> None:
+    """Build a GenerationTask's chat-template cache now, so that a test can count a method's
+    model calls without it (the first method that needs the cache otherwise builds it and counts
+    its passes: 1, or 3 the first time a model is used)."""
+    task._cached_prefix(torch.tensor([task.ids], device=task.lm.device), None)
+    task.take_unmetered()
+
+
 class _CountingModel:
     """Counts, with a forward hook on the torch model, the sequences it runs."""
 

@@ -103,7 +103,11 @@ class GenerationTask:
         self.span = None if span is None else _char_range(response, span)
         self.foil = foil
         self.foil_ids = None if foil is None else self._foil_ids(foil)
-        self._prefix_len, self._prefix_kv = self._template_cache()
+        # the chat template before the first column: its key/value cache is built on first use
+        first = next((p for p, u in enumerate(self.position_unit) if u >= 0), 0)
+        self._prefix_len = first if _PREFIX_CACHE_OK.get(lm.model, True) else 0
+        self._prefix_kv: Any = None
+        self._unmetered = [0, 0]  # forward passes and batches spent on it, for the next meter
 
     # --- tokens, columns, rows ------------------------------------------------------------------
     def _check_tokenization(self) -> str | None:
@@ -258,16 +262,22 @@ class GenerationTask:
 
     def _cached_prefix(self, ids: torch.Tensor | None, embeds: torch.Tensor | None) -> int:
         """Length of the template prefix the batch shares with the task's input, which the
-        cache stands for (0: no cache, or a batch that changes the template)."""
+        cache stands for (0: no cache, or a batch that changes the template). Builds the cache
+        on first use."""
         k = self._prefix_len
         if k == 0:
             return 0
         if ids is not None:
-            real = torch.tensor(self.ids[:k], device=ids.device)
-            return k if bool((ids[:, :k] == real).all()) else 0
-        assert embeds is not None
-        real_x = self.embeddings()[:k].to(embeds.dtype)
-        return k if bool((embeds[:, :k].detach() == real_x).all()) else 0
+            same = bool((ids[:, :k] == torch.tensor(self.ids[:k], device=ids.device)).all())
+        else:
+            assert embeds is not None
+            real = self.embeddings()[:k].to(embeds.dtype)
+            same = bool((embeds[:, :k].detach() == real).all())
+        if not same:
+            return 0
+        if self._prefix_kv is None:
+            self._build_template_cache()
+        return self._prefix_len
 
     def _prefix_cache(self, batch: int) -> Any:
         """A fresh copy of the prefix's key/value cache, repeated ``batch`` times (the model
@@ -276,43 +286,44 @@ class GenerationTask:
         cache.batch_repeat_interleave(batch)
         return cache
 
-    def _template_cache(self) -> tuple[int, Any]:
-        """(length, key/value cache) of the chat template before the first column, which no
-        method changes: one forward pass of those positions when the task is built. The first
-        time a model is used, two more passes check that the cached pass reproduces the full
-        one; a model that fails the check (or has no batchable cache) runs without it."""
-        k = next((p for p, u in enumerate(self.position_unit) if u >= 0), 0)
-        model = self.lm.model
-        if k == 0 or not _PREFIX_CACHE_OK.get(model, True):
-            return 0, None
+    def take_unmetered(self) -> tuple[int, int]:
+        """(forward passes, batches) the task spent on its template cache since the last call;
+        the generation methods' meters add them to the method's cost. No model calls."""
+        spent = (self._unmetered[0], self._unmetered[1])
+        self._unmetered = [0, 0]
+        return spent
+
+    def _build_template_cache(self) -> None:
+        """The key/value cache of the template before the first column, which no method changes:
+        one forward pass of those positions. The first time a model is used, two more passes
+        check that the cached pass reproduces the full one; a model that fails the check (or
+        has no batchable cache) runs without it from then on."""
+        k, model = self._prefix_len, self.lm.model
         ids = torch.tensor([self.ids], device=self.lm.device)
-        passes, kv = 1, None
+        kv, passes = None, 1
         try:
             with torch.no_grad():  # not inference_mode: the cache takes part in backward passes
-                out = model(
-                    input_ids=ids[:, :k], attention_mask=torch.ones_like(ids[:, :k]), use_cache=True
-                )
-                kv = out.get("cache")  # transformers 5; 4 calls it past_key_values
-                kv = kv if kv is not None else out.get("past_key_values")
+                kv = _prefix_pass(model, ids[:, :k])
                 if kv is None or not hasattr(kv, "batch_repeat_interleave"):
                     raise TypeError("no batchable key/value cache")
                 if model not in _PREFIX_CACHE_OK:
-                    self._prefix_len, self._prefix_kv = k, kv
+                    self._prefix_kv = kv
                     cached = self._logits(ids=ids)
                     self._prefix_len = 0
                     full = self._logits(ids=ids)
-                    passes += 2
+                    self._prefix_len, passes = k, 3
                     ok = torch.allclose(cached.float(), full.float(), rtol=1e-3, atol=1e-3)
                     _PREFIX_CACHE_OK[model] = ok
         except (TypeError, ValueError, AttributeError, RuntimeError):
             _PREFIX_CACHE_OK[model] = False
         finally:
             self.lm.tokens_processed += k
-            lm_cost = getattr(self.lm, "cost", None)
-            if lm_cost is not None:
-                lm_cost.forward_passes += passes
-                lm_cost.batches += passes
-        return (k, kv) if kv is not None and _PREFIX_CACHE_OK.get(model, False) else (0, None)
+            self._unmetered[0] += passes
+            self._unmetered[1] += passes
+        if kv is None or not _PREFIX_CACHE_OK.get(model, False):
+            self._prefix_len, self._prefix_kv = 0, None
+        else:
+            self._prefix_kv = kv
 
     def forward_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Row values (B, rows) for a batch of token id sequences (B, positions); no gradient.
@@ -402,6 +413,18 @@ class GenerationTask:
             f"GenerationTask({self.n_rows} rows × {self.n_units} columns, "
             f"prompt={self.prompt!r}, response={self.response!r})"
         )
+
+
+def _prefix_pass(model: Any, ids: torch.Tensor) -> Any:
+    """The key/value cache of one forward pass over ``ids`` (1, k), its logits skipped where the
+    model allows (``logits_to_keep``)."""
+    mask = torch.ones_like(ids)
+    try:
+        out = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
+    except TypeError:  # an older model without logits_to_keep
+        out = model(input_ids=ids, attention_mask=mask, use_cache=True)
+    kv = out.get("cache")  # transformers 5; 4 calls it past_key_values
+    return kv if kv is not None else out.get("past_key_values")
 
 
 def _cache_kwarg(model: Any) -> str:
