@@ -569,7 +569,9 @@ def shared_seconds(r: dict[str, Any], common: list[int]) -> str:
 
 
 def load_results(paths: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Merge the (data, results) of several --save files; their prompts and responses must agree."""
+    """Merge the (data, results) of several --save files; their prompts and responses must agree.
+    One configuration's runs on different prompts are merged; a rerun of the same prompts
+    replaces the earlier run."""
     data: dict[str, Any] | None = None
     results: dict[str, Any] = {}
     for p in paths:
@@ -577,8 +579,12 @@ def load_results(paths: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         if data is not None and saved["data"]["items"] != data["items"]:
             raise SystemExit(f"{p}: other prompts or responses than {paths[0]}; cannot merge")
         data = saved["data"]
+        n = len(data["items"])
         for cfg, r in saved["results"].items():
-            results[cfg] = merge_runs(results[cfg], r, data["items"]) if cfg in results else r
+            old = results.get(cfg)
+            fresh = old is None or set(prompts_of(old, n)) & set(prompts_of(r, n))
+            # a later run of the same prompts replaces the earlier one; other prompts add up
+            results[cfg] = r if fresh else merge_runs(old, r, data["items"])
     assert data is not None
     return data, results
 
@@ -592,8 +598,6 @@ def merge_runs(a: dict[str, Any], b: dict[str, Any], items: list[dict[str, Any]]
     (seconds add up; the peak memory is the larger run's)."""
     n = len(items)
     pa, pb = prompts_of(a, n), prompts_of(b, n)
-    if set(pa) & set(pb):
-        raise SystemExit(f"two runs of one configuration share prompts {sorted(set(pa) & set(pb))}")
 
     def split(r: dict[str, Any], ran: list[int]) -> dict[int, dict[str, Any]]:
         parts: dict[int, dict[str, Any]] = {k: {} for k in ran}
