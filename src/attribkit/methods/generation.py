@@ -46,9 +46,9 @@ class _Meter:
         import time
 
         self.cost.seconds = time.perf_counter() - self._t0
-        passes, batches = self.task.take_unmetered()  # the template cache, when built here
+        passes = self.task.take_unmetered()  # the template cache, when built here
         self.cost.forward_passes += passes
-        self.cost.batches += batches
+        self.cost.batches += passes
         lm_cost = getattr(self.task.lm, "cost", None)
         if lm_cost is not None:  # the model's own meter sees what this call spent
             lm_cost.forward_passes += self.cost.forward_passes

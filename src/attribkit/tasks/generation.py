@@ -35,7 +35,7 @@ TARGETS = ("logprob", "prob", "logit")
 SEPARATOR = "\n"  # between the prompt and the response in the columns' combined text
 DEFAULT_METHOD = "integrated_gradients"
 # Per model: does a cached chat-template prefix reproduce its full forward pass? (Checked the
-# first time a model is used; see GenerationTask._logits.)
+# first time a model is used; see GenerationTask._build_template_cache.)
 _PREFIX_CACHE_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
@@ -107,7 +107,7 @@ class GenerationTask:
         first = next((p for p, u in enumerate(self.position_unit) if u >= 0), 0)
         self._prefix_len = first if _PREFIX_CACHE_OK.get(lm.model, True) else 0
         self._prefix_kv: Any = None
-        self._unmetered = [0, 0]  # forward passes and batches spent on it, for the next meter
+        self._unmetered = 0  # forward passes (one batch each) spent on it, for the next meter
 
     # --- tokens, columns, rows ------------------------------------------------------------------
     def _check_tokenization(self) -> str | None:
@@ -286,11 +286,10 @@ class GenerationTask:
         cache.batch_repeat_interleave(batch)
         return cache
 
-    def take_unmetered(self) -> tuple[int, int]:
-        """(forward passes, batches) the task spent on its template cache since the last call;
-        the generation methods' meters add them to the method's cost. No model calls."""
-        spent = (self._unmetered[0], self._unmetered[1])
-        self._unmetered = [0, 0]
+    def take_unmetered(self) -> int:
+        """Forward passes (one batch each) the task spent on its template cache since the last
+        call; the generation methods' meters add them to the method's cost. No model calls."""
+        spent, self._unmetered = self._unmetered, 0
         return spent
 
     def _build_template_cache(self) -> None:
@@ -318,8 +317,7 @@ class GenerationTask:
             _PREFIX_CACHE_OK[model] = False
         finally:
             self.lm.tokens_processed += k
-            self._unmetered[0] += passes
-            self._unmetered[1] += passes
+            self._unmetered += passes
         if kv is None or not _PREFIX_CACHE_OK.get(model, False):
             self._prefix_len, self._prefix_kv = 0, None
         else:
