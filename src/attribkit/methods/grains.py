@@ -114,27 +114,6 @@ def _first(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _sequence_logprob(lm: Any, prefix: torch.Tensor, resp_ids: list[int]) -> torch.Tensor:
-    """Σ log p(resp | prefix) for prefix embeddings (B, P, d); differentiable; (B,)."""
-    emb = lm.model.get_input_embeddings()
-    r = torch.tensor(resp_ids, device=prefix.device)
-    with torch.no_grad():
-        resp = emb(r).to(prefix.dtype)
-    b = prefix.shape[0]
-    x = torch.cat([prefix, resp[None].expand(b, -1, -1)], dim=1)
-    t = x.shape[1]
-    out = lm.model(
-        inputs_embeds=x.to(lm.dtype),
-        attention_mask=torch.ones(b, t, dtype=torch.long, device=x.device),
-        position_ids=torch.arange(t, device=x.device).expand(b, t),
-        logits_to_keep=len(resp_ids) + 1,
-        use_cache=False,
-    )
-    lm.tokens_processed += b * t
-    logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
-    return logp.gather(-1, r.expand(b, -1)[..., None])[..., 0].sum(-1)
-
-
 def contrastive_prompt_ig(
     lm: Any,
     prompt: str,
@@ -153,19 +132,20 @@ def contrastive_prompt_ig(
     Returns a dict: ``prompt_ids``, ``positions`` (the user-prompt token positions, chat template
     excluded), ``scores`` (one per position, summed over the hidden axis), ``f`` (target at the
     input), ``gap`` (f(input) − f(baseline)) and ``completeness_error`` (|Σ scores − gap| /
-    max(|gap|, 1e-3)). Costs 2·(n_steps + 2) forward and 2·n_steps backward passes (added to
-    ``cost`` when given)."""
+    max(|gap|, 1e-3)). Costs 2·(n_steps + 2) forward and 2·n_steps backward passes, plus one
+    per response for the chat template's cache (three the first time a model is used); added to
+    ``cost`` when given."""
     task = GenerationTask(lm, prompt, preferred, chat=chat)
-    prompt_ids, pref_ids = task.prompt_ids, task.response_ids
-    dis_ids = lm._response_ids(dispreferred)
+    foil = GenerationTask(lm, prompt, dispreferred, chat=chat)
+    prompt_ids = task.prompt_ids
     positions = [p for p in range(len(prompt_ids)) if task.position_unit[p] >= 0]
     if not positions:
         raise InputError("the prompt has no tokens to attribute")
-    emb = lm.model.get_input_embeddings()
     if baseline not in ("space", "pad", "zero"):
         raise InputError(f"unknown baseline {baseline!r}: use 'space', 'pad' or 'zero'")
-    with torch.no_grad():
-        x = emb(torch.tensor(prompt_ids, device=lm.device)).float()
+    n_p = len(prompt_ids)
+    x = task.embeddings()[:n_p]
+    responses = {t: t.embeddings()[n_p:] for t in (task, foil)}
     fill = lm.baseline_like(x[:1], baseline)[0]
     mask = torch.zeros(len(prompt_ids), 1, dtype=torch.bool, device=x.device)
     mask[positions] = True
@@ -173,10 +153,16 @@ def contrastive_prompt_ig(
     delta = x - base
     spent = Cost()
 
+    def logprob(t: GenerationTask, xb: torch.Tensor) -> torch.Tensor:
+        """Σ log p(t's response | prompt embeddings xb), the sum of t's rows; (B,). The chat
+        template before the prompt is the same in every xb, so t's template cache serves it."""
+        resp = responses[t].to(xb.dtype)
+        return t.forward_embeds(torch.cat([xb, resp[None].expand(len(xb), -1, -1)], 1)).sum(-1)
+
     def f_of(xb: torch.Tensor) -> torch.Tensor:
         spent.forward_passes += 2 * xb.shape[0]
         spent.batches += 2
-        return _sequence_logprob(lm, xb, pref_ids) - _sequence_logprob(lm, xb, dis_ids)
+        return logprob(task, xb) - logprob(foil, xb)
 
     with torch.no_grad():
         ends = f_of(torch.stack([base, x])).double()
@@ -195,6 +181,9 @@ def contrastive_prompt_ig(
     if not np.isfinite(scores).all():
         raise ScorerError("integrated gradients gave non-finite scores; check the model")
     err = abs(float(scores.sum()) - gap) / max(abs(gap), 1e-3)
+    cached = task.take_unmetered() + foil.take_unmetered()  # the template caches' passes
+    spent.forward_passes += cached
+    spent.batches += cached
     if cost is not None:
         for name in ("forward_passes", "backward_passes", "batches"):
             setattr(cost, name, getattr(cost, name) + getattr(spent, name))
