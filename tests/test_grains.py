@@ -14,6 +14,8 @@ from attribkit.methods.grains import (
     steer,
     steering_hook,
 )
+from attribkit.tasks.generation import GenerationTask
+from attribkit.testing import warm_template_cache
 
 EXAMPLES = [
     ("hello there world", "the cat sat", "a dog ran"),
@@ -24,6 +26,8 @@ EXAMPLES = [
 
 @pytest.fixture(scope="module")
 def vectors(tiny_lm):
+    # the model's one-time check of the template cache, done here so that the cost is exact
+    warm_template_cache(GenerationTask(tiny_lm, *EXAMPLES[0][:2]))
     return grains_vectors(tiny_lm, EXAMPLES, k=2, n_steps=8)
 
 
@@ -32,8 +36,9 @@ def test_vectors_shape_cost_and_records(tiny_lm, vectors):
     assert np.isfinite(vectors.vectors).all() and np.abs(vectors.vectors).sum() > 0
     assert vectors.layers == [0, 1]
     assert vectors.hidden_norms.shape == (2,)
-    # per example: 2·(n_steps + 2) + 3 forward, 2·n_steps backward
-    assert vectors.cost.forward_passes == 3 * (2 * 10 + 3)
+    # per example: 2·(n_steps + 2) + 3 forward (+ 2: the two responses' template caches),
+    # 2·n_steps backward
+    assert vectors.cost.forward_passes == 3 * (2 * 10 + 3 + 2)
     assert vectors.cost.backward_passes == 3 * 16
     assert vectors.cost.seconds > 0
     for ex in vectors.examples:
