@@ -215,7 +215,6 @@ def run_attribkit(cfg: str, data: dict[str, Any], steps: int) -> dict[str, Any]:
     warm.attribute(method, **(params(warm) if attention else {**params(warm), "n_steps": 2}))
     out: dict[str, Any] = {"loaded_mb": loaded, "rows": [], "ids": [], "steps": [], "scores": []}
     out["prompt_seconds"] = []
-    seconds = 0.0
     for it in data["items"]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -223,14 +222,13 @@ def run_attribkit(cfg: str, data: dict[str, Any], steps: int) -> dict[str, Any]:
             task = GenerationTask(lm, it["prompt"], it["response"])
             att = task.attribute(method, **params(task))
             out["prompt_seconds"].append(time.perf_counter() - t0)
-            seconds += out["prompt_seconds"][-1]
         out["ids"].append(task.ids)
         if attention:
             out["scores"].append(np.nan_to_num(att.scores, nan=0.0).tolist())
         else:
             out["rows"].extend(att.extras["completeness_error"])
             out["steps"].extend(att.extras["steps"])
-    out["seconds"] = seconds
+    out["seconds"] = sum(out["prompt_seconds"])
     return out
 
 
@@ -270,16 +268,14 @@ def run_captum(data: dict[str, Any], steps: int, space: bool = False) -> dict[st
     it = data["items"][0]
     llm_attr.attribute(make_input(it), target=torch.tensor(it["gen_ids"][:1]), n_steps=2)
     out: dict[str, Any] = {"loaded_mb": loaded, "rows": [], "ids": [], "prompt_seconds": []}
-    seconds = 0.0
     results = []
     for it in data["items"]:
         t0 = time.perf_counter()
         inp = make_input(it)
         res = llm_attr.attribute(inp, target=torch.tensor(it["gen_ids"]), n_steps=steps)
         out["prompt_seconds"].append(time.perf_counter() - t0)
-        seconds += out["prompt_seconds"][-1]
         results.append((it, inp, res))
-    out["seconds"] = seconds
+    out["seconds"] = sum(out["prompt_seconds"])
     for it, inp, res in results:  # completeness, outside the timing
         ids = inp.inp_tensor[0].tolist()
         out["ids"].append(ids + it["gen_ids"])
@@ -318,15 +314,13 @@ def run_inseq(cfg: str, data: dict[str, Any], steps: int) -> dict[str, Any]:
     im.attribute(it["formatted"], it["formatted"] + first, **{**kw, **warm_steps})
     out: dict[str, Any] = {"loaded_mb": loaded, "rows": [], "ids": [], "delta_check": 0.0}
     out["scores"], out["prompt_seconds"] = [], []
-    seconds = 0.0
     results = []
     for it in data["items"]:
         t0 = time.perf_counter()
         res = im.attribute(it["formatted"], it["formatted"] + it["response"], **kw)
         out["prompt_seconds"].append(time.perf_counter() - t0)
-        seconds += out["prompt_seconds"][-1]
         results.append((it, res.sequence_attributions[0]))
-    out["seconds"] = seconds
+    out["seconds"] = sum(out["prompt_seconds"])
     for it, sa in results:
         shown = [t.id for t in sa.target]
         ids = it["prompt_ids"] + it["gen_ids"]
@@ -621,9 +615,8 @@ def merge_runs(a: dict[str, Any], b: dict[str, Any], items: list[dict[str, Any]]
             out[key] = [parts[k][key] for k in ran if key in parts[k]]
     for key in PER_ROW:
         out[key] = [v for k in ran for v in parts[k].get(key, [])]
-    for key in ("rows_recomputed",):  # only summarised (median / max): order does not matter
-        if key in a or key in b:
-            out[key] = a.get(key, []) + b.get(key, [])
+    if "rows_recomputed" in a or "rows_recomputed" in b:  # only summarised: order is no matter
+        out["rows_recomputed"] = a.get("rows_recomputed", []) + b.get("rows_recomputed", [])
     for key in ("delta_check", "fx_check"):
         if key in a or key in b:
             out[key] = max(a.get(key, 0.0), b.get(key, 0.0))

@@ -145,12 +145,9 @@ def contrastive_prompt_ig(
         raise InputError(f"unknown baseline {baseline!r}: use 'space', 'pad' or 'zero'")
     n_p = len(prompt_ids)
     x = task.embeddings()[:n_p]
-    responses = {t: t.embeddings()[n_p:] for t in (task, foil)}
-    fill = lm.baseline_like(x[:1], baseline)[0]
-    mask = torch.zeros(len(prompt_ids), 1, dtype=torch.bool, device=x.device)
-    mask[positions] = True
-    base = torch.where(mask, fill.expand_as(x), x)
+    base = task.baseline_embeddings(baseline)[:n_p]  # the chat template keeps its embeddings
     delta = x - base
+    responses = {t: t.embeddings()[n_p:] for t in (task, foil)}
     spent = Cost()
 
     def logprob(t: GenerationTask, xb: torch.Tensor) -> torch.Tensor:

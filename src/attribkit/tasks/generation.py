@@ -16,6 +16,7 @@ Every generation method (see ``attribkit methods``, kind ``generation``) reads t
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 import weakref
 from dataclasses import replace
@@ -107,6 +108,7 @@ class GenerationTask:
         first = next((p for p, u in enumerate(self.position_unit) if u >= 0), 0)
         self._prefix_len = first if _PREFIX_CACHE_OK.get(lm.model, True) else 0
         self._prefix_kv: Any = None
+        self._template: tuple[torch.Tensor, torch.Tensor] | None = None
         self._unmetered = 0  # forward passes (one batch each) spent on it, for the next meter
 
     # --- tokens, columns, rows ------------------------------------------------------------------
@@ -248,7 +250,7 @@ class GenerationTask:
         k = self._cached_prefix(ids, embeds)
         kw: dict[str, Any] = {"use_cache": False}
         if k:
-            kw = {_cache_kwarg(self.lm.model): self._prefix_cache(b), "use_cache": True}
+            kw = {_cache_kwarg(type(self.lm.model)): self._prefix_cache(b), "use_cache": True}
         key = "input_ids" if ids is not None else "inputs_embeds"
         out = self.lm.model(
             **{key: x[:, k:]},
@@ -267,12 +269,16 @@ class GenerationTask:
         k = self._prefix_len
         if k == 0:
             return 0
+        if self._template is None:  # the template's ids and embeddings, looked up once
+            self._template = (
+                torch.tensor(self.ids[:k], device=self.lm.device),
+                self.embeddings()[:k],
+            )
         if ids is not None:
-            same = bool((ids[:, :k] == torch.tensor(self.ids[:k], device=ids.device)).all())
+            same = bool((ids[:, :k] == self._template[0]).all())
         else:
             assert embeds is not None
-            real = self.embeddings()[:k].to(embeds.dtype)
-            same = bool((embeds[:, :k].detach() == real).all())
+            same = bool((embeds[:, :k].detach() == self._template[1].to(embeds.dtype)).all())
         if not same:
             return 0
         if self._prefix_kv is None:
@@ -425,12 +431,13 @@ def _prefix_pass(model: Any, ids: torch.Tensor) -> Any:
     return kv if kv is not None else out.get("past_key_values")
 
 
-def _cache_kwarg(model: Any) -> str:
-    """The name a model's forward gives its key/value cache (transformers 5 renamed
-    ``past_key_values`` to ``cache``)."""
+@functools.cache
+def _cache_kwarg(model_class: type) -> str:
+    """The name a model class's forward gives its key/value cache (transformers 5 renamed
+    ``past_key_values`` to ``cache``); looked up once per class."""
     import inspect
 
-    params = inspect.signature(model.forward).parameters
+    params = inspect.signature(model_class.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
