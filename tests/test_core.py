@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,7 +143,8 @@ def test_attribution_save_load_round_trip(tmp_path):
     attribution.scores[3] = np.nan  # an unscored unit survives the round trip
     path = attribution.save(tmp_path / "sub" / "a.json")
     data = json.loads(path.read_text())
-    assert data["format"] == "attribkit.attribution" and data["version"] == 1
+    assert data["format"] == "attribkit.attribution" and data["version"] == 2
+    assert data["task"] is None and data["heatmap"] is None  # a bare scorer's result
     assert data["scores"][3] is None
     loaded = ak.Attribution.load(path)
     np.testing.assert_array_equal(loaded.scores, attribution.scores)
@@ -204,3 +206,32 @@ def test_unscored_units_follow_the_methods_ranking_hint():
         2,
         3,
     ]
+
+
+FORMAT_1 = Path(__file__).parent / "golden" / "format1"
+
+
+@pytest.mark.parametrize(
+    ("name", "task"),
+    [("features", None), ("context", "context"), ("generation", "generation"), ("image", "image")],
+)
+def test_format_1_files_still_load(name, task, tmp_path):
+    """Files written by attribkit 0.1 (format 1) load: the task kind is inferred, an image's
+    map moves from extras to the typed field, and saving writes format 2 unchanged otherwise."""
+    old = json.loads((FORMAT_1 / f"{name}.json").read_text())
+    assert old["version"] == 1
+    a = ak.Attribution.load(FORMAT_1 / f"{name}.json")
+    assert a.task == task and a.method == old["method"] and len(a.units) == len(old["units"])
+    np.testing.assert_array_equal(
+        a.scores, np.array(old["scores"], dtype=float) if a.scores.ndim == 1 else a.scores
+    )
+    if name == "image":
+        assert "heatmap" not in a.extras
+        np.testing.assert_allclose(a.heatmap, np.array(old["extras"]["heatmap"]), atol=1e-7)
+    else:
+        with pytest.raises(ak.InputError, match="no image heatmap"):
+            _ = a.heatmap
+    again = ak.Attribution.load(a.save(tmp_path / "new.json"))
+    assert again.to_dict()["version"] == 2 and again.task == task
+    np.testing.assert_array_equal(again.scores, a.scores)
+    assert again.cost == a.cost and again.target == a.target

@@ -93,10 +93,10 @@ def test_the_cached_chat_template_gives_the_full_forward_and_gradients(tiny_lm) 
         torch.testing.assert_close(got, expected[: len(batch)], rtol=1e-5, atol=1e-5)
     # gradients at the embeddings: the same as without the cache at every position it runs
     x = task.embeddings()[None]
-    _, cached = gen_methods._row_gradients(task, x, gen_methods._Meter(task))
+    _, cached = gen_methods._row_gradients(task, x)
     k_saved, task._prefix_len = task._prefix_len, 0
     try:
-        _, full = gen_methods._row_gradients(task, x, gen_methods._Meter(task))
+        _, full = gen_methods._row_gradients(task, x)
     finally:
         task._prefix_len = k_saved
     torch.testing.assert_close(cached[:, :, k:], full[:, :, k:], rtol=1e-4, atol=1e-6)
@@ -171,8 +171,10 @@ def test_bad_inputs_get_clear_errors(tiny_lm) -> None:
         GenerationTask(black_box, PROMPT, "cat")
     with pytest.raises(InputError, match="unknown target"):
         GenerationTask(tiny_lm, PROMPT, "cat", target="loss")  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="unknown method"):
+    with pytest.raises(InputError, match="perturbation methods do not apply"):
         attribute_generation(tiny_lm, PROMPT, "cat", method="loo")
+    with pytest.raises(InputError, match=r"unknown method 'nope'.*choose one of: .*reagent"):
+        attribute_generation(tiny_lm, PROMPT, "cat", method="nope")
 
 
 def test_a_response_that_tokenizes_differently_after_the_prompt(tiny_lm) -> None:

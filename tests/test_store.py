@@ -15,11 +15,11 @@ import pytest
 from attribkit import store
 from attribkit.core.attribution import Attribution
 from attribkit.core.errors import InputError, StoreError
+from attribkit.core.png import png_bytes
 from attribkit.core.registry import attribute
 from attribkit.core.scorer import Scorer
 from attribkit.core.units import FeatureUnits, ImageUnits
 from attribkit.tasks.context import ContextTask
-from attribkit.viz.png import png_bytes
 
 WEIGHTS = np.array([1.0, -2.0, 0.5, 3.0])
 

@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 from attribkit import store
 from attribkit.core import *  # noqa: F403
 from attribkit.core import __all__ as _core_all
+from attribkit.core import add_methods as _add_methods
 from attribkit.evaluation import (
     GridModel,
     aggatt,
@@ -51,8 +52,10 @@ from attribkit.evaluation import (
     subset_curves,
     sufficiency,
 )
-from attribkit.methods import SteeringVectors, direct_logit_attribution, grains_vectors, steer
+from attribkit.methods.catalog import BUILTIN as _BUILTIN
 from attribkit.methods.craft import CraftConcepts, concept_importance, fit_concepts
+from attribkit.methods.dla import direct_logit_attribution
+from attribkit.methods.grains import SteeringVectors, grains_vectors, steer
 from attribkit.methods.smoothing import smooth_attribution
 from attribkit.models import (
     CallableModel,
@@ -74,6 +77,8 @@ from attribkit.tasks import (
 )
 from attribkit.viz import explain, print_attribution, print_token_attribution, save_html
 from attribkit.viz.image import overlay, save_overlay
+
+_add_methods(_BUILTIN)  # the built-in methods, one explicit list
 
 __all__ = [
     "CraftConcepts",

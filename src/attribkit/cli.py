@@ -197,16 +197,39 @@ def context_command(
 
 
 @app.command("methods")
-def methods_command() -> None:
-    """List the registered attribution methods with their cost and source."""
+def methods_command(
+    kind: str | None = typer.Option(
+        None, "--kind", help="Only this kind: perturbation, gradient, context, generation, image."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON list: name, kind, takes, cost, cite, defaults, source."
+    ),
+) -> None:
+    """List the registered methods: name, kind, cost, paper and the file that implements it."""
+    import json
+    from pathlib import Path
+
     from rich.table import Table
 
-    from attribkit.core.registry import list_methods
+    from attribkit.core.errors import InputError
+    from attribkit.core.registry import list_methods, method_kinds
 
-    table = Table("name", "kind", "cost", "source")
-    table.columns[0].no_wrap = True
-    for spec in list_methods():
-        table.add_row(spec.name, spec.kind, spec.cost, spec.cite)
+    if kind is not None and kind not in method_kinds():
+        raise _fail(
+            InputError(f"unknown kind {kind!r}; choose one of: {', '.join(method_kinds())}")
+        )
+    specs = list_methods(kind)
+    if as_json:
+        typer.echo(json.dumps([s.to_dict() for s in specs], ensure_ascii=False, indent=1))
+        return
+    root = Path(__file__).resolve().parent.parent
+    table = Table("name", "kind", "cost", "paper", "source")
+    for column in (table.columns[0], table.columns[4]):
+        column.no_wrap = True
+    for spec in specs:
+        source = Path(spec.source_file)
+        shown = source.relative_to(root) if source.is_relative_to(root) else source
+        table.add_row(spec.name, spec.kind, spec.cost, spec.cite, str(shown))
     console.print(table)
 
 

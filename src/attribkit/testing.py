@@ -23,7 +23,7 @@ from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.gradient import GradientScorer
-from attribkit.core.registry import MethodSpec, get_method
+from attribkit.core.registry import SCORER_KINDS, MethodSpec, get_method, run
 from attribkit.core.scorer import Scorer
 from attribkit.core.units import FeatureUnits, Unit, Units
 
@@ -239,7 +239,6 @@ def warm_template_cache(task: Any) -> None:
     model calls without it (the first method that needs the cache otherwise builds it and counts
     its passes: 1, or 3 the first time a model is used)."""
     task._cached_prefix(torch.tensor([task.ids], device=task.lm.device), None)
-    task.take_unmetered()
 
 
 class _CountingModel:
@@ -313,7 +312,7 @@ def _make(kind: str) -> tuple[ToyScorer, _Counted]:
 
 
 def _run(spec: MethodSpec, scorer: ToyScorer, params: dict[str, Any]) -> Attribution:
-    return spec.fn(scorer, **params)
+    return run(spec, scorer, **params)  # type: ignore[no-any-return]
 
 
 def _with_seed(spec: MethodSpec, params: dict[str, Any]) -> dict[str, Any]:
@@ -339,10 +338,23 @@ def _expect(spec: MethodSpec, check: str, error: type[Exception], why: str) -> I
     raise _fail(spec, check, f"{why}: expected {error.__name__}, but nothing was raised")
 
 
+def task_kinds() -> list[str]:
+    """The ``kind`` of every Task class defined so far (the known method name spaces)."""
+    from attribkit.core.task import Task
+
+    found, todo = set(), list(Task.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if isinstance(getattr(cls, "kind", None), str):
+            found.add(cls.kind)
+    return sorted(found)
+
+
 # --- the checks ------------------------------------------------------------------------------
 def check_spec(spec: MethodSpec, params: dict[str, Any]) -> None:
     """The registration is complete: known kind, a cost formula, a citation, a docstring."""
-    kinds = ("perturbation", "gradient", "context", "generation", "image")
+    kinds = (*SCORER_KINDS, *task_kinds())
     if spec.kind not in kinds:
         raise _fail(spec, "spec", f"kind {spec.kind!r} is not one of {', '.join(kinds)}")
     if not spec.cost.strip():
@@ -359,10 +371,11 @@ def check_output(spec: MethodSpec, params: dict[str, Any]) -> None:
     a = _run(spec, scorer, _with_seed(spec, params))
     if not isinstance(a, Attribution):
         raise _fail(spec, "output", f"returned {type(a).__name__}, not an Attribution")
-    if spec.kind == "image":  # the units given, else the method's default split
+    if spec.own_units:  # e.g. residual components: one score per unit of its own
+        n = len(a.units)
+    elif spec.kind == "image":  # the units given, else the method's default split
         given = params.get("units")
-        default = getattr(spec.fn, "default_units", "patches")
-        n = len(scorer.units(default if given is None else given))
+        n = len(scorer.make_units(spec.defaults.get("units") if given is None else given))
     else:
         n = scorer.n_units
     if spec.kind == "image" and a.heatmap.shape != scorer.shape:
@@ -514,7 +527,10 @@ def check_round_trip(spec: MethodSpec, params: dict[str, Any]) -> None:
 
 
 def check_one_unit(spec: MethodSpec, params: dict[str, Any]) -> None:
-    """A scorer with a single unit is refused with InputError (nothing to rank it against)."""
+    """A scorer with a single unit is refused with InputError (nothing to rank it against);
+    methods with units of their own skip this check."""
+    if spec.own_units:
+        return
     if spec.kind == "image":
         scorer: ToyScorer = toy_image_task()
         params = {**params, "units": np.zeros(scorer.shape, dtype=int)}  # one region
@@ -599,5 +615,5 @@ def check_method(method: str | MethodSpec, **params: Any) -> None:
     Raises AssertionError naming the method and the failed check. Cost: a few dozen runs of the
     method on toy scorers (no real model).
     """
-    for _, run in iter_checks(method, **params):
-        run()
+    for _, check in iter_checks(method, **params):
+        check()

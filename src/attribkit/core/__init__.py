@@ -1,4 +1,5 @@
-"""attribkit's core: units, scorers, the Attribution result, cost accounting and the registry."""
+"""attribkit's core: units, scorers, tasks, the Attribution result, cost accounting and the
+registry. It imports nothing from the packages above it (models, tasks, methods, ...)."""
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Budget, Cost, CostMeter, measure
@@ -11,8 +12,17 @@ from attribkit.core.errors import (
     UnsafeModelFile,
 )
 from attribkit.core.gradient import GradientScorer
-from attribkit.core.registry import MethodSpec, attribute, get_method, list_methods, register
+from attribkit.core.registry import (
+    MethodSpec,
+    add_method,
+    add_methods,
+    attribute,
+    get_method,
+    list_methods,
+    register,
+)
 from attribkit.core.scorer import Scorer
+from attribkit.core.task import Task
 from attribkit.core.units import ArrayUnits, FeatureUnits, ImageUnits, TextUnits, Unit, Units
 
 __all__ = [
@@ -31,10 +41,13 @@ __all__ = [
     "Scorer",
     "ScorerError",
     "StoreError",
+    "Task",
     "TextUnits",
     "Unit",
     "Units",
     "UnsafeModelFile",
+    "add_method",
+    "add_methods",
     "attribute",
     "get_method",
     "list_methods",

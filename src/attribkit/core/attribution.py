@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -15,25 +14,15 @@ import numpy as np
 
 from attribkit.core.cost import Cost
 from attribkit.core.errors import InputError
+from attribkit.core.jsonio import scores_from_json, to_json, unit_vector
+from attribkit.core.png import png_data_url
 from attribkit.core.units import Unit
 
 FORMAT = "attribkit.attribution"
-FORMAT_VERSION = 1
-
-
-def _jsonable(x: Any) -> Any:
-    """Convert numpy scalars/arrays and non-finite floats (→ None) into plain JSON values."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        return _jsonable(x.item())
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+#: version 2 adds ``task`` (the task kind that made the result) and ``heatmap`` (an image
+#: attribution's map, formerly ``extras["heatmap"]``); version-1 files still load.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 def _encode_input(inp: dict[str, Any]) -> dict[str, Any]:
@@ -42,11 +31,21 @@ def _encode_input(inp: dict[str, Any]) -> dict[str, Any]:
     image = inp.get("image")
     if not isinstance(image, np.ndarray):
         return inp
-    from attribkit.viz.png import png_data_url
-
     out = {k: v for k, v in inp.items() if k != "image"}
     out.update(image_png=png_data_url(image), image_shape=list(image.shape))
     return out
+
+
+def _task_of_version_1(d: dict[str, Any]) -> str | None:
+    """The task kind of a format-1 dict, which did not record it."""
+    target, inp = d.get("target"), d.get("input") or {}
+    if isinstance(target, dict) and str(target.get("kind", "")).startswith("response_"):
+        return "context"
+    if inp.get("kind") == "tokens":
+        return "generation"
+    if inp.get("kind") == "image" or "heatmap" in (d.get("extras") or {}):
+        return "image"
+    return None
 
 
 @dataclass
@@ -56,6 +55,10 @@ class Attribution:
     ``scores`` has one entry per unit (higher = more responsible for the target); ``NaN`` marks a
     unit the method did not score. A 2-D ``scores`` (rows × units) holds one row per target
     position (e.g. per generated token); ranking then uses the sum over rows.
+
+    ``task`` is the kind of task that made it (``"context"``, ``"generation"``, ``"image"``...;
+    None for a bare Scorer or GradientScorer); ``image_map`` is an image attribution's 2-D map
+    at the model's input resolution (read it as :attr:`heatmap`).
     """
 
     units: list[Unit]
@@ -66,9 +69,15 @@ class Attribution:
     cost: Cost = field(default_factory=Cost)
     input: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
+    image_map: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.scores = np.asarray(self.scores, dtype=float)
+        if self.image_map is not None:
+            self.image_map = np.asarray(self.image_map, dtype=np.float32)
+            if self.image_map.ndim != 2:
+                raise InputError(f"an image map must be 2-D (H, W), got {self.image_map.shape}")
         if self.scores.ndim not in (1, 2) or self.scores.shape[-1] != len(self.units):
             raise InputError(
                 f"scores of shape {self.scores.shape} do not match {len(self.units)} units; "
@@ -95,6 +104,7 @@ class Attribution:
             cost=cost,
             input=scorer.units.to_dict(),
             extras=extras,
+            task=getattr(scorer, "task_kind", None),
         )
 
     # --- reading -------------------------------------------------------------------------------
@@ -103,8 +113,9 @@ class Attribution:
 
     @property
     def vector(self) -> np.ndarray:
-        """One score per unit (the row sum for a matrix of scores)."""
-        return self.scores if self.scores.ndim == 1 else np.nansum(self.scores, axis=0)
+        """One score per unit: the scores, or for rows × units the sum over the rows that scored
+        the unit; NaN where no row did (see :func:`attribkit.core.jsonio.unit_vector`)."""
+        return unit_vector(self.scores)
 
     @property
     def ranking(self) -> np.ndarray:
@@ -126,15 +137,14 @@ class Attribution:
 
     @property
     def heatmap(self) -> np.ndarray:
-        """The 2-D attribution map at image resolution (image attributions only): the method's
-        map when it made one (``extras['heatmap']``), else each unit's score spread over it."""
-        hm = self.extras.get("heatmap")
-        if hm is None:
+        """The 2-D attribution map at image resolution (image attributions only); InputError
+        for other results."""
+        if self.image_map is None:
             raise InputError(
-                f"this {self.input.get('kind', '')} attribution has no image heatmap; heatmaps "
-                "come from attribkit.attribute_image"
+                f"this {self.task or self.input.get('kind', '')} attribution has no image "
+                "heatmap; heatmaps come from image tasks (attribkit.attribute_image)"
             )
-        return np.asarray(hm, dtype=float)
+        return self.image_map.astype(float)
 
     def top(self, k: int = 5) -> list[tuple[Unit, float]]:
         """The ``k`` highest-scoring units with their scores, best first."""
@@ -172,12 +182,13 @@ class Attribution:
         """A versioned, JSON-serialisable dict (NaN scores become null)."""
         from attribkit import __version__
 
-        return _jsonable(
+        return to_json(  # type: ignore[no-any-return]
             {
                 "format": FORMAT,
                 "version": FORMAT_VERSION,
                 "attribkit": __version__,
                 "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "task": self.task,
                 "method": self.method,
                 "params": self.params,
                 "target": self.target,
@@ -187,40 +198,42 @@ class Attribution:
                 "ranking": self.ranking,
                 "cost": self.cost.to_dict(),
                 "extras": self.extras,
+                "heatmap": self.image_map,
             }
         )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Attribution:
-        """Rebuild an Attribution written by :meth:`to_dict`; refuses unknown formats/versions."""
+        """Rebuild an Attribution written by :meth:`to_dict` (format 2, or format 1 of attribkit
+        0.1: its task kind is inferred and its ``extras['heatmap']`` becomes the image map);
+        refuses unknown formats and versions."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise InputError(
                 "not an attribkit attribution (missing 'format': 'attribkit.attribution')"
             )
         version = d.get("version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise InputError(
                 f"attribution format version {version} is not supported by this attribkit "
-                f"(it reads version {FORMAT_VERSION}); use the attribkit version that wrote it"
+                f"(it reads versions {', '.join(map(str, READABLE_VERSIONS))}); use the attribkit "
+                "version that wrote it"
             )
-        scores = np.array(
-            [
-                [np.nan if s is None else s for s in row]
-                if isinstance(row, list)
-                else (np.nan if row is None else row)
-                for row in d["scores"]
-            ],
-            dtype=float,
-        )
+        extras = dict(d.get("extras") or {})
+        if version == 1:
+            task, image_map = _task_of_version_1(d), extras.pop("heatmap", None)
+        else:
+            task, image_map = d.get("task"), d.get("heatmap")
         return cls(
             units=[Unit.from_dict(u) for u in d["units"]],
-            scores=scores,
+            scores=scores_from_json(d["scores"]),
             method=d["method"],
             target=d.get("target"),
             params=d.get("params") or {},
             cost=Cost.from_dict(d.get("cost") or {}),
             input=d.get("input") or {},
-            extras=d.get("extras") or {},
+            extras=extras,
+            task=task,
+            image_map=None if image_map is None else scores_from_json(image_map),
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -17,7 +17,9 @@ class Cost:
     ``forward_passes`` counts inputs evaluated by the model (one sequence, one image, one row of
     features), whatever the batch size; ``batches`` counts calls into the model (one batched
     forward); ``backward_passes`` counts gradient computations per input; ``cache_hits`` counts
-    evaluations answered from the cache at no model cost.
+    evaluations answered from the cache at no model cost; ``generated_tokens`` counts tokens a
+    model generated (resampling, judges' answers); ``judge_calls`` counts requests to a judge
+    model (local or remote).
     """
 
     forward_passes: int = 0
@@ -25,6 +27,8 @@ class Cost:
     batches: int = 0
     cache_hits: int = 0
     seconds: float = 0.0
+    generated_tokens: int = 0
+    judge_calls: int = 0
 
     def copy(self) -> Cost:
         return Cost(**asdict(self))
@@ -59,6 +63,10 @@ class Cost:
             parts.append(f"{self.backward_passes} backward")
         if self.cache_hits:
             parts.append(f"{self.cache_hits} cached")
+        if self.generated_tokens:
+            parts.append(f"{self.generated_tokens} generated tokens")
+        if self.judge_calls:
+            parts.append(f"{self.judge_calls} judge calls")
         return ", ".join(parts) + f", {self.seconds:.2f}s"
 
 
@@ -92,7 +100,9 @@ class Budget:
 
 
 class CostMeter:
-    """A cumulative :class:`Cost` owned by anything that calls a model (scorers, adapters)."""
+    """A cumulative :class:`Cost` owned by anything that calls a model (scorers, adapters,
+    tasks). Everything that runs a model adds what it ran to ``meter.cost``; a method reports
+    ``with measure(meter) as cost: ...`` — the one way cost is counted in attribkit."""
 
     def __init__(self) -> None:
         self.cost = Cost()

@@ -33,6 +33,7 @@ class Scorer(CostMeter):
         meter: optional :class:`CostMeter` (e.g. the model adapter) whose forward passes and
             batches during each call are counted instead of one pass per input — for value
             functions that answer some inputs from their own cache.
+        task_kind: the kind of the task this scorer belongs to, recorded in its results.
     """
 
     def __init__(
@@ -45,9 +46,10 @@ class Scorer(CostMeter):
         budget: Budget | None = None,
         progress: Callable[[int], None] | None = None,
         meter: CostMeter | None = None,
+        task_kind: str | None = None,
     ) -> None:
         super().__init__()
-        self.meter = meter
+        self.meter, self.task_kind = meter, task_kind
         if len(units) == 0:
             raise InputError("there are no units to attribute: the input is empty")
         if batch_size < 1:

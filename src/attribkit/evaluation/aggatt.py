@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from attribkit.core.errors import InputError
+from attribkit.core.png import png_bytes
 from attribkit.evaluation.grid import cell_slices
 from attribkit.viz.image import colorize
-from attribkit.viz.png import png_bytes
 
 __all__ = ["AggAtt", "aggatt", "aggatt_figure"]
 

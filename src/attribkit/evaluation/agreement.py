@@ -16,7 +16,6 @@ from scipy import stats
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.errors import InputError
-from attribkit.evaluation.curves import unit_scores
 
 METRICS = ("spearman", "kendall", "top_k_overlap", "sign_agreement")
 
@@ -62,7 +61,7 @@ def agreement(a: Attribution, b: Attribution, k: int = 5) -> dict[str, float]:
     _check_same_units(a, b)
     if k < 1:
         raise InputError(f"k must be >= 1, got {k}")
-    va, vb = unit_scores(a), unit_scores(b)
+    va, vb = a.vector, b.vector
     ok = ~(np.isnan(va) | np.isnan(vb))
     x, y = va[ok], vb[ok]
     m = int(ok.sum())

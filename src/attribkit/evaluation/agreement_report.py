@@ -22,7 +22,6 @@ from scipy import stats
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.errors import InputError
-from attribkit.evaluation.curves import unit_scores
 
 METRICS = ("kendall", "spearman", "top_k_overlap")
 Rows = Literal["each", "sum"]
@@ -60,7 +59,7 @@ def _vectors(att: Attribution, rows: Rows, absolute: bool) -> np.ndarray:
     s = np.asarray(att.scores, dtype=float)
     if s.ndim == 2 and rows == "each":
         return np.abs(s) if absolute else s
-    v = unit_scores(att)
+    v = att.vector
     return (np.abs(v) if absolute else v)[None, :]
 
 
@@ -194,7 +193,7 @@ def agreement_report(
     Rows × units scores (token attribution of generated text): ``rows="each"`` (default)
     compares row by row over the columns the row can see (finite in both) and averages the rows
     of an input, so every input weighs the same; both methods must then have the same rows.
-    ``rows="sum"`` compares the column sums (:func:`~attribkit.evaluation.curves.unit_scores`,
+    ``rows="sum"`` compares the column sums (:attr:`~attribkit.core.attribution.Attribution.vector`,
     summed signed, then |·| when ``absolute``). 1-D scores are compared as they are.
 
     Returns an :class:`AgreementReport` (mean ± std over inputs). The paper's conclusion: methods

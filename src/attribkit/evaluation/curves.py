@@ -28,26 +28,12 @@ from attribkit.core.errors import InputError
 Order = Literal["most", "least"]
 
 
-def unit_scores(attribution: Attribution) -> np.ndarray:
-    """One score per unit with ``NaN`` where the method scored nothing.
-
-    For a 1-D ``scores`` this is the scores themselves; for rows × units it is the column sum,
-    NaN only where the whole column is NaN (unlike :attr:`Attribution.vector`, which gives 0).
-    """
-    s = np.asarray(attribution.scores, dtype=float)
-    if s.ndim == 1:
-        return s.copy()
-    v = np.nansum(s, axis=0)
-    v[np.isnan(s).all(axis=0)] = np.nan
-    return v
-
-
 def rank_units(attribution: Attribution, order: Order = "most") -> np.ndarray:
     """Unit indices in removal order: ``"most"`` = highest score first, ``"least"`` = lowest
     first. Unscored (NaN) units always come last; ties keep unit order."""
     if order not in ("most", "least"):
         raise InputError(f"order must be 'most' (MoRF) or 'least' (LeRF), got {order!r}")
-    v = unit_scores(attribution)
+    v = attribution.vector
     key = -v if order == "most" else v
     key = np.where(np.isnan(key), np.inf, key)
     return np.argsort(key, kind="stable")
@@ -110,9 +96,9 @@ class Curve:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (non-finite floats become None)."""
-        from attribkit.core.attribution import _jsonable
+        from attribkit.core.jsonio import to_json
 
-        return _jsonable(
+        return to_json(
             {
                 "kind": self.kind,
                 "order": self.order,
@@ -211,9 +197,9 @@ class DeletionInsertion:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
-        from attribkit.core.attribution import _jsonable
+        from attribkit.core.jsonio import to_json
 
-        return _jsonable(
+        return to_json(
             {
                 "deletion": self.deletion.to_dict(),
                 "insertion": self.insertion.to_dict(),

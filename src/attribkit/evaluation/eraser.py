@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from attribkit.core.attribution import Attribution, _jsonable
+from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost, measure
 from attribkit.core.errors import InputError
+from attribkit.core.jsonio import to_json
 from attribkit.evaluation.curves import _check_scorer, rank_units
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.5)
@@ -48,7 +49,7 @@ class EraserResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
-        return _jsonable(
+        return to_json(
             {
                 "metric": self.metric,
                 "fractions": list(self.fractions),

@@ -23,7 +23,6 @@ denominator is ≤ 1e-7); chance is 1/n².
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +35,7 @@ from torch import nn
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost
 from attribkit.core.errors import InputError
+from attribkit.core.registry import attribute, get_method
 from attribkit.models.image import ImageClassifier
 from attribkit.tasks.image import ImageTask
 
@@ -538,35 +538,22 @@ def _attribute(
     params: dict[str, Any],
     upsample: str,
 ) -> Attribution:
-    from attribkit.core.registry import _REGISTRY, get_method
-    from attribkit.tasks.image import attribute_image
+    from attribkit.tasks.image import default_output, method_for_images
 
-    if ("image", method) not in _REGISTRY:
-        import attribkit.methods  # noqa: F401  (registers the image methods)
     if "units" not in params:  # score the n² cells (the default 16-px patches may be too big)
         h, w = image.shape[:2]
         n = model.grid.n
         params["units"] = (np.arange(h)[:, None] * n // h) * n + np.arange(w)[None, :] * n // w
-    if ("image", method) in _REGISTRY:
-        fn = get_method(method, space="image").fn
-        output = params.pop("output", None) or getattr(fn, "default_output", "logit")
-        return fn(_GridTask(model, image, target, output, upsample), **params)
-    return attribute_image(model, image, target, method, **params)
+    spec = method_for_images(method)
+    output = params.pop("output", None) or default_output(spec)
+    return attribute(_GridTask(model, image, target, output, upsample), method, **params)  # type: ignore[no-any-return]
 
 
 def _accepts(method: str, name: str) -> bool:
-    from attribkit.core.registry import _REGISTRY
-
-    if ("image", method) not in _REGISTRY:
-        import attribkit.methods  # noqa: F401
-
-    spec = _REGISTRY.get(("image", method))
-    if spec is None:
+    try:
+        return get_method(method, kind="image").accepts(name)
+    except InputError:
         return False
-    sig = inspect.signature(spec.fn)
-    return name in sig.parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()
-    )
 
 
 @dataclass

@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from attribkit.core.attribution import Attribution, _jsonable
+from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost, measure
 from attribkit.core.errors import InputError
+from attribkit.core.jsonio import to_json
 from attribkit.core.units import ImageUnits
 from attribkit.evaluation.curves import Curve
 from attribkit.models.image import ImageClassifier
@@ -197,7 +198,7 @@ class ImageCurves:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
-        return _jsonable(
+        return to_json(
             {
                 **self.scores(),
                 "normalized": self.normalized,
@@ -436,7 +437,7 @@ class SubsetCurves:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
-        return _jsonable(
+        return to_json(
             {
                 "insertion_area": self.insertion_area,
                 "insertion": self.insertion,
@@ -478,7 +479,7 @@ def subset_curves(
     2 (f(x) and f(baseline)) when both are given with m entries, 0 with m + 1 entries each.
     """
     out = output or task.output
-    u = task.units(units) if isinstance(units, str) else units
+    u = task.make_units(units) if isinstance(units, str) else units
     seg = u.segments if isinstance(u, ImageUnits) else np.asarray(u)
     if seg.shape != task.shape or not np.issubdtype(seg.dtype, np.integer):
         raise InputError(f"units must cover the image: an integer (H, W) = {task.shape} label map")
@@ -564,7 +565,7 @@ class PointingGame:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
-        return _jsonable(self.__dict__)
+        return to_json(self.__dict__)
 
 
 def _object_mask(obj: Any, shape: tuple[int, int]) -> np.ndarray:

@@ -195,15 +195,12 @@ def image_study(
 
 def _default_layer(method: str) -> str | None:
     """The ``layer`` default of an image method (None when it takes no layer)."""
-    import inspect
+    from attribkit.core.registry import get_method
 
-    from attribkit.core.registry import _REGISTRY
-
-    spec = _REGISTRY.get(("image", method))
-    if spec is None:
+    try:
+        return get_method(method, kind="image").default("layer")  # type: ignore[no-any-return]
+    except InputError:
         return None
-    param = inspect.signature(spec.fn).parameters.get("layer")
-    return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
 def _difull(

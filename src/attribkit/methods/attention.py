@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from attribkit.core.attribution import Attribution
-from attribkit.core.cost import Budget, Cost, CostMeter, measure
+from attribkit.core.cost import Budget, Cost, measure
 from attribkit.core.errors import InputError, ScorerError
-from attribkit.core.registry import check_units, register
+from attribkit.core.registry import check_units
 from attribkit.core.units import TextUnits
 
 __all__ = [
@@ -212,35 +212,15 @@ def _finish(cost: Cost, calls: int) -> Cost:
     return cost
 
 
-def _meter(task: Any) -> Any:
-    """What to measure: the LM's own meter (``lm.cost``) when it has one."""
-    return task.lm if isinstance(getattr(task.lm, "cost", None), Cost) else CostMeter()
-
-
 def _result(
     task: Any, scores: np.ndarray, name: str, params: dict, cost: Cost, **extras: Any
 ) -> Attribution:
-    return Attribution(
-        units=list(task.units),
-        scores=scores,
-        method=name,
-        target=task.target(),
-        params=params,
-        cost=cost,
-        input=task.units.to_dict(),
-        extras=extras,
-    )
+    return task.result(scores, name, params, cost, **extras)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- AttnTrace
 
 
-@register(
-    "attntrace",
-    kind="context",
-    cost="B forward passes (default 30), each on a prompt keeping ⌊q·n⌋ of the n units; 1 if q·n ≥ n",
-    cite="Wang, Geng, Chen, Jia, 'AttnTrace: Attention-based Context Traceback for Long-Context LLMs', 2025",
-)
 def attntrace(
     task: Any,
     *,
@@ -291,7 +271,7 @@ def attntrace(
     rng = np.random.default_rng(seed)
     totals, counts = np.zeros(n), np.zeros(n, dtype=int)
     calls = 0
-    with measure(_meter(task)) as cost:
+    with measure(task.meter) as cost:
         start = time.perf_counter()
         for _ in range(n_draws):
             kept = np.sort(rng.choice(n, size=k, replace=False))
@@ -373,13 +353,6 @@ def load_heads(model: Any) -> dict[str, Any]:
     return spec
 
 
-@register(
-    "attention_heads",
-    kind="context",
-    cost="1 forward pass",
-    cite="Cohen-Wang, Chuang, Mądry, 'Learning to Attribute with Attention', 2025 (AT2; "
-    "here with a selected set of heads and equal weights)",
-)
 def attention_heads(
     task: Any,
     *,
@@ -419,7 +392,7 @@ def attention_heads(
             )
     if budget is not None:
         budget.check(Cost(), 1)
-    with measure(_meter(task)) as cost:
+    with measure(task.meter) as cost:
         features = head_unit_features(task, head_list)
     scores = w @ features
     params = {

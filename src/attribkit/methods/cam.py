@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
-from attribkit.core.registry import register
 from attribkit.models import layers as layer_hooks
 from attribkit.tasks.image import ImageTask, UnitSpec
 
@@ -30,7 +29,6 @@ __all__ = ["grad_cam", "grad_cam_plus_plus", "layer_activations_and_gradients", 
 
 Upsample = Literal["bilinear", "nearest"]
 _UPSAMPLE = ("bilinear", "nearest")
-_COST = "1 forward + 1 backward pass"
 
 
 def layer_activations_and_gradients(
@@ -137,15 +135,6 @@ def _layer_cam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return (torch.clamp(grads, min=0.0) * acts).sum(dim=0)
 
 
-def _cam_method(name: str, cite: str) -> Any:
-    return register(name, kind="image", cost=_COST, cite=cite)
-
-
-@_cam_method(
-    "grad_cam",
-    "Selvaraju, Cogswell, Das, Vedantam, Parikh & Batra, 'Grad-CAM: Visual Explanations from "
-    "Deep Networks via Gradient-based Localization', 2017",
-)
 def grad_cam(
     task: ImageTask,
     *,
@@ -161,11 +150,6 @@ def grad_cam(
     return _cam(task, "grad_cam", _grad_cam, layer, relu, upsample, units)
 
 
-@_cam_method(
-    "grad_cam_plus_plus",
-    "Chattopadhay, Sarkar, Howlader & Balasubramanian, 'Grad-CAM++: Generalized Gradient-Based "
-    "Visual Explanations for Deep Convolutional Networks', 2018",
-)
 def grad_cam_plus_plus(
     task: ImageTask,
     *,
@@ -181,11 +165,6 @@ def grad_cam_plus_plus(
     return _cam(task, "grad_cam_plus_plus", _grad_cam_pp, layer, relu, upsample, units)
 
 
-@_cam_method(
-    "layer_cam",
-    "Jiang, Zhang, Hou, Cheng & Wei, 'LayerCAM: Exploring Hierarchical Class Activation Maps "
-    "for Localization', 2021",
-)
 def layer_cam(
     task: ImageTask,
     *,

@@ -9,18 +9,10 @@ import numpy as np
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Budget, measure
-from attribkit.core.registry import check_units, register
+from attribkit.core.registry import check_units
 from attribkit.methods.surrogate import lasso_surrogate
 
 
-@register(
-    "contextcite",
-    kind="context",
-    cost="n_ablations + 1 forward passes (64 + the full prompt), independent of n; another span "
-    "of the same task (ContextTask.with_span) with the same seed costs 0",
-    cite="Cohen-Wang, Shah, Georgiev, Mądry, 'ContextCite: Attributing Model Generation to "
-    "Context', NeurIPS 2024",
-)
 def contextcite(
     task: Any,
     *,
@@ -52,14 +44,6 @@ def contextcite(
     return result
 
 
-@register(
-    "hybrid",
-    kind="context",
-    cost="1 forward pass for the prior + up to `verify` + 1 forward passes of leave-one-out "
-    "(with key-value prefix reuse), independent of n",
-    cite="attribkit: learned attention heads (AT2-lite: Cohen-Wang et al., 'Learning to "
-    "Attribute with Attention', 2025) as a prior, verified by leave-one-out on its top units",
-)
 def hybrid(
     task: Any,
     *,
@@ -102,14 +86,6 @@ def hybrid(
     return result
 
 
-@register(
-    "auto",
-    kind="context",
-    cost="1 forward pass when attention heads were selected for the model (attention_heads), "
-    "else n + 1 (loo)",
-    cite="attribkit's default, chosen by measurement (benchmarks/context_traceback.py): "
-    "attention_heads matched leave-one-out's precision@1 on SmolLM2 at 1 forward pass",
-)
 def auto(task: Any, *, budget: Budget | None = None) -> Attribution:
     """The default context method: ``attention_heads`` when a heads file ships for the model
     (one forward pass, any n), otherwise leave-one-out (n + 1 passes). The method that ran is in

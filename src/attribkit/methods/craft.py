@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost, CostMeter, measure
 from attribkit.core.errors import InputError, ScorerError
-from attribkit.core.registry import register
 from attribkit.core.units import Unit
 from attribkit.models import layers as layer_hooks
 from attribkit.models.classifier import OUTPUTS, TorchClassifier
@@ -886,14 +885,6 @@ def concept_maps(concepts: CraftConcepts, model: ImageClassifier, image: Any) ->
     return enc.coefs.T.reshape(-1, h, w)
 
 
-@register(
-    "craft",
-    kind="image",
-    cost="3 forward passes with given concepts (fitting here: n_crops + 4); Sobol: "
-    "nb_design·(r+2) evaluations of the head (matrix products for a pooled linear head, else "
-    "forward passes)",
-    cite=CITE,
-)
 def craft(
     task: ImageTask,
     *,

@@ -22,14 +22,13 @@ decomposition); nostalgebraist, 'interpreting GPT: the logit lens', 2020.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 import torch
 
 from attribkit.core.attribution import Attribution
-from attribkit.core.cost import Cost
+from attribkit.core.cost import measure
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.units import Unit
 from attribkit.tasks.generation import GenerationTask
@@ -184,26 +183,20 @@ def direct_logit_attribution(
                     keep(f"L{i}.z", True), with_kwargs=True
                 )
             )
-    t0 = time.perf_counter()
     try:
-        with torch.inference_mode():
+        with measure(task.meter) as cost, torch.inference_mode():
             out = model(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 logits_to_keep=1,
                 use_cache=False,
             )
+            task.meter.cost.forward_passes += 1
+            task.meter.cost.batches += 1
     finally:
         for h in handles:
             h.remove()
-    seconds = time.perf_counter() - t0
     model_lm.tokens_processed += int(ids.shape[1])
-    cost = Cost(forward_passes=1, batches=1, seconds=seconds)
-    lm_cost = getattr(model_lm, "cost", None)
-    if lm_cost is not None:
-        lm_cost.forward_passes += 1
-        lm_cost.batches += 1
-        lm_cost.seconds += seconds
 
     logits = out.logits[0, -1].double()
     logit = float(logits[tid] - (logits[fid] if fid is not None else 0.0))
@@ -220,6 +213,8 @@ def direct_logit_attribution(
     comps = torch.stack([captured[n] for n in names])
     scores = (comps @ u * inv_r).cpu().numpy()
     total = float(scores.sum())
+    if not (np.isfinite(scores).all() and np.isfinite(logit)):
+        raise ScorerError("the model gave non-finite activations or logits; check its weights")
     error = abs(total - logit)
     if error > TOL * max(1.0, abs(logit)):
         raise ScorerError(

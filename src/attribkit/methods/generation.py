@@ -10,15 +10,17 @@ per (input, row) pair.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
 from attribkit.core.attribution import Attribution
-from attribkit.core.cost import Cost
+from attribkit.core.cost import Cost, measure
 from attribkit.core.errors import InputError, ScorerError
-from attribkit.core.registry import check_units, register
+from attribkit.core.registry import check_units
 from attribkit.methods.gradients import _quadrature
 from attribkit.tasks.generation import GenerationTask
 
@@ -28,36 +30,25 @@ _BATCHED_GRADS: dict[str, bool] = {}
 GAP_FLOOR = 1e-3
 
 
-class _Meter:
-    """Counts passes and seconds for one generation method call."""
+@contextmanager
+def metered(task: GenerationTask) -> Iterator[Cost]:
+    """Check the task's columns, then measure everything its meter counts inside the block
+    (template cache included, when built there): the Cost yielded is filled on exit."""
+    check_units(task)
+    with measure(task.meter) as cost:
+        yield cost
 
-    def __init__(self, task: GenerationTask) -> None:
-        check_units(task)
-        self.task, self.cost = task, Cost()
-        self._t0 = 0.0
 
-    def __enter__(self) -> _Meter:
-        import time
-
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        import time
-
-        self.cost.seconds = time.perf_counter() - self._t0
-        passes = self.task.take_unmetered()  # the template cache, when built here
-        self.cost.forward_passes += passes
-        self.cost.batches += passes
-        lm_cost = getattr(self.task.lm, "cost", None)
-        if lm_cost is not None:  # the model's own meter sees what this call spent
-            lm_cost.forward_passes += self.cost.forward_passes
-            lm_cost.backward_passes += self.cost.backward_passes
-            lm_cost.batches += self.cost.batches
+def _count(task: GenerationTask, forward: int, backward: int = 0) -> None:
+    """Count one batch of ``forward`` inputs (and ``backward`` gradient rows) on the meter."""
+    spent = task.meter.cost
+    spent.forward_passes += forward
+    spent.backward_passes += backward
+    spent.batches += 1
 
 
 def _row_gradients(
-    task: GenerationTask, xb: torch.Tensor, meter: _Meter, rows: list[int] | None = None
+    task: GenerationTask, xb: torch.Tensor, rows: list[int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Row values (B, R) and their gradients (R, B, positions, d) for embeddings ``xb``, for
     the task's rows (or the subset ``rows`` of their indices: backward passes are per row)."""
@@ -84,48 +75,29 @@ def _row_gradients(
                     for i in range(r)
                 ]
             )
-    meter.cost.forward_passes += b
-    meter.cost.backward_passes += b * r
-    meter.cost.batches += 1
+    _count(task, b, b * r)
     return out.detach(), grads.detach()
 
 
-def _values(task: GenerationTask, xb: torch.Tensor, meter: _Meter) -> torch.Tensor:
+def _values(task: GenerationTask, xb: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         out = task.forward_embeds(xb)
-    meter.cost.forward_passes += xb.shape[0]
-    meter.cost.batches += 1
+    _count(task, xb.shape[0])
     return out
 
 
-@register(
-    "saliency",
-    kind="generation",
-    cost="1 forward + rows backward passes",
-    cite="Simonyan et al., 'Deep Inside Convolutional Networks: Visualising Image Classification "
-    "Models and Saliency Maps', 2014 (gradient norm per token)",
-)
 def saliency(task: GenerationTask, *, norm: str = "l2") -> Attribution:
     """|∂f_t/∂e_j| per row t and input token j: the L2 (``norm="l2"``) or L1 norm of the
     gradient at each token's embedding. Unsigned. Costs 1 forward + rows backward passes."""
     if norm not in ("l1", "l2"):
         raise InputError("norm must be 'l1' or 'l2'")
-    with _Meter(task) as meter:
-        _, g = _row_gradients(task, task.embeddings()[None], meter)
+    with metered(task) as cost:
+        _, g = _row_gradients(task, task.embeddings()[None])
         g = g[:, 0].double()
         per_pos = g.norm(dim=-1) if norm == "l2" else g.abs().sum(-1)
-    return task.result(
-        task.to_columns(per_pos.cpu().numpy()), "saliency", {"norm": norm}, meter.cost
-    )
+    return task.result(task.to_columns(per_pos.cpu().numpy()), "saliency", {"norm": norm}, cost)
 
 
-@register(
-    "input_x_gradient",
-    kind="generation",
-    cost="1 forward + rows backward passes",
-    cite="Shrikumar et al., 'Not Just a Black Box: Learning Important Features Through "
-    "Propagating Activation Differences', 2016",
-)
 def input_x_gradient(task: GenerationTask, *, norm: str | None = "l2") -> Attribution:
     """e_j ⊙ ∂f_t/∂e_j per row t and input token j, reduced over the embedding dimension by its
     ``norm``: ``"l2"`` (default, unsigned; Inseq's default for gradient methods) or ``"l1"``;
@@ -139,9 +111,9 @@ def input_x_gradient(task: GenerationTask, *, norm: str | None = "l2") -> Attrib
     prompts). Costs 1 forward + rows backward passes."""
     if norm not in ("l2", "l1", None):
         raise InputError(f"norm must be 'l2', 'l1' or None (signed sum), got {norm!r}")
-    with _Meter(task) as meter:
+    with metered(task) as cost:
         x = task.embeddings()
-        _, g = _row_gradients(task, x[None], meter)
+        _, g = _row_gradients(task, x[None])
         prod = g[:, 0].double() * x.double()
         if norm == "l2":
             per_pos = prod.norm(dim=-1)
@@ -151,7 +123,7 @@ def input_x_gradient(task: GenerationTask, *, norm: str | None = "l2") -> Attrib
         task.to_columns(per_pos.cpu().numpy()),
         "input_x_gradient",
         {"norm": norm},
-        meter.cost,
+        cost,
     )
 
 
@@ -163,14 +135,6 @@ def _nodes(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return _quadrature(rule, steps)
 
 
-@register(
-    "integrated_gradients",
-    kind="generation",
-    cost="2 forward + per node 1 forward + (rows not yet converged) backward passes; nodes: "
-    "steps + 1, doubling (nested: earlier nodes are reused) until each row's completeness "
-    "error ≤ target_error, up to max_steps",
-    cite="Sundararajan, Taly, Yan, 'Axiomatic Attribution for Deep Networks', 2017",
-)
 def integrated_gradients(
     task: GenerationTask,
     *,
@@ -206,8 +170,8 @@ def integrated_gradients(
     best_err = np.full(n_rows, np.inf)
     best_pos = np.zeros((n_rows, n_pos))
     best_steps = np.zeros(n_rows, dtype=int)
-    with _Meter(task) as meter:
-        ends = _values(task, torch.stack([base, x]), meter).double()
+    with metered(task) as cost:
+        ends = _values(task, torch.stack([base, x])).double()
         gap = (ends[1] - ends[0]).cpu().numpy()
         contrib: dict[float, np.ndarray] = {}  # node -> (rows, positions) g·Δ, NaN = not run
         active = list(range(n_rows))
@@ -220,7 +184,7 @@ def integrated_gradients(
                 chunk = todo[i : i + batch_size]
                 a = torch.tensor(chunk, dtype=x.dtype)
                 xb = base[None] + a[:, None, None] * (x - base)[None]
-                _, g = _row_gradients(task, xb, meter, rows=active)  # (r, b, N, d)
+                _, g = _row_gradients(task, xb, rows=active)  # (r, b, N, d)
                 part = torch.einsum("rbnd,nd->brn", g.double(), delta).cpu().numpy()
                 for alpha, values in zip(chunk, part, strict=True):
                     row = contrib.setdefault(alpha, np.full((n_rows, n_pos), np.nan))
@@ -245,20 +209,13 @@ def integrated_gradients(
         task.to_columns(best_pos),
         "integrated_gradients",
         params,
-        meter.cost,
+        cost,
         completeness_error=best_err.tolist(),
         steps=best_steps.tolist(),
         target_gap=gap.tolist(),
     )
 
 
-@register(
-    "occlusion",
-    kind="generation",
-    cost="columns + 1 forward passes (batched; one occluded pass serves every row)",
-    cite="Zeiler & Fergus, 'Visualizing and Understanding Convolutional Networks', 2014 "
-    "(leave-one-token-out)",
-)
 def occlusion(task: GenerationTask, *, batch_size: int = 16) -> Attribution:
     """Leave-one-token-out: f_t(input) − f_t(input with column j's tokens replaced by the pad
     token). Positions stay put, so one occluded pass gives every row. Costs columns + 1 forward
@@ -266,20 +223,19 @@ def occlusion(task: GenerationTask, *, batch_size: int = 16) -> Attribution:
     ids = torch.tensor(task.ids, device=task.lm.device)
     pos_unit = torch.tensor(task.position_unit, device=ids.device)
     seqs = [ids] + [torch.where(pos_unit == u, task.lm.pad_id, ids) for u in range(task.n_units)]
-    with _Meter(task) as meter:
+    with metered(task) as cost:
         outs = []
         for start in range(0, len(seqs), batch_size):
             chunk = torch.stack(seqs[start : start + batch_size])
             outs.append(task.forward_ids(chunk))
-            meter.cost.forward_passes += len(chunk)
-            meter.cost.batches += 1
+            _count(task, len(chunk))
         vals = torch.cat(outs).double().cpu().numpy()  # (1 + columns, rows)
     scores = vals[0][:, None] - vals[1:].T
     scores[~task.visible()] = np.nan
-    return task.result(scores, "occlusion", {}, meter.cost)
+    return task.result(scores, "occlusion", {}, cost)
 
 
-def _attention_maps(task: GenerationTask, meter: _Meter) -> torch.Tensor:
+def _attention_maps(task: GenerationTask) -> torch.Tensor:
     """(layers, positions, positions) head-averaged attention of one eager forward pass."""
     model = task.lm.model
     previous = getattr(model.config, "_attn_implementation", None)
@@ -301,8 +257,7 @@ def _attention_maps(task: GenerationTask, meter: _Meter) -> torch.Tensor:
     att = getattr(out, "attentions", None)
     if not att or any(a is None for a in att):
         raise InputError(f"{type(model).__name__} returned no attention weights")
-    meter.cost.forward_passes += 1
-    meter.cost.batches += 1
+    _count(task, 1)
     task.lm.tokens_processed += ids.shape[1]
     maps = torch.stack([a[0].float().mean(0) for a in att])
     if not torch.isfinite(maps).all():
@@ -317,14 +272,6 @@ def _rows_from_map(task: GenerationTask, m: torch.Tensor) -> np.ndarray:
     return m[q].double().cpu().numpy()
 
 
-@register(
-    "attention",
-    kind="generation",
-    cost="1 forward pass (eager attention)",
-    cite="Bahdanau, Cho, Bengio, 'Neural Machine Translation by Jointly Learning to Align and "
-    "Translate', 2015 (attention weights as attribution); Jain & Wallace, 'Attention is not "
-    "Explanation', 2019",
-)
 def attention(task: GenerationTask, *, layer: int | str = "last") -> Attribution:
     """Attention weight from the position predicting each generated token to every input token,
     averaged over heads, from one layer (``"last"``, the default, or an index, -1 = last) or
@@ -335,8 +282,8 @@ def attention(task: GenerationTask, *, layer: int | str = "last") -> Attribution
     ``benchmarks/copy_task.py``) the last layer puts the most weight on the copied word in 8 of
     8, the all-layer mean in 4 of 8 (early layers attend to anchors such as " the"). Costs 1
     forward pass with eager attention."""
-    with _Meter(task) as meter:
-        maps = _attention_maps(task, meter)
+    with metered(task) as cost:
+        maps = _attention_maps(task)
         if layer == "mean":
             m = maps.mean(0)
         elif layer == "last":
@@ -348,15 +295,9 @@ def attention(task: GenerationTask, *, layer: int | str = "last") -> Attribution
                 f"layer must be 'last', 'mean' or an index in [-{len(maps)}, {len(maps)})"
             )
     scores = task.to_columns(_rows_from_map(task, m))
-    return task.result(scores, "attention", {"layer": layer}, meter.cost)
+    return task.result(scores, "attention", {"layer": layer}, cost)
 
 
-@register(
-    "attention_rollout",
-    kind="generation",
-    cost="1 forward pass (eager attention)",
-    cite="Abnar & Zuidema, 'Quantifying Attention Flow in Transformers', 2020",
-)
 def attention_rollout(
     task: GenerationTask, *, residual: float = 0.5, start_layer: int | None = None
 ) -> Attribution:
@@ -371,8 +312,8 @@ def attention_rollout(
     Costs 1 forward pass with eager attention."""
     if not 0.0 <= residual < 1.0:
         raise InputError("residual must be in [0, 1)")
-    with _Meter(task) as meter:
-        maps = _attention_maps(task, meter).double()
+    with metered(task) as cost:
+        maps = _attention_maps(task).double()
         n_layers, n = maps.shape[0], maps.shape[-1]
         start = 2 * n_layers // 3 if start_layer is None else start_layer
         if not 0 <= start < n_layers:
@@ -385,7 +326,7 @@ def attention_rollout(
             roll = a @ roll
     scores = task.to_columns(_rows_from_map(task, roll))
     params = {"residual": residual, "start_layer": start}
-    return task.result(scores, "attention_rollout", params, meter.cost)
+    return task.result(scores, "attention_rollout", params, cost)
 
 
 __all__: list[Any] = []

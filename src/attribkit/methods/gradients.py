@@ -21,7 +21,7 @@ from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
 from attribkit.core.gradient import GradientScorer
-from attribkit.core.registry import check_units, register
+from attribkit.core.registry import check_units
 
 Rule = Literal["gauss_legendre", "riemann_trapezoid", "riemann_middle"]
 RULES: tuple[str, ...] = ("gauss_legendre", "riemann_trapezoid", "riemann_middle")
@@ -73,13 +73,6 @@ def _weighted(grads: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
 
 
 # --- saliency / input x gradient -----------------------------------------------------------------
-@register(
-    "saliency",
-    kind="gradient",
-    cost="1 forward + 1 backward pass",
-    cite="Simonyan, Vedaldi & Zisserman, 'Deep Inside Convolutional Networks: Visualising Image "
-    "Classification Models and Saliency Maps', 2014",
-)
 def saliency(gscorer: GradientScorer, *, absolute: bool = True) -> Attribution:
     """Score each unit by the sum over its elements of |df/dx| (the signed gradient if
     ``absolute=False``), taken at ``x``.
@@ -101,13 +94,6 @@ def saliency(gscorer: GradientScorer, *, absolute: bool = True) -> Attribution:
     )
 
 
-@register(
-    "input_x_gradient",
-    kind="gradient",
-    cost="1 forward + 1 backward pass",
-    cite="Shrikumar, Greenside, Shcherbina & Kundaje, 'Not Just a Black Box: Learning Important "
-    "Features Through Propagating Activation Differences', 2016",
-)
 def input_x_gradient(gscorer: GradientScorer) -> Attribution:
     """Score each unit by the sum over its elements of (x - x') * df/dx at ``x`` (signed).
 
@@ -125,13 +111,6 @@ def input_x_gradient(gscorer: GradientScorer) -> Attribution:
 
 
 # --- integrated gradients ------------------------------------------------------------------------
-@register(
-    "integrated_gradients",
-    kind="gradient",
-    cost="n_steps forward + n_steps backward passes, plus 2 forward for f(x), f(x') unless "
-    "rule='riemann_trapezoid' (whose path ends give them); with target_error, summed over rounds",
-    cite="Sundararajan, Taly & Yan, 'Axiomatic Attribution for Deep Networks', 2017",
-)
 def integrated_gradients(
     gscorer: GradientScorer,
     *,
@@ -233,13 +212,6 @@ def integrated_gradients(
 
 
 # --- smoothgrad ----------------------------------------------------------------------------------
-@register(
-    "smoothgrad",
-    kind="gradient",
-    cost="n_samples forward + n_samples backward passes",
-    cite="Smilkov, Thorat, Kim, Viégas & Wattenberg, 'SmoothGrad: removing noise by adding "
-    "noise', 2017",
-)
 def smoothgrad(
     gscorer: GradientScorer,
     *,

@@ -36,7 +36,6 @@ axis by mistake; see the notes, §2.2.3).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from attribkit.core.cost import Cost
+from attribkit.core.cost import Cost, measure
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.methods.gradients import _quadrature
 from attribkit.tasks.generation import GenerationTask
@@ -146,9 +145,7 @@ def contrastive_prompt_ig(
     n_p = len(prompt_ids)
     x = task.embeddings()[:n_p]
     base = task.baseline_embeddings(baseline)[:n_p]  # the chat template keeps its embeddings
-    delta = x - base
     responses = {t: t.embeddings()[n_p:] for t in (task, foil)}
-    spent = Cost()
 
     def logprob(t: GenerationTask, xb: torch.Tensor) -> torch.Tensor:
         """Σ log p(t's response | prompt embeddings xb), the sum of t's rows; (B,). The chat
@@ -157,36 +154,47 @@ def contrastive_prompt_ig(
         return t.forward_embeds(torch.cat([xb, resp[None].expand(len(xb), -1, -1)], 1)).sum(-1)
 
     def f_of(xb: torch.Tensor) -> torch.Tensor:
+        spent = task.meter.cost  # the LM's meter, which the foil's task shares
         spent.forward_passes += 2 * xb.shape[0]
         spent.batches += 2
         return logprob(task, xb) - logprob(foil, xb)
 
+    with measure(task.meter) as spent:
+        ig = _contrastive_ig(task, positions, x, base, f_of, n_steps, batch_size)
+    if cost is not None:
+        for name in ("forward_passes", "backward_passes", "batches"):
+            setattr(cost, name, getattr(cost, name) + getattr(spent, name))
+    return {"prompt_ids": prompt_ids, "positions": positions, **ig}
+
+
+def _contrastive_ig(
+    task: GenerationTask,
+    positions: list[int],
+    x: torch.Tensor,
+    base: torch.Tensor,
+    f_of: Any,
+    n_steps: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    delta = x - base
     with torch.no_grad():
         ends = f_of(torch.stack([base, x])).double()
     gap = float(ends[1] - ends[0])
     alphas, weights = _quadrature("gauss_legendre", n_steps)
-    acc = torch.zeros(len(prompt_ids), dtype=torch.float64)
+    acc = torch.zeros(x.shape[0], dtype=torch.float64)
     for start in range(0, n_steps, batch_size):
         a = torch.tensor(alphas[start : start + batch_size], dtype=x.dtype)
         xb = (base[None] + a[:, None, None] * delta[None]).requires_grad_(True)
         with torch.enable_grad():
             (g,) = torch.autograd.grad(f_of(xb).sum(), xb)
-        spent.backward_passes += 2 * xb.shape[0]
+        task.meter.cost.backward_passes += 2 * xb.shape[0]
         w = torch.tensor(weights[start : start + batch_size], dtype=torch.float64)
         acc += torch.einsum("bnd,b,nd->n", g.double(), w, delta.double())
     scores = acc[positions].numpy()
     if not np.isfinite(scores).all():
         raise ScorerError("integrated gradients gave non-finite scores; check the model")
     err = abs(float(scores.sum()) - gap) / max(abs(gap), 1e-3)
-    cached = task.take_unmetered() + foil.take_unmetered()  # the template caches' passes
-    spent.forward_passes += cached
-    spent.batches += cached
-    if cost is not None:
-        for name in ("forward_passes", "backward_passes", "batches"):
-            setattr(cost, name, getattr(cost, name) + getattr(spent, name))
     return {
-        "prompt_ids": prompt_ids,
-        "positions": positions,
         "scores": scores,
         "f": float(ends[1]),
         "gap": gap,
@@ -278,44 +286,42 @@ def grains_vectors(
     bad = [i for i in sel if not 0 <= i < n_layers]
     if bad or not sel:
         raise InputError(f"layers {bad or sel} out of range: the model has {n_layers} layers")
-    cost = Cost()
-    t0 = time.perf_counter()
-    # Selected tokens are replaced by the token the IG baseline embeds (the pad token for "zero").
-    fill_id = lm.space_id if baseline == "space" else lm.pad_id
-    d_pos, d_neg, norms, records = [], [], [], []
-    tok = lm.tokenizer
-    for prompt, preferred, dispreferred in examples:
-        ig = contrastive_prompt_ig(
-            lm,
-            prompt,
-            preferred,
-            dispreferred,
-            n_steps=n_steps,
-            baseline=baseline,
-            chat=chat,
-            cost=cost,
-        )
-        ids, positions, scores = ig["prompt_ids"], ig["positions"], ig["scores"]
-        top_pos = [positions[i] for i in _select(scores, k, +1)]
-        top_neg = [positions[i] for i in _select(scores, k, -1)]
-        abl_pos = [fill_id if p in top_pos else t for p, t in enumerate(ids)]
-        abl_neg = [fill_id if p in top_neg else t for p, t in enumerate(ids)]
-        h = _last_token_states(lm, [ids, abl_pos, abl_neg], sel)  # (3, L, d)
-        cost.forward_passes += 3
-        cost.batches += 1
-        d_pos.append(h[0] - h[1])
-        d_neg.append(h[0] - h[2])
-        norms.append(h[0].norm(dim=-1))
-        records.append(
-            {
-                "prompt": prompt,
-                "positive_tokens": [tok.decode([ids[p]]) for p in top_pos],
-                "negative_tokens": [tok.decode([ids[p]]) for p in top_neg],
-                "f": ig["f"],
-                "gap": ig["gap"],
-                "completeness_error": ig["completeness_error"],
-            }
-        )
+    with measure(lm) as cost:  # every pass below is counted on the LM's meter
+        # Selected tokens are replaced by the token the IG baseline embeds (the pad token for "zero").
+        fill_id = lm.space_id if baseline == "space" else lm.pad_id
+        d_pos, d_neg, norms, records = [], [], [], []
+        tok = lm.tokenizer
+        for prompt, preferred, dispreferred in examples:
+            ig = contrastive_prompt_ig(
+                lm,
+                prompt,
+                preferred,
+                dispreferred,
+                n_steps=n_steps,
+                baseline=baseline,
+                chat=chat,
+            )
+            ids, positions, scores = ig["prompt_ids"], ig["positions"], ig["scores"]
+            top_pos = [positions[i] for i in _select(scores, k, +1)]
+            top_neg = [positions[i] for i in _select(scores, k, -1)]
+            abl_pos = [fill_id if p in top_pos else t for p, t in enumerate(ids)]
+            abl_neg = [fill_id if p in top_neg else t for p, t in enumerate(ids)]
+            h = _last_token_states(lm, [ids, abl_pos, abl_neg], sel)  # (3, L, d)
+            lm.cost.forward_passes += 3
+            lm.cost.batches += 1
+            d_pos.append(h[0] - h[1])
+            d_neg.append(h[0] - h[2])
+            norms.append(h[0].norm(dim=-1))
+            records.append(
+                {
+                    "prompt": prompt,
+                    "positive_tokens": [tok.decode([ids[p]]) for p in top_pos],
+                    "negative_tokens": [tok.decode([ids[p]]) for p in top_neg],
+                    "f": ig["f"],
+                    "gap": ig["gap"],
+                    "completeness_error": ig["completeness_error"],
+                }
+            )
     dp, dn = torch.stack(d_pos), torch.stack(d_neg)  # (N, L, d)
     vecs = []
     for j in range(len(sel)):
@@ -326,12 +332,6 @@ def grains_vectors(
     vectors = torch.stack(vecs).float().numpy()
     if not np.isfinite(vectors).all():
         raise ScorerError("the steering vectors are not finite; check the model's hidden states")
-    cost.seconds = time.perf_counter() - t0
-    lm_cost = getattr(lm, "cost", None)
-    if lm_cost is not None:
-        lm_cost.forward_passes += cost.forward_passes
-        lm_cost.backward_passes += cost.backward_passes
-        lm_cost.batches += cost.batches
     return SteeringVectors(
         vectors=vectors,
         layers=sel,

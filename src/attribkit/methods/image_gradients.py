@@ -17,7 +17,6 @@ import numpy as np
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
-from attribkit.core.registry import register
 from attribkit.methods import gradients
 from attribkit.tasks.image import ImageTask, UnitSpec
 
@@ -43,16 +42,6 @@ def _run(
     return task.result(cell_map, name, params, cost, units=units, **extras)
 
 
-def _image_method(name: str, cost: str, cite: str) -> Any:
-    return register(name, kind="image", cost=cost, cite=cite)
-
-
-@_image_method(
-    "saliency",
-    "1 forward + 1 backward pass (+2 forward at a layer)",
-    "Simonyan, Vedaldi & Zisserman, 'Deep Inside Convolutional Networks: Visualising Image "
-    "Classification Models and Saliency Maps', 2014",
-)
 def saliency(
     task: ImageTask, *, layer: str | None = "input", absolute: bool = True, units: UnitSpec = None
 ) -> Attribution:
@@ -61,12 +50,6 @@ def saliency(
     return _run(task, "saliency", layer, units, absolute=absolute)
 
 
-@_image_method(
-    "input_x_gradient",
-    "1 forward + 1 backward pass (+2 forward at a layer)",
-    "Shrikumar, Greenside, Shcherbina & Kundaje, 'Not Just a Black Box: Learning Important "
-    "Features Through Propagating Activation Differences', 2016",
-)
 def input_x_gradient(
     task: ImageTask, *, layer: str | None = "input", units: UnitSpec = None
 ) -> Attribution:
@@ -75,11 +58,6 @@ def input_x_gradient(
     return _run(task, "input_x_gradient", layer, units)
 
 
-@_image_method(
-    "integrated_gradients",
-    "n_steps forward + n_steps backward passes, +2 forward (+2 at a layer)",
-    "Sundararajan, Taly & Yan, 'Axiomatic Attribution for Deep Networks', 2017",
-)
 def integrated_gradients(
     task: ImageTask,
     *,
@@ -98,11 +76,6 @@ def integrated_gradients(
     )
 
 
-@_image_method(
-    "smoothgrad",
-    "n_samples forward + n_samples backward passes (+2 forward at a layer)",
-    "Smilkov, Thorat, Kim, Viégas & Wattenberg, 'SmoothGrad: removing noise by adding noise', 2017",
-)
 def smoothgrad(
     task: ImageTask,
     *,

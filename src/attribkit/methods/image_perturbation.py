@@ -1,6 +1,6 @@
 """Perturbation maps in image space (kind ``image``): sliding-window occlusion and RISE.
 
-Both explain the target's probability by default (``default_output = "prob"``; pass
+Both explain the target's probability by default (declared ``output="prob"`` in the catalog; pass
 ``output="logit"`` to :func:`attribkit.attribute_image` for the logit) and send every perturbed
 image through the model in batches (:meth:`ImageTask.mask_values`), never one at a time.
 
@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
-from attribkit.core.registry import register
 from attribkit.tasks.image import ImageTask, UnitSpec
 
 __all__ = ["occlusion", "occlusion_windows", "rise", "rise_masks"]
@@ -85,13 +84,6 @@ def occlusion_windows(
     ]
 
 
-@register(
-    "occlusion",
-    kind="image",
-    cost="n_windows + 1 forward passes, n_windows = (ceil((H - kernel) / stride) + 1)^2 "
-    "(169 at 224² with the defaults kernel 32, stride 16)",
-    cite="Zeiler & Fergus, 'Visualizing and Understanding Convolutional Networks', 2014",
-)
 def occlusion(
     task: ImageTask,
     *,
@@ -145,9 +137,6 @@ def occlusion(
     )
 
 
-occlusion.default_output = "prob"  # type: ignore[attr-defined]
-
-
 # --- RISE ----------------------------------------------------------------------------------------
 def _rise_grids(
     n_masks: int, grid_size: int, keep_prob: float, shape: tuple[int, int], seed: int | None
@@ -191,13 +180,6 @@ def rise_masks(
     return _rise_upsample(grids, shifts, grid_size, shape)
 
 
-@register(
-    "rise",
-    kind="image",
-    cost="n_masks forward passes (default 2000), in batches",
-    cite="Petsiuk, Das & Saenko, 'RISE: Randomized Input Sampling for Explanation of Black-box "
-    "Models', 2018",
-)
 def rise(
     task: ImageTask,
     *,
@@ -260,9 +242,6 @@ def rise(
         "seed": seed,
     }
     return task.result(heatmap, "rise", params, cost, units=units, mean_value=mean_value)
-
-
-rise.default_output = "prob"  # type: ignore[attr-defined]
 
 
 def _at_layer(

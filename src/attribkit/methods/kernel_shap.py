@@ -10,7 +10,7 @@ import numpy as np
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
-from attribkit.core.registry import check_units, register
+from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
 
 
@@ -141,12 +141,6 @@ def solve_constrained(
     return phi
 
 
-@register(
-    "kernel_shap",
-    kind="perturbation",
-    cost="at most n_samples + 2 forward passes (default min(2n + 2048, 2^n − 2) + 2)",
-    cite="Lundberg & Lee, 'A Unified Approach to Interpreting Model Predictions', 2017",
-)
 def kernel_shap(
     scorer: Scorer, *, n_samples: int | None = None, seed: int | None = 0
 ) -> Attribution:

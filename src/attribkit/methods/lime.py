@@ -8,7 +8,7 @@ from sklearn.linear_model import Ridge
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
-from attribkit.core.registry import check_units, register
+from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
 
 
@@ -31,13 +31,6 @@ def lime_kernel(masks: np.ndarray, kernel_width: float) -> np.ndarray:
     return np.sqrt(np.exp(-(distance**2) / kernel_width**2))
 
 
-@register(
-    "lime",
-    kind="perturbation",
-    cost="at most n_samples forward passes",
-    cite="Ribeiro, Singh & Guestrin, \"'Why Should I Trust You?': Explaining the Predictions of "
-    'Any Classifier", 2016',
-)
 def lime(
     scorer: Scorer,
     *,

@@ -6,17 +6,10 @@ import numpy as np
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
-from attribkit.core.registry import check_units, register
+from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
 
 
-@register(
-    "loo",
-    kind="perturbation",
-    cost="n + 1 forward passes",
-    cite="Zeiler & Fergus, 'Visualizing and Understanding Convolutional Networks', 2014 (occlusion); "
-    "leave-one-out as in Li et al., 'Understanding Neural Networks through Representation Erasure', 2016",
-)
 def leave_one_out(scorer: Scorer) -> Attribution:
     """Score unit i by f(all) − f(all without i).
 

@@ -28,8 +28,7 @@ import torch
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.errors import InputError, ScorerError
-from attribkit.core.registry import register
-from attribkit.methods.generation import _Meter
+from attribkit.methods.generation import _count, metered
 from attribkit.tasks.generation import GenerationTask
 
 # Δ is clipped to ±(1 − CLIP) so that g(Δ) = ln((1+Δ)/(1−Δ)) stays finite (|g| ≤ ~14.5).
@@ -92,7 +91,7 @@ def probe_sequences(
 
 
 def _forward(
-    task: GenerationTask, seqs: np.ndarray, row_of: np.ndarray, k: int, meter: _Meter, chunk: int
+    task: GenerationTask, seqs: np.ndarray, row_of: np.ndarray, k: int, chunk: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Target value of row ``row_of[j]`` for sequence j, and whether its generated token is in
     the top-``k`` predictions there. One model call per ``chunk`` sequences, all counted."""
@@ -104,8 +103,7 @@ def _forward(
         r = torch.as_tensor(row_of[s : s + chunk])
         b = ids.shape[0]
         logits = task.forward_logits(ids)
-        meter.cost.forward_passes += b
-        meter.cost.batches += 1
+        _count(task, b)
         v = task.row_values(logits)  # (b, rows); ScorerError on NaN
         lg = logits[torch.arange(b), rows[r].to(logits.device)].float()  # (b, V)
         yy = y[r].to(lg.device)
@@ -127,15 +125,6 @@ def _softmax(s: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-@register(
-    "reagent",
-    kind="generation",
-    cost="1 + rows × steps × n_probes forward passes (+ rows × n_probes per stop check after "
-    "min_steps), batched over rows and probes: about steps + 1 batches (steps data-dependent, "
-    "≤ max_steps; reported per row in extras)",
-    cite="Zhao & Shan, 'ReAGent: A Model-agnostic Feature Attribution Method for Generative "
-    "Language Models', 2024",
-)
 def reagent(
     task: GenerationTask,
     *,
@@ -186,13 +175,12 @@ def reagent(
     rng = np.random.default_rng(seed)
     vis = task.visible()
     n_rows, n_cols = vis.shape
-    with _Meter(task) as meter:
+    with metered(task) as cost:
         ids = torch.tensor([task.ids], device=task.lm.device)
         with torch.inference_mode():
             out = task.lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
         task.lm.tokens_processed += ids.shape[1]
-        meter.cost.forward_passes += 1
-        meter.cost.batches += 1
+        _count(task, 1)
         logits = out.logits[0]
         n_p = len(task.prompt_ids)
         f0 = task.row_values(logits[None, n_p - 1 : -1])[0].double().cpu().numpy()  # (rows,)
@@ -259,7 +247,6 @@ def reagent(
                 np.concatenate(seq_parts),
                 np.concatenate(row_parts),
                 top_k,
-                meter,
                 batch_size,
             )
             pos = 0
@@ -305,7 +292,7 @@ def reagent(
         scores,
         "reagent",
         params,
-        meter.cost,
+        cost,
         steps=[int(s) for s in steps],
         converged=[int(c) for c in converged],
         sampler=params["sampler"],

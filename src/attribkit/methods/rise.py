@@ -7,17 +7,10 @@ import numpy as np
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
-from attribkit.core.registry import check_units, register
+from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
 
 
-@register(
-    "rise",
-    kind="perturbation",
-    cost="at most n_masks forward passes (default 1000), independent of n",
-    cite="Petsiuk, Das & Saenko, 'RISE: Randomized Input Sampling for Explanation of Black-box "
-    "Models', 2018",
-)
 def rise(
     scorer: Scorer,
     *,

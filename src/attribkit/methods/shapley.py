@@ -9,7 +9,7 @@ import numpy as np
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
-from attribkit.core.registry import check_units, register
+from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
 
 EXACT_AUTO_MAX = 12
@@ -42,14 +42,6 @@ def shapley_from_table(values: np.ndarray, n: int) -> np.ndarray:
     return phi
 
 
-@register(
-    "shapley",
-    kind="perturbation",
-    cost="2^n forward passes (exact, n <= 12); at most n_permutations·(n−1) + 2 when sampled",
-    cite="Shapley, 'A Value for n-Person Games', 1953; Castro, Gómez & Tejada, 'Polynomial "
-    "calculation of the Shapley value based on sampling', 2009; antithetic permutations: Mitchell, "
-    "Cooper, Frank & Holmes, 'Sampling Permutations for Shapley Value Estimation', 2022",
-)
 def shapley(
     scorer: Scorer,
     *,

@@ -65,7 +65,7 @@ def unit_segments(a: Attribution, shape: tuple[int, int]) -> np.ndarray:
         if (region != -1).any():
             raise InputError(
                 "the units' boxes overlap (superpixels?), so the unit map cannot be rebuilt from "
-                "them; pass the units: smooth_attribution(a, sigma, units=task.units(...))"
+                "them; pass the units: smooth_attribution(a, sigma, units=task.make_units(...))"
             )
         region[...] = u.index
     if (seg == -1).any():
@@ -110,7 +110,6 @@ def smooth_attribution(
     cost = a.cost.copy()
     cost.seconds += time.perf_counter() - start
     params = dict(a.params, sigma=float(sigma), kernel_size=kernel_size, smoothed=a.method)
-    extras = dict(a.extras, heatmap=smoothed.astype(np.float32))
     return dataclasses.replace(
         a,
         units=list(a.units),
@@ -119,5 +118,6 @@ def smooth_attribution(
         params=params,
         cost=cost,
         input=dict(a.input),
-        extras=extras,
+        extras=dict(a.extras),
+        image_map=smoothed,
     )

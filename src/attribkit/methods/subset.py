@@ -38,7 +38,6 @@ import torch
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
-from attribkit.core.registry import register
 from attribkit.core.units import ImageUnits
 from attribkit.methods.submodular import SubsetSearch, bidirectional_order, greedy_order
 from attribkit.tasks.image import ImageTask, UnitSpec
@@ -77,13 +76,13 @@ def subset_units(
         if units.image.shape != task.image.shape:
             raise InputError(
                 f"the units were built on an image of shape {units.image.shape}, but the task's "
-                f"image is {task.image.shape}; build them with task.units(...)"
+                f"image is {task.image.shape}; build them with task.make_units(...)"
             )
         return units if keep_own else ImageUnits(task.image, units.segments, baseline=baseline)
     if keep_own:
         raise InputError("baseline='units' keeps the baseline of given ImageUnits; pass units=")
     spec = "superpixels" if units is None else units
-    return task.units(spec, n_segments=n_segments, compactness=compactness, baseline=baseline)
+    return task.make_units(spec, n_segments=n_segments, compactness=compactness, baseline=baseline)
 
 
 def _check_weights(weights: dict[str, float] | None, default: dict[str, float]) -> dict:
@@ -332,14 +331,6 @@ def _run(
     return task.result(hm, name, params, cost, units=u, unit_scores=scores, **extras)
 
 
-@register(
-    "smdl",
-    kind="image",
-    cost="m(m+1) forward passes for m regions (two per F evaluation, m(m+1)/2 evaluations; "
-    "the m embedding passes are reused by the first step), less cache hits",
-    cite="Chen et al., 'Less is More: Fewer Interpretable Region via Submodular Subset "
-    "Selection', ICLR 2024",
-)
 def smdl(
     task: ImageTask,
     *,
@@ -374,14 +365,6 @@ def smdl(
     )
 
 
-@register(
-    "lima",
-    kind="image",
-    cost="2 forward passes per F evaluation: 2·Σ(r + pending) over iterations with r > pending "
-    "regions left, then 2·Σr; ≈ 0.65·m(m+1) at m = 50, pending = 8",
-    cite="Chen et al., 'Less is More: Efficient Black-box Attribution via Minimal "
-    "Interpretable Subset Selection', 2025",
-)
 def lima(
     task: ImageTask,
     *,
@@ -414,10 +397,3 @@ def lima(
         embedding_layer,
         pending=pending,
     )
-
-
-smdl.default_output = "prob"  # type: ignore[attr-defined]
-lima.default_output = "prob"  # type: ignore[attr-defined]
-#: the units these methods build when given none (superpixels, not the 16-px patches).
-smdl.default_units = "superpixels"  # type: ignore[attr-defined]
-lima.default_units = "superpixels"  # type: ignore[attr-defined]

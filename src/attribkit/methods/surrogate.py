@@ -9,7 +9,7 @@ from sklearn.preprocessing import StandardScaler
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
-from attribkit.core.registry import check_units, register
+from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
 
 
@@ -32,13 +32,6 @@ def fit_lasso_surrogate(
     return weights * span_tokens, intercept * span_tokens, float(lasso.score(xs, y))
 
 
-@register(
-    "lasso_surrogate",
-    kind="perturbation",
-    cost="at most n_ablations forward passes (default 64), independent of n",
-    cite="Cohen-Wang, Shah, Georgiev & Mądry, 'ContextCite: Attributing Model Generation to "
-    "Context', 2024",
-)
 def lasso_surrogate(
     scorer: Scorer,
     *,

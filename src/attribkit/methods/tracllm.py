@@ -32,7 +32,7 @@ import numpy as np
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import BudgetExhausted, InputError
-from attribkit.core.registry import check_units, register
+from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
 
 SCORE_FUNCS = ("stc", "loo", "shapley", "denoised_shapley")
@@ -236,17 +236,6 @@ def _check_params(
     return funcs
 
 
-@register(
-    "tracllm",
-    kind="perturbation",
-    cost="no scoring while a level has <= k nodes; then each level scores m <= 2k groups on the "
-    "surviving context: STC and LOO m + 1, (denoised) Shapley <= n_permutations·(m − 1) + 2 "
-    "forward passes, over ≈ log2(n/k) levels (n <= k: one level of n groups). With k=5, LOO "
-    "alone: 16 (n=10), 39 (n=50), 61 (n=200), 85 (n=1000); repeated masks are cached, so STC, "
-    "Shapley and the ensemble cost less than the per-function sum",
-    cite="Wang, Zou, Geng & Jia, 'TracLLM: A Generic Framework for Attributing Long Context "
-    "LLMs', USENIX Security 2025",
-)
 def tracllm(
     scorer: Scorer,
     *,

@@ -28,9 +28,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from attribkit.core.attribution import Attribution, _jsonable
+from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost
 from attribkit.core.errors import InputError, StoreError
+from attribkit.core.jsonio import to_json
 
 SCHEMA_VERSION = 1
 RUN_FORMAT = "attribkit.run"
@@ -170,12 +171,12 @@ def _encode_inputs(inputs: Mapping[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in (inputs or {}).items():
         if name == "image" and isinstance(value, np.ndarray):
-            from attribkit.viz.png import png_data_url
+            from attribkit.core.png import png_data_url
 
             out["image_png"] = png_data_url(value)
             out["image_shape"] = list(value.shape)
         else:
-            out[str(name)] = _jsonable(value)
+            out[str(name)] = to_json(value)
     return out
 
 
@@ -339,7 +340,7 @@ class RunStore:
             json.dumps(data["params"], ensure_ascii=False),
             json.dumps(_encode_inputs(inputs), ensure_ascii=False),
             json.dumps(data["cost"]),
-            json.dumps(_jsonable(dict(tags or {})), ensure_ascii=False),
+            json.dumps(to_json(dict(tags or {})), ensure_ascii=False),
             json.dumps(data, ensure_ascii=False),
         )
 

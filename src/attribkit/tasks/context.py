@@ -20,11 +20,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from attribkit.core.attribution import Attribution
-from attribkit.core.cost import Budget
+from attribkit.core.cost import Budget, Cost, CostMeter
 from attribkit.core.errors import InputError
-from attribkit.core.registry import attribute, get_method
+from attribkit.core.registry import attribute
 from attribkit.core.scorer import Scorer
 from attribkit.core.segment import sentence_spans
+from attribkit.core.task import Task
 from attribkit.core.units import TextUnits
 
 PROMPT_TEMPLATE = "Context: {context}\n\nQuery: {query}"
@@ -108,8 +109,9 @@ def resolve_span(response: str, span: str | tuple[int, int] | None) -> tuple[int
     return start, end
 
 
-class ContextTask:
-    """One context-attribution question, ready to be attributed by any method.
+class ContextTask(Task):
+    """One context-attribution question, ready to be attributed by any method (task kind
+    ``"context"``: the context methods, and every perturbation method on :meth:`scorer`).
 
     Args:
         lm: a language model with ``generate`` and ``token_logprobs`` (``LanguageModel``,
@@ -137,6 +139,7 @@ class ContextTask:
         batch_size: int = 8,
     ) -> None:
         self.lm, self.template, self.batch_size = lm, template, batch_size
+        self._meter = lm if isinstance(getattr(lm, "cost", None), Cost) else CostMeter()
         self.units = context_units(context, units)
         if not isinstance(query, str) or not query.strip():
             raise InputError("the query is empty: give the question the response answers")
@@ -154,6 +157,40 @@ class ContextTask:
         self._span_mask: np.ndarray | None = None
         self._cache: dict[str, np.ndarray] = {}
         self._reference_set = False
+
+    kind = "context"
+
+    @property
+    def meter(self) -> CostMeter:
+        """The LM's own meter when it has one (every scored prompt is counted there), else the
+        task's."""
+        return self._meter  # type: ignore[return-value]
+
+    @property
+    def target_info(self) -> dict[str, Any]:
+        """The default target: the response's (or span's) log-probability."""
+        return self.target()
+
+    def result(
+        self, scores: np.ndarray, method: str, params: dict[str, Any], cost: Cost, **extras: Any
+    ) -> Attribution:
+        """An Attribution over the context units of this task's log-probability target."""
+        return Attribution(
+            units=list(self.units),
+            scores=scores,
+            method=method,
+            target=self.target(),
+            params=params,
+            cost=cost,
+            input=self.units.to_dict(),
+            extras=extras,
+            task=self.kind,
+        )
+
+    def unit_scorer(self, params: dict[str, Any]) -> Scorer:
+        """:meth:`scorer` for the default log-probability target; takes ``budget`` from
+        ``params``."""
+        return self.scorer(budget=params.pop("budget", None))
 
     # --- prompts --------------------------------------------------------------------------------
     @property
@@ -229,6 +266,9 @@ class ContextTask:
                         todo = [p for p in todo if p != self.prompt()]
                 kwargs["reuse_prefix"] = True
             values = self.lm.token_logprobs(todo, self.response, **kwargs) if todo else []
+            if todo and self._meter is not self.lm:  # an LM without a meter: count here
+                self._meter.cost.forward_passes += len(todo)
+                self._meter.cost.batches += 1
             self._cache.update(zip(todo, (np.asarray(v, dtype=float) for v in values), strict=True))
         return [self._cache[p] for p in prompts]
 
@@ -275,10 +315,9 @@ class ContextTask:
     ) -> Scorer:
         """A mask :class:`Scorer` over the context units for this task's target.
 
-        Forward passes are counted from the LM's own meter when it has one, so prompts answered
-        from the task's cache cost nothing.
+        Forward passes are counted on the task's :attr:`meter`, so prompts answered from the
+        task's cache cost nothing.
         """
-        meter = self.lm if hasattr(self.lm, "cost") else None
         return Scorer(
             self.units,
             lambda contexts: self.values(contexts, value),
@@ -286,17 +325,18 @@ class ContextTask:
             batch_size=self.batch_size,
             budget=budget,
             progress=progress,
-            meter=meter,  # type: ignore[arg-type]
+            meter=self._meter,
+            task_kind=self.kind,
         )
 
     def attribute(
         self, method: str = DEFAULT_METHOD, budget: Budget | None = None, **params: Any
     ) -> Attribution:
-        """Run a registered method on this task (perturbation methods on :meth:`scorer`)."""
-        spec = get_method(method)
-        if spec.kind == "context":
-            return attribute(self, method, budget=budget, **params)
-        return attribute(self.scorer(budget=budget), method, **params)
+        """Run a context method, or a perturbation method on :meth:`scorer`, on this task
+        (:func:`attribkit.attribute`); ``budget`` caps its forward passes."""
+        if budget is not None:
+            params["budget"] = budget
+        return attribute(self, method, **params)
 
     def with_span(self, span: str | tuple[int, int] | None) -> ContextTask:
         """The same question with another target span; shares this task's per-prompt cache, so

@@ -26,9 +26,11 @@ import numpy as np
 import torch
 
 from attribkit.core.attribution import Attribution
+from attribkit.core.cost import Cost, CostMeter
 from attribkit.core.errors import InputError, ScorerError
-from attribkit.core.registry import get_method
+from attribkit.core.registry import attribute
 from attribkit.core.segment import sentence_spans
+from attribkit.core.task import Task
 from attribkit.core.units import TextUnits, Unit, Units
 
 Target = Literal["logprob", "prob", "logit"]
@@ -40,8 +42,9 @@ DEFAULT_METHOD = "integrated_gradients"
 _PREFIX_CACHE_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
-class GenerationTask:
-    """One generation to explain, token by token, on a local :class:`LanguageModel`.
+class GenerationTask(Task):
+    """One generation to explain, token by token, on a local :class:`LanguageModel` (task kind
+    ``"generation"``: its units are the columns, its scores rows × columns).
 
     Args:
         lm: a local ``LanguageModel`` (token attribution needs the model's logits; gradient
@@ -109,7 +112,24 @@ class GenerationTask:
         self._prefix_len = first if _PREFIX_CACHE_OK.get(lm.model, True) else 0
         self._prefix_kv: Any = None
         self._template: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._unmetered = 0  # forward passes (one batch each) spent on it, for the next meter
+        self._meter = lm if isinstance(getattr(lm, "cost", None), Cost) else CostMeter()
+
+    kind = "generation"
+
+    @property
+    def units(self) -> Units:
+        """The columns: the user prompt's tokens (or units), then the generated tokens."""
+        return self.columns
+
+    @property
+    def meter(self) -> CostMeter:
+        """The LM's meter (``lm.cost``): every pass a generation method runs is counted there."""
+        return self._meter  # type: ignore[return-value]
+
+    @property
+    def target_info(self) -> dict[str, Any]:
+        """What each row explains (see :meth:`target`)."""
+        return self.target()
 
     # --- tokens, columns, rows ------------------------------------------------------------------
     def _check_tokenization(self) -> str | None:
@@ -292,12 +312,6 @@ class GenerationTask:
         cache.batch_repeat_interleave(batch)
         return cache
 
-    def take_unmetered(self) -> int:
-        """Forward passes (one batch each) the task spent on its template cache since the last
-        call; the generation methods' meters add them to the method's cost. No model calls."""
-        spent, self._unmetered = self._unmetered, 0
-        return spent
-
     def _build_template_cache(self) -> None:
         """The key/value cache of the template before the first column, which no method changes:
         one forward pass of those positions. The first time a model is used, two more passes
@@ -323,7 +337,8 @@ class GenerationTask:
             _PREFIX_CACHE_OK[model] = False
         finally:
             self.lm.tokens_processed += k
-            self._unmetered += passes
+            self._meter.cost.forward_passes += passes
+            self._meter.cost.batches += passes
         if kv is None or not _PREFIX_CACHE_OK.get(model, False):
             self._prefix_len, self._prefix_kv = 0, None
         else:
@@ -406,11 +421,13 @@ class GenerationTask:
             cost=cost,
             input=self.input_dict(),
             extras=extras,
+            task=self.kind,
         )
 
     def attribute(self, method: str = DEFAULT_METHOD, **params: Any) -> Attribution:
-        """Run the generation method ``method`` on this task (see ``attribkit methods``)."""
-        return get_method(method, space="generation").fn(self, **params)
+        """Run the generation method ``method`` on this task (:func:`attribkit.attribute`;
+        ``attribkit methods --kind generation``)."""
+        return attribute(self, method, **params)
 
     def __repr__(self) -> str:
         return (

@@ -22,7 +22,9 @@ from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost, CostMeter
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.gradient import GradientScorer
+from attribkit.core.registry import MethodSpec, attribute, get_method
 from attribkit.core.scorer import Scorer
+from attribkit.core.task import Task
 from attribkit.core.units import ImageUnits, Unit, Units
 from attribkit.models import layers as layer_hooks
 from attribkit.models.classifier import OUTPUTS, TorchClassifier
@@ -32,7 +34,7 @@ __all__ = ["ImageTask", "attribute_image", "image_units"]
 
 UnitSpec = str | Units | np.ndarray | None
 #: keyword arguments of :func:`attribute_image` that shape the units, not the method.
-_UNIT_OPTIONS = ("patch", "n_segments", "compactness", "blur_sigma")
+UNIT_OPTIONS = ("patch", "n_segments", "compactness", "blur_sigma")
 
 
 @functools.lru_cache(maxsize=8)
@@ -81,8 +83,9 @@ def image_units(
     )
 
 
-class ImageTask(CostMeter):
-    """One image, one image classifier, one target class.
+class ImageTask(CostMeter, Task):
+    """One image, one image classifier, one target class (task kind ``"image"``: the image
+    methods, and every perturbation method over image units).
 
     Args:
         model: an :class:`ImageClassifier` (``attribkit.load("efficientnet-lite0")`` or any
@@ -94,8 +97,10 @@ class ImageTask(CostMeter):
 
     Building it costs one forward pass (to find the predicted class, or the class count of a
     model without labels); a given target of a labelled model costs none. ``cost`` counts every
-    image the task sends through the model.
+    image the task sends through the model: the task is its own :attr:`meter`.
     """
+
+    kind = "image"
 
     def __init__(
         self,
@@ -340,10 +345,48 @@ class ImageTask(CostMeter):
         gs.cost = self.cost  # one meter: the task counts what its scorers spend
         return gs
 
-    # -- units and results ---------------------------------------------------------------------
-    def units(self, units: UnitSpec = "patches", **kw: Any) -> ImageUnits:
-        """:func:`image_units` of this image."""
+    # -- the task contract ----------------------------------------------------------------------
+    @property
+    def meter(self) -> CostMeter:
+        """The task itself: every image it sends through the model is counted on it."""
+        return self
+
+    @functools.cached_property
+    def units(self) -> ImageUnits:  # type: ignore[override]
+        """The default units: patches of min(H, W) // 14 px (16 px at 224). No model calls."""
+        return self.make_units("patches")
+
+    def make_units(self, units: UnitSpec = "patches", **kw: Any) -> ImageUnits:
+        """:func:`image_units` of this image (``"patches"``, ``"superpixels"``, ``"pixels"``, a
+        label map or ImageUnits; ``kw``: patch, n_segments, compactness, blur_sigma, baseline)."""
         return image_units(self.image, units, **kw)
+
+    def prepare(self, spec: MethodSpec, params: dict[str, Any]) -> None:
+        """Unit options (``patch``, ``n_segments``...) given to an image method become its
+        ``units``."""
+        unit_kw = {k: params.pop(k) for k in UNIT_OPTIONS if k in params}
+        if spec.kind == "image" and unit_kw:
+            given = params.get("units")
+            params["units"] = self.make_units("patches" if given is None else given, **unit_kw)
+        elif unit_kw:
+            params["_unit_options"] = unit_kw
+
+    def unit_scorer(self, params: dict[str, Any]) -> Scorer:
+        """A :meth:`scorer` over ``params['units']`` (default patches) built with the unit
+        options given; for a unit method ``baseline`` is what a removed unit shows."""
+        unit_kw = params.pop("_unit_options", {})
+        if "baseline" in params:
+            unit_kw["baseline"] = params.pop("baseline")
+        return self.scorer(self.make_units(params.pop("units", None), **unit_kw))
+
+    def unit_result(self, attribution: Attribution, scorer: Scorer) -> Attribution:
+        """The unit method's scores as an image Attribution: each unit's score spread over its
+        pixels is the map. No model calls."""
+        a, u = attribution, scorer.units
+        hm = u.heatmap(np.nan_to_num(a.vector))  # type: ignore[attr-defined]
+        return self.result(
+            hm, a.method, a.params, a.cost, units=u, unit_scores=a.scores, **a.extras
+        )
 
     def scorer(self, units: Units, output: str | None = None, **scorer_kw: Any) -> Scorer:
         """A mask :class:`Scorer` over ``units`` valued by the target's ``output``; its passes
@@ -355,7 +398,13 @@ class ImageTask(CostMeter):
 
         target = dict(self.target_info, kind="class_" + out, output=out)
         return Scorer(
-            units, value, target=target, batch_size=self.model.batch_size, meter=self, **scorer_kw
+            units,
+            value,
+            target=target,
+            batch_size=self.model.batch_size,
+            meter=self,
+            task_kind=self.kind,
+            **scorer_kw,
         )
 
     def upsample(self, cell_map: Any) -> np.ndarray:
@@ -379,11 +428,15 @@ class ImageTask(CostMeter):
         unit_scores: np.ndarray | None = None,
         **extras: Any,
     ) -> Attribution:
-        """The Attribution of a map: ``heatmap`` ((h, w), upsampled to the image) is kept in
-        ``extras['heatmap']`` (read it as ``attribution.heatmap``); unit scores are
+        """The Attribution of a map: ``heatmap`` ((h, w), upsampled to the image) is its
+        ``image_map`` (read it as ``attribution.heatmap``); unit scores are
         ``unit_scores`` when the method scored units, else the heatmap summed over each unit
         (default units: patches of min(H, W) // 14 px, 16 px at 224)."""
-        u = self.units(units)
+        u = (
+            self.units
+            if units is None or (isinstance(units, str) and units == "patches")
+            else self.make_units(units)
+        )
         if len(u) < 2:
             raise InputError(
                 f"only {len(u)} unit: attribution ranks units against each other; use smaller "
@@ -401,7 +454,9 @@ class ImageTask(CostMeter):
             params=params,
             cost=cost,
             input=inp,
-            extras={"heatmap": hm.astype(np.float32), **extras},
+            extras=extras,
+            task=self.kind,
+            image_map=hm,
         )
 
 
@@ -430,37 +485,34 @@ def attribute_image(
     :func:`image_units` (and, for a unit method, ``baseline``: what a removed unit shows).
     ``result.cost`` is what the method cost; resolving the target takes one more forward pass.
     """
-    from attribkit.core.progress import scorer_progress
-    from attribkit.core.registry import _REGISTRY, get_method
+    spec = method_for_images(method)
+    task = ImageTask(model, image, target, output=output or default_output(spec))
+    if units is not None:
+        params["units"] = units
+    return attribute(task, method, progress=progress, **params)  # type: ignore[no-any-return]
 
-    if ("image", method) in _REGISTRY or ("units", method) not in _REGISTRY:
-        import attribkit.methods  # noqa: F401  (registers the image methods)
 
-    unit_kw = {k: params.pop(k) for k in _UNIT_OPTIONS if k in params}
-    if ("image", method) in _REGISTRY:
-        spec = get_method(method, space="image")
-        default_output = getattr(spec.fn, "default_output", "logit")
-        task = ImageTask(model, image, target, output=output or default_output)
-        if units is None:  # e.g. superpixels for the subset-selection methods
-            units = getattr(spec.fn, "default_units", None)
-        u = task.units(units or "patches", **unit_kw) if unit_kw else units
-        return spec.fn(task, units=u, **params)
-    spec = get_method(method)
-    if spec.kind != "perturbation":
-        names = sorted(n for s, n in _REGISTRY if s == "image")
-        raise InputError(
-            f"{method!r} is a {spec.kind} method; for images use an image method "
-            f"({', '.join(names)}) or a perturbation method over units"
-        )
-    if "baseline" in params:  # for a unit method, the baseline is what a removed unit shows
-        unit_kw["baseline"] = params.pop("baseline")
-    task = ImageTask(model, image, target, output=output or "prob")
-    u = task.units(units, **unit_kw)
-    scorer = task.scorer(u)
-    if progress:
-        with scorer_progress(scorer, f"{method} over {len(u)} image units"):
-            a = spec.fn(scorer, **params)
-    else:
-        a = spec.fn(scorer, **params)
-    hm = u.heatmap(np.nan_to_num(a.vector))
-    return task.result(hm, a.method, a.params, a.cost, units=u, unit_scores=a.scores, **a.extras)
+def method_for_images(method: str) -> MethodSpec:
+    """The image method ``method``, else the perturbation method of that name (which runs over
+    image units); InputError listing both otherwise. No model calls."""
+    try:
+        return get_method(method, kind="image")
+    except InputError:
+        try:
+            return get_method(method, kind="perturbation")
+        except InputError:
+            pass
+    from attribkit.core.registry import list_methods
+
+    names = sorted({s.name for s in list_methods() if s.kind in ("image", "perturbation")})
+    raise InputError(
+        f"unknown image method {method!r}; use an image method or a perturbation method over "
+        f"units: {', '.join(names)}"
+    )
+
+
+def default_output(spec: MethodSpec) -> str:
+    """What a method explains by default on images: its declared ``output``, else the logit for
+    image methods (gradients, CAMs) and the probability for perturbation methods."""
+    fallback = "logit" if spec.kind == "image" else "prob"
+    return str(spec.defaults.get("output", fallback))

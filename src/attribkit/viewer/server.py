@@ -43,8 +43,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import attribkit.store as _store
-from attribkit.core.attribution import Attribution, _jsonable
+from attribkit.core import jsonio
+from attribkit.core.attribution import Attribution
 from attribkit.core.errors import AttribkitError, InputError, StoreError
+from attribkit.core.jsonio import to_json
 from attribkit.core.segment import sentence_spans
 from attribkit.store.runs import RunStore, StoredRun
 
@@ -114,20 +116,15 @@ def _error(message: str, status: int) -> JSONResponse:
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    body = json.dumps(_jsonable(data), ensure_ascii=False, allow_nan=False)
+    body = json.dumps(to_json(data), ensure_ascii=False, allow_nan=False)
     return Response(body, status_code=status, media_type="application/json")
 
 
 def unit_vector(data: dict[str, Any]) -> list[float | None]:
-    """One score per unit of an Attribution dict (the row sum for 2-D scores); None = unscored."""
-    rows = data.get("scores") or []
-    arr = np.array(
-        [[np.nan if s is None else s for s in r] if isinstance(r, list) else r for r in rows],
-        dtype=float,
-    )
-    if arr.ndim == 2:
-        arr = np.where(np.isnan(arr).all(axis=0), np.nan, np.nansum(arr, axis=0))
-    return [None if not np.isfinite(x) else float(x) for x in arr]
+    """One score per unit of an Attribution dict (:func:`attribkit.core.jsonio.unit_vector`);
+    None = unscored."""
+    v = jsonio.unit_vector(jsonio.scores_from_json(data.get("scores")))
+    return [None if not np.isfinite(x) else float(x) for x in v]
 
 
 def view_kind(run: StoredRun) -> str:

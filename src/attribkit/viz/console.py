@@ -11,7 +11,6 @@ from rich.table import Table
 from rich.text import Text
 
 from attribkit.core.attribution import Attribution
-from attribkit.evaluation.curves import unit_scores
 
 _BAR_WIDTH = 10
 _LABEL_WIDTH = 60
@@ -47,7 +46,7 @@ def print_attribution(
     """
     console = console or Console()
     att = attribution
-    v = unit_scores(att)
+    v = att.vector
     finite = np.abs(v[np.isfinite(v)])
     scale = float(finite.max()) if finite.size else 0.0
     key = np.where(np.isnan(v), np.inf, -v)

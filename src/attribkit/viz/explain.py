@@ -17,7 +17,6 @@ import numpy as np
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.errors import InputError
-from attribkit.evaluation.curves import unit_scores
 
 Mode = Literal["template", "llm"]
 
@@ -91,7 +90,7 @@ def _row_sentence(attribution: Attribution) -> str | None:
 
 def _template(attribution: Attribution, k: int) -> str:
     att = attribution
-    v = unit_scores(att)
+    v = att.vector
     scored = np.flatnonzero(np.isfinite(v))
     n, n_scored = len(v), len(scored)
     kind = att.input.get("kind") or ""
@@ -159,7 +158,7 @@ def _template(attribution: Attribution, k: int) -> str:
 
 def _llm_prompt(attribution: Attribution, k: int) -> str:
     """A short instruction with the top-k units and their scores (fits a 135M model)."""
-    v = unit_scores(attribution)
+    v = attribution.vector
     order = [int(i) for i in attribution.ranking if np.isfinite(v[int(i)])][: max(1, int(k))]
     lines = [f"{_quote(attribution.units[i].label, 30)}: {v[i]:.2f}" for i in order]
     return (

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from attribkit.core.attribution import Attribution, _jsonable
-from attribkit.evaluation.curves import unit_scores
+from attribkit.core.attribution import Attribution
+from attribkit.core.jsonio import to_json
 
 _POS = (230, 85, 13)  # orange-red: the unit pushes the target up
 _NEG = (33, 102, 172)  # blue: the unit pushes the target down
@@ -60,7 +60,7 @@ def _describe(x: Any) -> str:
     if isinstance(x, dict) and "description" in x:
         return str(x["description"])
     try:
-        return json.dumps(_jsonable(x), ensure_ascii=False, sort_keys=True)
+        return json.dumps(to_json(x), ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError):
         return repr(x)
 
@@ -149,7 +149,7 @@ def attribution_html(attribution: Attribution, title: str | None = None) -> str:
     the ranked table of all units with bars. All shown text is HTML-escaped. No model calls.
     """
     att = attribution
-    v = unit_scores(att)
+    v = att.vector
     finite = np.abs(v[np.isfinite(v)])
     scale = float(finite.max()) if finite.size else 0.0
     order, rank = _ranks(v)

@@ -1,7 +1,7 @@
 """Image attribution maps as pictures: a colour map, overlays on the image, PNG files.
 
 No matplotlib needed: the colour map is a small piecewise-linear table and PNGs come from
-:mod:`attribkit.viz.png`.
+:mod:`attribkit.core.png`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from attribkit.core.errors import InputError
-from attribkit.viz.png import png_bytes
+from attribkit.core.png import png_bytes
 
 __all__ = ["colorize", "image_of", "overlay", "save_overlay"]
 
