@@ -10,6 +10,7 @@ Regenerate only when a change of behaviour is intended: ``python tests/test_gold
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -49,14 +50,14 @@ def _toy(kind: str) -> Any:
 
 
 def _run_registered(kind: str, name: str) -> ak.Attribution:
-    from attribkit.core.registry import get_method
-
-    space = kind if kind in ("generation", "image") else "units"
-    spec = get_method(name, space=space)  # type: ignore[arg-type]
+    """The method through the one dispatcher, as a user calls it: ``ak.attribute(toy, name)``."""
+    spec = ak.get_method(name, kind=kind)
     params = dict(TOY_PARAMS.get(name, {}))
-    if "seed" in spec.fn.__code__.co_varnames:
+    if "seed" in inspect.signature(spec.fn).parameters:
         params.setdefault("seed", 0)
-    return spec.fn(_toy(kind), **params)
+    toy = _toy(kind)
+    assert ak.core.registry.resolve(toy, name) == spec
+    return ak.attribute(toy, name, **params)
 
 
 def _run_dla() -> ak.Attribution:

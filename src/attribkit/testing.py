@@ -580,10 +580,11 @@ _CHECKS: list[Callable[[MethodSpec, dict[str, Any]], None]] = [
 
 
 def iter_checks(
-    method: str | MethodSpec, **params: Any
+    method: str | MethodSpec, kind: str | None = None, **params: Any
 ) -> Iterator[tuple[str, Callable[[], None]]]:
-    """Yield ``(check name, zero-argument callable)`` for every check, to run them one by one."""
-    spec = method if isinstance(method, MethodSpec) else get_method(method)
+    """Yield ``(check name, zero-argument callable)`` for every check, to run them one by one
+    (``kind`` picks among methods of the same name, e.g. ``integrated_gradients``)."""
+    spec = method if isinstance(method, MethodSpec) else get_method(method, kind=kind)
     for check in _CHECKS:
         name = check.__name__.removeprefix("check_")
         yield name, (lambda c=check, name=name: _guarded(c, name, spec, params))
@@ -604,8 +605,10 @@ def _guarded(
         raise _fail(spec, name, f"raised {type(e).__name__}: {e}") from e
 
 
-def check_method(method: str | MethodSpec, **params: Any) -> None:
-    """Run every conformance check on ``method`` (a registered name or a MethodSpec).
+def check_method(method: str | MethodSpec, kind: str | None = None, **params: Any) -> None:
+    """Run every conformance check on ``method`` (a registered name — with ``kind`` where
+    several kinds share it, e.g. ``check_method("integrated_gradients", kind="image")`` — or a
+    MethodSpec).
 
     ``params`` are passed to every call of the method (``seed=0`` is added when the method takes
     a seed). Checks: the registration is complete; one finite score per unit; identical scores
@@ -615,5 +618,5 @@ def check_method(method: str | MethodSpec, **params: Any) -> None:
     Raises AssertionError naming the method and the failed check. Cost: a few dozen runs of the
     method on toy scorers (no real model).
     """
-    for _, check in iter_checks(method, **params):
+    for _, check in iter_checks(method, kind, **params):
         check()
