@@ -21,7 +21,7 @@ Metrics per case, averaged per (method, family, n): P@1 (the top unit is gold), 
 number of gold units and for k = 5 (TracLLM's convention), forward passes (``Attribution.cost``),
 token-equivalents (tokens the model ran on / tokens of the full prompt + response) and wall
 seconds of attribution. Rankings use ``extras['ranking']`` when a method provides one (hybrid)
-and :func:`attribkit.methods.tracllm.full_ranking` for TracLLM. No timed assertions.
+and :func:`attribkit.methods.perturbation.tracllm.full_ranking` for TracLLM. No timed assertions.
 
 Run: ``.venv/bin/python benchmarks/context_traceback.py [--quick] [--cases N] [--sizes 10,50,200]
 [--methods a,b] [--families f,g] [--heavy] [--threads 2] [--json out.json]``
@@ -195,7 +195,7 @@ def ranking_of(attr: Any) -> list[int]:
     units by the method's ``extras['ranking']`` hint), or TracLLM's :func:`full_ranking`."""
     if "pruned_scores" in (getattr(attr, "extras", {}) or {}):
         try:
-            from attribkit.methods.tracllm import full_ranking
+            from attribkit.methods.perturbation.tracllm import full_ranking
 
             return [int(i) for i in full_ranking(attr)]
         except ImportError:

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _table import environment, fmt, markdown_table
 from attribkit.core.gradient import GradientScorer
-from attribkit.methods.gradients import integrated_gradients
+from attribkit.methods.gradient.integrated_gradients import integrated_gradients
 
 PAIRS: list[tuple[str, str]] = [
     (

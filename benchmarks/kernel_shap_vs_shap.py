@@ -117,7 +117,7 @@ def n_permutations_for(n_rows: int, n_features: int, seed: int) -> int:
     """The most permutations (even: antithetic pairs) for which attribkit's sampled ``shapley``
     evaluates at most ``n_rows`` distinct coalitions with this seed. Found by dry runs on a
     constant value function (coalitions depend only on the seed); no model calls."""
-    from attribkit.methods.shapley import shapley
+    from attribkit.methods.perturbation.shapley import shapley
 
     def rows(n_perm: int) -> int:
         units = FeatureUnits(np.zeros(n_features))
@@ -143,8 +143,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     import shap
 
-    from attribkit.methods.kernel_shap import kernel_shap
-    from attribkit.methods.shapley import shapley
+    from attribkit.methods.perturbation.kernel_shap import kernel_shap
+    from attribkit.methods.perturbation.shapley import shapley
 
     models = build_models()
     checks: list[str] = []

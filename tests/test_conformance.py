@@ -11,11 +11,11 @@ import torch
 # importing the methods package registers every method; the generic perturbation modules are
 # imported explicitly too, in case the package does not import them (yet)
 import attribkit.methods
-import attribkit.methods.kernel_shap
-import attribkit.methods.lime
-import attribkit.methods.rise
-import attribkit.methods.shapley
-import attribkit.methods.surrogate  # noqa: F401
+import attribkit.methods.perturbation.kernel_shap
+import attribkit.methods.perturbation.lasso_surrogate
+import attribkit.methods.perturbation.lime
+import attribkit.methods.perturbation.rise
+import attribkit.methods.perturbation.shapley  # noqa: F401
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost, measure
 from attribkit.core.gradient import GradientScorer

@@ -15,12 +15,10 @@ from attribkit.core.errors import InputError
 from attribkit.core.gradient import GradientScorer
 from attribkit.core.scorer import Scorer
 from attribkit.core.units import FeatureUnits
-from attribkit.methods.gradients import (
-    input_x_gradient,
-    integrated_gradients,
-    saliency,
-    smoothgrad,
-)
+from attribkit.methods.gradient.input_x_gradient import input_x_gradient
+from attribkit.methods.gradient.integrated_gradients import integrated_gradients
+from attribkit.methods.gradient.saliency import saliency
+from attribkit.methods.gradient.smoothgrad import smoothgrad
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -10,12 +10,12 @@ import pytest
 from attribkit.core.errors import InputError
 from attribkit.core.scorer import Scorer
 from attribkit.core.units import FeatureUnits, TextUnits
-from attribkit.methods.kernel_shap import kernel_shap, kernel_shap_coalitions
-from attribkit.methods.lime import lime
-from attribkit.methods.occlusion import leave_one_out
-from attribkit.methods.rise import rise
-from attribkit.methods.shapley import shapley
-from attribkit.methods.surrogate import lasso_surrogate
+from attribkit.methods.perturbation.kernel_shap import kernel_shap, kernel_shap_coalitions
+from attribkit.methods.perturbation.lasso_surrogate import lasso_surrogate
+from attribkit.methods.perturbation.lime import lime
+from attribkit.methods.perturbation.loo import leave_one_out
+from attribkit.methods.perturbation.rise import rise
+from attribkit.methods.perturbation.shapley import shapley
 
 RNG = np.random.default_rng(1)
 X10 = RNG.normal(size=10)

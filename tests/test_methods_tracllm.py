@@ -13,8 +13,8 @@ from attribkit.core.errors import InputError
 from attribkit.core.registry import get_method
 from attribkit.core.scorer import Scorer
 from attribkit.core.units import FeatureUnits, TextUnits
-from attribkit.methods.occlusion import leave_one_out
-from attribkit.methods.tracllm import full_ranking, tracllm
+from attribkit.methods.perturbation.loo import leave_one_out
+from attribkit.methods.perturbation.tracllm import full_ranking, tracllm
 from attribkit.testing import check_method
 
 Fn = Callable[[np.ndarray], np.ndarray]

@@ -14,8 +14,8 @@ import pytest
 import attribkit
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.units import ImageUnits
-from attribkit.methods.occlusion import leave_one_out
-from attribkit.methods.rise import rise
+from attribkit.methods.perturbation.loo import leave_one_out
+from attribkit.methods.perturbation.rise import rise
 from attribkit.methods.submodular import (
     bidirectional_evaluations,
     bidirectional_order,

@@ -10,7 +10,7 @@ import numpy as np
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Budget, measure
 from attribkit.core.registry import check_units
-from attribkit.methods.surrogate import lasso_surrogate
+from attribkit.methods.perturbation.lasso_surrogate import lasso_surrogate
 
 
 def contextcite(

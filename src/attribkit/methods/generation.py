@@ -21,7 +21,7 @@ from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost, measure
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.registry import check_units
-from attribkit.methods.gradients import _quadrature
+from attribkit.methods.numerics import quadrature
 from attribkit.tasks.generation import GenerationTask
 
 _BATCHED_GRADS: dict[str, bool] = {}
@@ -131,8 +131,8 @@ def _nodes(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Quadrature nodes and weights; the trapezoid rule uses ``steps`` intervals (steps + 1
     nodes) so that doubling the steps keeps every node already evaluated."""
     if rule == "riemann_trapezoid":
-        return _quadrature(rule, steps + 1)
-    return _quadrature(rule, steps)
+        return quadrature(rule, steps + 1)
+    return quadrature(rule, steps)
 
 
 def integrated_gradients(

@@ -46,7 +46,7 @@ import torch
 
 from attribkit.core.cost import Cost, measure
 from attribkit.core.errors import InputError, ScorerError
-from attribkit.methods.gradients import _quadrature
+from attribkit.methods.numerics import quadrature
 from attribkit.tasks.generation import GenerationTask
 
 CITE = (
@@ -180,7 +180,7 @@ def _contrastive_ig(
     with torch.no_grad():
         ends = f_of(torch.stack([base, x])).double()
     gap = float(ends[1] - ends[0])
-    alphas, weights = _quadrature("gauss_legendre", n_steps)
+    alphas, weights = quadrature("gauss_legendre", n_steps)
     acc = torch.zeros(x.shape[0], dtype=torch.float64)
     for start in range(0, n_steps, batch_size):
         a = torch.tensor(alphas[start : start + batch_size], dtype=x.dtype)

@@ -1,7 +1,7 @@
 """Gradient maps of images at any layer (kind ``image``): saliency, input × gradient,
 integrated gradients and SmoothGrad.
 
-Each one runs the unit-level gradient method of :mod:`attribkit.methods.gradients` on the
+Each one runs the unit-level gradient method of :mod:`attribkit.methods.gradient` on the
 representation at ``layer`` (the model input by default; ``"middle"``, ``"final"`` or a module
 name: ML-Att, Rao, Böhle & Schiele, 'Towards Better Understanding Attribution Methods', 2022),
 whose units are the spatial positions (channels summed), then upsamples the (h, w) map
@@ -17,8 +17,21 @@ import numpy as np
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
-from attribkit.methods import gradients
+from attribkit.methods.gradient.input_x_gradient import input_x_gradient as _input_x_gradient
+from attribkit.methods.gradient.integrated_gradients import (
+    integrated_gradients as _integrated_gradients,
+)
+from attribkit.methods.gradient.saliency import saliency as _saliency
+from attribkit.methods.gradient.smoothgrad import smoothgrad as _smoothgrad
+from attribkit.methods.numerics import Rule
 from attribkit.tasks.image import ImageTask, UnitSpec
+
+_UNIT_METHODS = {
+    "saliency": _saliency,
+    "input_x_gradient": _input_x_gradient,
+    "integrated_gradients": _integrated_gradients,
+    "smoothgrad": _smoothgrad,
+}
 
 
 def _run(
@@ -32,7 +45,7 @@ def _run(
     """Run the unit-level gradient method ``name`` at ``layer`` and wrap it as an image map."""
     with measure(task) as cost:  # includes the layer's probe passes
         gs = task.gradient_scorer(layer, baseline=baseline)
-        a = getattr(gradients, name)(gs, **params)
+        a = _UNIT_METHODS[name](gs, **params)
     h, w = gs.x.shape[1:]
     cell_map = np.asarray(a.scores, dtype=float).reshape(h, w)
     params = dict(a.params, layer=layer or "input")
@@ -63,7 +76,7 @@ def integrated_gradients(
     *,
     layer: str | None = "input",
     n_steps: int = 32,
-    rule: gradients.Rule = "gauss_legendre",
+    rule: Rule = "gauss_legendre",
     baseline: Any = None,
     units: UnitSpec = None,
 ) -> Attribution:

@@ -11,6 +11,11 @@ from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
 from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
+from attribkit.methods.numerics import (
+    marginal_contributions,
+    prefix_masks,
+    random_permutations,
+)
 
 EXACT_AUTO_MAX = 12
 """Largest number of units for which ``shapley`` enumerates every coalition by default."""
@@ -101,20 +106,18 @@ def _permutation_shapley(
     rng = np.random.default_rng(seed)
     if antithetic:
         half = -(-n_permutations // 2)
-        base = np.argsort(rng.random((half, n)), axis=1)
+        base = random_permutations(rng, half, n)
         perms = np.concatenate([base, base[:, ::-1]])  # pair p with p + half
     else:
-        perms = np.argsort(rng.random((n_permutations, n)), axis=1)
+        perms = random_permutations(rng, n_permutations, n)
     m = len(perms)
     # rank[p, i] = position of unit i in permutation p; coalition k of p = units ranked below k
     rank = np.argsort(perms, axis=1)
-    masks = rank[:, None, :] < np.arange(n + 1)[None, :, None]  # (m, n+1, n)
+    masks = prefix_masks(rank)  # (m, n+1, n)
     with measure(scorer) as cost:
         values = scorer(masks.reshape(-1, n)).reshape(m, n + 1)
     # marginal contribution of unit i in permutation p: v(first rank+1) − v(first rank)
-    contrib = np.take_along_axis(values, rank + 1, axis=1) - np.take_along_axis(
-        values, rank, axis=1
-    )
+    contrib = marginal_contributions(values, rank)
     # independent samples: antithetic pairs are averaged first
     samples = 0.5 * (contrib[: m // 2] + contrib[m // 2 :]) if antithetic else contrib
     phi = samples.mean(axis=0)

@@ -34,6 +34,11 @@ from attribkit.core.cost import measure
 from attribkit.core.errors import BudgetExhausted, InputError
 from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
+from attribkit.methods.numerics import (
+    marginal_contributions,
+    prefix_masks,
+    random_permutations,
+)
 
 SCORE_FUNCS = ("stc", "loo", "shapley", "denoised_shapley")
 """Base score functions TracLLM can search with (each runs its own search)."""
@@ -81,17 +86,17 @@ def _level_plan(
         masks = np.vstack([alive[None], alive[None] & ~groups])
         return masks, lambda v: v[0] - v[1:]
     # Shapley by permutations (Castro et al. 2009), TracLLM's sh_N random orders of the groups.
-    perms = np.argsort(rng.random((n_permutations, m)), axis=1)
+    perms = random_permutations(rng, n_permutations, m)
     rank = np.argsort(perms, axis=1)  # rank[p, j] = position of node j in permutation p
     # coalition c of permutation p keeps the nodes ranked below c, i.e. the units of those nodes
-    keep_nodes = rank[:, None, :] < np.arange(m + 1)[None, :, None]  # (P, m+1, m)
+    keep_nodes = prefix_masks(rank)  # (P, m+1, m)
     node_of = np.argmax(groups, axis=0)  # unit -> its node (0 for dead units, masked below)
     masks = (keep_nodes[:, :, node_of] & groups.any(axis=0)).reshape(-1, n)
     top = max(1, int(n_permutations * beta + 1e-9))  # the reference's max(1, int(len·beta))
 
     def scores(v: np.ndarray) -> np.ndarray:
         v = v.reshape(n_permutations, m + 1)
-        marginals = np.take_along_axis(v, rank + 1, axis=1) - np.take_along_axis(v, rank, axis=1)
+        marginals = marginal_contributions(v, rank)
         if func == "shapley":
             return marginals.mean(axis=0)
         # denoised Shapley: mean of each node's top-beta fraction of marginals (at least one)

@@ -10,14 +10,14 @@ from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
 from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
+from attribkit.methods.numerics import random_subsets
 
 
 def lime_masks(n: int, n_samples: int, rng: np.random.Generator) -> np.ndarray:
     """LIME-text neighbourhood: row 0 keeps every unit; each other row removes a number of units
     drawn uniformly from 1..n, chosen uniformly at random. Returns (n_samples, n) booleans."""
     removed = rng.integers(1, n + 1, size=n_samples - 1)
-    ranks = np.argsort(np.argsort(rng.random((n_samples - 1, n)), axis=1), axis=1)
-    return np.concatenate([np.ones((1, n), dtype=bool), ranks >= removed[:, None]])
+    return np.concatenate([np.ones((1, n), dtype=bool), ~random_subsets(rng, n, removed)])
 
 
 def lime_kernel(masks: np.ndarray, kernel_width: float) -> np.ndarray:

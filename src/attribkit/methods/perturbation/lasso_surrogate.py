@@ -11,6 +11,7 @@ from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
 from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
+from attribkit.methods.numerics import bernoulli_masks
 
 
 def fit_lasso_surrogate(
@@ -61,7 +62,7 @@ def lasso_surrogate(
     if span_tokens < 1:
         raise InputError(f"span_tokens must be >= 1 (got {span_tokens})")
     rng = np.random.default_rng(seed)
-    masks = rng.random((n_ablations, scorer.n_units)) < keep_prob
+    masks = bernoulli_masks(rng, (n_ablations, scorer.n_units), keep_prob)
     with measure(scorer) as cost:
         values = scorer(masks)
     weights, intercept, r2 = fit_lasso_surrogate(masks, values, alpha, span_tokens)

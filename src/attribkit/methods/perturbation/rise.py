@@ -9,6 +9,7 @@ from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
 from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
+from attribkit.methods.numerics import bernoulli_masks
 
 
 def rise(
@@ -37,7 +38,7 @@ def rise(
     if not 0.0 < keep_prob < 1.0:
         raise InputError(f"keep_prob must be strictly between 0 and 1 (got {keep_prob})")
     rng = np.random.default_rng(seed)
-    masks = rng.random((n_masks, scorer.n_units)) < keep_prob
+    masks = bernoulli_masks(rng, (n_masks, scorer.n_units), keep_prob)
     with measure(scorer) as cost:
         values = scorer(masks)
     m = masks.astype(float)

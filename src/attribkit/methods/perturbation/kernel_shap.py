@@ -12,6 +12,7 @@ from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
 from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
+from attribkit.methods.numerics import random_subsets
 
 
 def _size_masks(n: int, size: int) -> np.ndarray:
@@ -20,12 +21,6 @@ def _size_masks(n: int, size: int) -> np.ndarray:
     masks = np.zeros((len(idx), n), dtype=bool)
     np.put_along_axis(masks, idx, True, axis=1)
     return masks
-
-
-def _random_masks(rng: np.random.Generator, n: int, sizes: np.ndarray) -> np.ndarray:
-    """One uniformly random coalition of each requested size: a (len(sizes), n) boolean array."""
-    ranks = np.argsort(np.argsort(rng.random((len(sizes), n)), axis=1), axis=1)
-    return ranks < sizes[:, None]
 
 
 def kernel_shap_coalitions(
@@ -92,7 +87,7 @@ def _sample_paired(
     draws = np.zeros((0, n), dtype=bool)
     while True:
         sizes = n_full + 1 + rng.choice(len(probs), size=left, p=probs)
-        draws = np.concatenate([draws, _random_masks(rng, n, sizes)])
+        draws = np.concatenate([draws, random_subsets(rng, n, sizes)])
         _, first, inverse = np.unique(
             np.packbits(draws, axis=1), axis=0, return_index=True, return_inverse=True
         )
