@@ -72,3 +72,50 @@ def test_ray_backend_matches_local_backend(
     with run_store.open(tmp_path / "ray.db") as runs:
         run = runs.query(dataset="d.jsonl", limit=1)[0]
         assert run.model == "tiny" and run.method == "loo" and run.tags["source"] == "d.jsonl"
+
+
+def test_ray_backend_runs_image_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Image records on Ray: each actor loads the default image model by name; the results,
+    the failure and the model calls equal the local backend's."""
+    from attribkit.core.png import png_bytes
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    (tmp_path / "imgs").mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        pixels = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+        (tmp_path / "imgs" / f"{name}.png").write_bytes(png_bytes(pixels))
+    rows = [
+        {"image": "imgs/a.png"},
+        {"image": "imgs/b.png", "target": 3},
+        {"image": "skimage:chelsea", "target": "tabby", "id": "cat"},
+        {"image": "imgs/a.png", "target": "not a class", "id": "bad"},
+    ]
+    data = tmp_path / "i.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    local = run_dataset(data, tmp_path / "local.db", task="image", progress=False)
+    on_ray = run_dataset(
+        data,
+        tmp_path / "ray.db",
+        task="image",
+        backend="ray",
+        workers=2,
+        batch_size=2,
+        progress=False,
+    )
+    assert not ray.is_initialized()
+    assert (on_ray.stored, on_ray.method) == (local.stored, local.method) == (3, "grad_cam")
+    assert [k for k, _ in on_ray.failed] == ["bad"] and on_ray.failed == local.failed
+    assert on_ray.model_calls == local.model_calls == 3 * 2 + 1
+    maps = {}
+    for name in ("local", "ray"):
+        with run_store.open(tmp_path / f"{name}.db") as runs:
+            found = runs.query(dataset="i.jsonl")
+            assert len({r.key for r in found}) == len(found) == 3
+            maps[name] = {r.key: r.attribution for r in found}
+            assert {(r.task, r.model) for r in found} == {("image", "efficientnet-lite0")}
+    assert set(maps["local"]) == set(maps["ray"])
+    for key, a in maps["local"].items():
+        b = maps["ray"][key]
+        assert a.task == b.task == "image" and a.target == b.target
+        assert np.allclose(a.heatmap, b.heatmap, atol=1e-4), key

@@ -322,17 +322,34 @@ def serve_command(
 @app.command("run-dataset")
 def run_dataset_command(
     input: Path = typer.Option(
-        ..., "--input", help='JSONL, one {"context", "query", "response"?, "id"?} per line.'
+        ...,
+        "--input",
+        help='JSONL, one record per line: context {"context", "query", "response"?, "id"?}; '
+        'generation {"prompt", "response"?, "id"?}; image {"image", "target"?, "id"?} (a file '
+        "path relative to the JSONL file, or skimage:NAME).",
     ),
     store: Path = typer.Option(..., "--store", help="Run store the results are written to."),
-    task: str = typer.Option("context", "--task", help="What to attribute (context)."),
-    method: str | None = typer.Option(
-        None, "--method", help="Attribution method (default: the task's default)."
+    task: str = typer.Option(
+        "context", "--task", help="What to attribute: context, generation or image."
     ),
-    model: str = typer.Option("smollm2", "--model", help="Model name or local path."),
-    units: str = typer.Option("sentences", "--units", help="sentences or passages."),
+    method: str | None = typer.Option(
+        None,
+        "--method",
+        help="Attribution method (default: context auto, generation integrated_gradients, "
+        "image grad_cam).",
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Model name or local path (default: smollm2; efficientnet-lite0 for --task image).",
+    ),
+    units: str | None = typer.Option(
+        None,
+        "--units",
+        help="context: sentences (default) or passages; image: patches, superpixels or pixels.",
+    ),
     spans: bool = typer.Option(
-        True, "--spans/--no-spans", help="Also store one result per response sentence."
+        True, "--spans/--no-spans", help="context: also store one result per response sentence."
     ),
     dataset: str | None = typer.Option(
         None, "--dataset", help="Name of the dataset in the store (default: the file's name)."

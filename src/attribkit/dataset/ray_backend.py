@@ -1,7 +1,8 @@
 """The Ray backend of :func:`attribkit.dataset.run_dataset`: records attributed on an actor pool.
 
-Each actor loads the model once (by name or path) with one torch thread and attributes batches
-of records; results come back as plain dicts (``Attribution.to_dict()``) and the driver writes
+Each actor loads the model once (by name or path: a language model for context and generation
+records, an image classifier for image records) with one torch thread and attributes batches
+of records (of any dataset task); results come back as plain dicts (``Attribution.to_dict()``) and the driver writes
 each to the run store as it arrives, so a killed driver loses only the batches in flight. Without
 an ``address`` a local Ray instance is started (``num_cpus = workers or 2``, files in a temporary
 folder) and shut down at the end; a cluster joined by ``address`` is only disconnected from.
@@ -19,7 +20,7 @@ from typing import Any
 
 from attribkit.core.errors import AttribkitError, InputError
 from attribkit.dataset.records import Record
-from attribkit.dataset.runner import Outcome, Reporter, process_record
+from attribkit.dataset.runner import Outcome, Reporter, check_model, process_record
 
 __all__ = ["RecordWorker", "require_ray", "run_ray"]
 
@@ -37,8 +38,9 @@ def require_ray() -> Any:
 
 
 class RecordWorker:
-    """A Ray actor body: loads the model once, then attributes batches of records. Costs the
-    method's model calls per record."""
+    """A Ray actor body: loads the model once (a language model, or an image classifier for
+    image records), then attributes batches of records. Costs the method's model calls per
+    record."""
 
     def __init__(self, model: str, options: Mapping[str, Any], threads: int = 1) -> None:
         import torch
@@ -51,8 +53,9 @@ class RecordWorker:
             from attribkit.models.loading import load
 
             self.lm = load(model)
+            check_model(self.options.get("task", "context"), self.lm, model)
         except AttribkitError as e:
-            self.error = f"cannot load model {model!r} in a Ray worker: {e}"
+            self.error = f"cannot use model {model!r} in a Ray worker: {e}"
 
     def ready(self) -> str | None:
         """None when the model is loaded, else why not."""

@@ -1,10 +1,20 @@
 """Reading a JSONL dataset of records to attribute, validated in full before any model work.
 
-One record per line: ``{"context": str | list[str], "query": str, "response": str (optional),
-"id": str | int (optional)}``. Blank lines are ignored. Every record gets a *key* that identifies
-it in a run store: ``str(id)`` when the line has an id, else a hash of the record's content (so it
-does not change when lines are inserted, removed or reordered), with ``#2``, ``#3``... appended
-for the second, third... identical copy.
+One record per line; blank lines are ignored. The fields depend on the task
+(``run-dataset --task``):
+
+- ``context``: ``{"context": str | list[str], "query": str, "response": str (optional),
+  "id": str | int (optional)}``;
+- ``generation``: ``{"prompt": str, "response": str (optional), "id": ... (optional)}``;
+- ``image``: ``{"image": str, "target": int | str (optional), "id": ... (optional)}`` where
+  ``image`` is a file path (a relative path is read from the JSONL file's folder) or
+  ``skimage:NAME`` (a photo bundled with scikit-image, e.g. ``skimage:chelsea``) and
+  ``target`` a class index or label (left out: the predicted class).
+
+Every record gets a *key* that identifies it in a run store: ``str(id)`` when the line has an
+id, else a hash of the record's content as written (so it does not change when lines are
+inserted, removed or reordered; an image record hashes its image reference, not its pixels),
+with ``#2``, ``#3``... appended for the second, third... identical copy.
 """
 
 from __future__ import annotations
@@ -12,29 +22,48 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from attribkit.core.errors import InputError
 
-__all__ = ["FIELDS", "Record", "content_key", "read_records"]
+__all__ = [
+    "FIELDS",
+    "SCHEMAS",
+    "Record",
+    "RecordSchema",
+    "content_key",
+    "read_records",
+    "record_key",
+    "skimage_loader",
+]
 
-#: The keys a record line may have.
-FIELDS = ("context", "query", "response", "id")
+SKIMAGE = "skimage:"
 
 
 @dataclass(frozen=True)
 class Record:
-    """One validated line of a dataset: what to attribute, its store key and where it came from."""
+    """One validated line of a dataset: what to attribute, its store key and where it came from.
+
+    ``task`` says which fields are set: ``context``/``query``/``response`` (context),
+    ``prompt``/``response`` (generation), ``image``/``image_path``/``target`` (image;
+    ``image`` as written, ``image_path`` the absolute file path or ``skimage:NAME``).
+    """
 
     key: str
     line: int
-    context: str | tuple[str, ...]
-    query: str
+    context: str | tuple[str, ...] | None = None
+    query: str | None = None
     response: str | None = None
     id: str | int | None = None
     source: str = ""
+    task: str = "context"
+    prompt: str | None = None
+    image: str | None = None
+    image_path: str | None = None
+    target: int | str | None = None
 
     @property
     def where(self) -> str:
@@ -43,51 +72,61 @@ class Record:
 
     def inputs(self) -> dict[str, Any]:
         """The inputs stored with the record's run."""
-        context = self.context if isinstance(self.context, str) else list(self.context)
+        if self.task == "generation":
+            return {"prompt": self.prompt, "response": self.response, "id": self.id}
+        if self.task == "image":
+            return {"image": self.image, "target": self.target, "id": self.id}
+        context = self.context if isinstance(self.context, str) else list(self.context or ())
         return {"context": context, "query": self.query, "response": self.response, "id": self.id}
+
+
+def record_key(body: dict[str, Any]) -> str:
+    """A stable key for a record without an id: the first 16 hex digits of the SHA-256 of its
+    fields' canonical JSON (sorted keys, no whitespace; a missing optional field and ``null``
+    are the same)."""
+    body = {k: v for k, v in body.items() if v is not None}
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
 def content_key(
     context: str | list[str] | tuple[str, ...], query: str, response: str | None
 ) -> str:
-    """A stable key for a record without an id: the first 16 hex digits of the SHA-256 of its
-    canonical JSON (sorted keys, no whitespace; a missing response and ``null`` are the same)."""
-    body: dict[str, Any] = {
-        "context": context if isinstance(context, str) else list(context),
-        "query": query,
-    }
-    if response is not None:
-        body["response"] = response
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+    """The key of a context record without an id (see :func:`record_key`)."""
+    return record_key(
+        {
+            "context": context if isinstance(context, str) else list(context),
+            "query": query,
+            "response": response,
+        }
+    )
 
 
 def _fail(where: str, what: str) -> InputError:
     return InputError(f"{where}: {what}")
 
 
-def _parse_line(text: str, where: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise _fail(
-            where,
-            f"not valid JSON ({e.msg} at column {e.colno}); write one JSON object per line, "
-            'e.g. {"context": "...", "query": "..."}',
-        ) from None
-    if not isinstance(obj, dict):
-        raise _fail(
-            where,
-            f"a record must be a JSON object, got {type(obj).__name__}; write "
-            '{"context": ..., "query": ..., "response": ... (optional), "id": ... (optional)}',
-        )
-    unknown = sorted(set(obj) - set(FIELDS))
-    if unknown:
-        raise _fail(
-            where,
-            f"unknown field(s) {', '.join(map(repr, unknown))}; a record has only "
-            f"{', '.join(FIELDS)} (check the spelling, or remove the field)",
-        )
+# ------------------------------------------------------------------------------------ fields
+
+
+def _text(obj: dict[str, Any], name: str, where: str, what: str, required: bool) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise _fail(where, f'missing "{name}" ({what})')
+        return None
+    if not isinstance(value, str) or not value.strip():
+        if required:
+            raise _fail(where, f'"{name}" must be a non-empty string ({what})')
+        raise _fail(where, f'"{name}" must be a non-empty string, or left out {what}')
+    return value
+
+
+def _response(obj: dict[str, Any], where: str) -> str | None:
+    return _text(obj, "response", where, "to have the model generate it", required=False)
+
+
+def _context_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, Any]:
     context = obj.get("context")
     if isinstance(context, str):
         if not context.strip():
@@ -97,38 +136,171 @@ def _parse_line(text: str, where: str) -> dict[str, Any]:
             raise _fail(where, '"context" must be a string or a non-empty list of strings')
         if not any(p.strip() for p in context):
             raise _fail(where, '"context" has only empty passages; give at least one with text')
+        context = tuple(context)
     elif context is None:
         raise _fail(where, 'missing "context" (a string, or a list of passage strings)')
     else:
         raise _fail(
             where, f'"context" must be a string or a list of strings, got {type(context).__name__}'
         )
-    query = obj.get("query")
-    if query is None:
-        raise _fail(where, 'missing "query" (the question the response answers)')
-    if not isinstance(query, str) or not query.strip():
-        raise _fail(where, '"query" must be a non-empty string (the question the response answers)')
-    response = obj.get("response")
-    if response is not None and (not isinstance(response, str) or not response.strip()):
+    query = _text(obj, "query", where, "the question the response answers", required=True)
+    return {"context": context, "query": query, "response": _response(obj, where)}
+
+
+def _generation_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, Any]:
+    prompt = _text(obj, "prompt", where, "the text whose tokens to attribute", required=True)
+    return {"prompt": prompt, "response": _response(obj, where)}
+
+
+def skimage_loader(name: str) -> Callable[[], Any] | None:
+    """The scikit-image function returning the sample photo ``name`` (e.g. ``chelsea``), or
+    None when there is no such sample. Loads nothing."""
+    try:
+        from skimage import data
+    except ImportError:  # pragma: no cover - scikit-image is a dependency
+        return None
+    loader = getattr(data, name, None)
+    if not name or name.startswith("_") or not callable(loader) or isinstance(loader, type):
+        return None
+    return loader  # type: ignore[no-any-return]
+
+
+def _image_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, Any]:
+    image = _text(
+        obj,
+        "image",
+        where,
+        "a file path, relative to the dataset's folder, or skimage:NAME such as skimage:chelsea",
+        required=True,
+    )
+    assert image is not None
+    if image.startswith(SKIMAGE):
+        name = image[len(SKIMAGE) :]
+        if skimage_loader(name) is None:
+            raise _fail(
+                where,
+                f"scikit-image has no sample image {name!r}; use e.g. skimage:chelsea, "
+                "skimage:coffee or skimage:astronaut, or a file path",
+            )
+        path = image
+    else:
+        resolved = (folder / Path(image).expanduser()).resolve()
+        if not resolved.is_file():
+            raise _fail(
+                where,
+                f"no image file at {resolved} (a relative path is read from the dataset's folder "
+                f"{folder}); fix the path or use skimage:NAME",
+            )
+        path = str(resolved)
+    target = obj.get("target")
+    if target is not None:
+        if isinstance(target, bool) or not isinstance(target, int | str):
+            raise _fail(
+                where,
+                f'"target" must be a class index (an integer) or a class label (a string), got '
+                f"{type(target).__name__}; leave it out to explain the predicted class",
+            )
+        if isinstance(target, int) and target < 0:
+            raise _fail(where, f'"target" must be a class index >= 0, got {target}')
+        if isinstance(target, str) and not target.strip():
+            raise _fail(where, '"target" is empty; give a class label or index, or leave it out')
+    return {"image": image, "image_path": path, "target": target}
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    """The fields of one task's records: ``parse(obj, where, folder)`` validates a JSON object
+    and returns the Record fields; ``key_fields`` are hashed into the content key."""
+
+    task: str
+    fields: tuple[str, ...]
+    example: str
+    parse: Callable[[dict[str, Any], str, Path], dict[str, Any]]
+    key_fields: tuple[str, ...]
+
+
+#: The record schema of each dataset task.
+SCHEMAS: dict[str, RecordSchema] = {
+    "context": RecordSchema(
+        "context",
+        ("context", "query", "response", "id"),
+        '{"context": "...", "query": "...", "response": "..." (optional), "id": ... (optional)}',
+        _context_fields,
+        ("context", "query", "response"),
+    ),
+    "generation": RecordSchema(
+        "generation",
+        ("prompt", "response", "id"),
+        '{"prompt": "...", "response": "..." (optional), "id": ... (optional)}',
+        _generation_fields,
+        ("prompt", "response"),
+    ),
+    "image": RecordSchema(
+        "image",
+        ("image", "target", "id"),
+        '{"image": "photo.jpg" or "skimage:chelsea", "target": class index or label (optional), '
+        '"id": ... (optional)}',
+        _image_fields,
+        ("image", "target"),
+    ),
+}
+
+#: The keys a context record may have (the other tasks: ``SCHEMAS[task].fields``).
+FIELDS = SCHEMAS["context"].fields
+
+
+def _other_task(keys: set[str], task: str) -> str:
+    """`` (... run with --task X)`` when the record's fields are those of another task."""
+    for other, schema in SCHEMAS.items():
+        main = set(schema.fields) - {"id", "response", "target"}
+        if other != task and main <= keys <= set(schema.fields):
+            return f"; this looks like a {other} record: run with --task {other}"
+    return ""
+
+
+def _parse_line(text: str, where: str, schema: RecordSchema, folder: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
         raise _fail(
             where,
-            '"response" must be a non-empty string, or left out to have the model generate it',
+            f"not valid JSON ({e.msg} at column {e.colno}); write one JSON object per line, "
+            f"e.g. {schema.example}",
+        ) from None
+    if not isinstance(obj, dict):
+        raise _fail(
+            where,
+            f"a record must be a JSON object, got {type(obj).__name__}; write {schema.example}",
         )
+    unknown = sorted(set(obj) - set(schema.fields))
+    if unknown:
+        raise _fail(
+            where,
+            f"unknown field(s) {', '.join(map(repr, unknown))}; a {schema.task} record has only "
+            f"{', '.join(schema.fields)} (check the spelling, or remove the field)"
+            + _other_task(set(obj), schema.task),
+        )
+    fields = schema.parse(obj, where, folder)
     rid = obj.get("id")
     if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int)):
         raise _fail(where, f'"id" must be a string or an integer, got {type(rid).__name__}')
     if isinstance(rid, str) and not rid.strip():
         raise _fail(where, '"id" is empty; give a unique id or leave the field out')
-    return obj
+    fields["id"] = rid
+    return fields
 
 
-def read_records(path: str | os.PathLike[str]) -> list[Record]:
-    """Read and validate every line of the JSONL file ``path``; returns its records in file order.
+def read_records(path: str | os.PathLike[str], task: str = "context") -> list[Record]:
+    """Read and validate every line of the JSONL file ``path`` as ``task`` records (see the
+    module docstring); returns its records in file order.
 
     Raises :class:`InputError` naming ``file:line`` and what to fix for the first bad line
-    (invalid JSON, a missing or empty field, a wrong type, an unknown field, a duplicate id).
-    Costs no model calls.
+    (invalid JSON, a missing or empty field, a wrong type, an unknown field, a duplicate id, an
+    image file that does not exist). Costs no model calls.
     """
+    if task not in SCHEMAS:
+        raise InputError(f"unknown task {task!r}; choose one of: {', '.join(SCHEMAS)}")
+    schema = SCHEMAS[task]
     path = Path(path)
     try:
         raw = path.read_text(encoding="utf-8")
@@ -136,6 +308,7 @@ def read_records(path: str | os.PathLike[str]) -> list[Record]:
         raise InputError(f"no such dataset file: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read the dataset file {path}: {e}") from None
+    folder = path.resolve().parent
     records: list[Record] = []
     ids: dict[str, int] = {}
     copies: dict[str, int] = {}
@@ -143,10 +316,8 @@ def read_records(path: str | os.PathLike[str]) -> list[Record]:
         if not text.strip():
             continue
         where = f"{path}:{number}"
-        obj = _parse_line(text, where)
-        context = obj["context"]
-        context = context if isinstance(context, str) else tuple(context)
-        rid = obj.get("id")
+        fields = _parse_line(text, where, schema, folder)
+        rid = fields["id"]
         if rid is not None:
             key = str(rid)
             if key in ids:
@@ -156,20 +327,13 @@ def read_records(path: str | os.PathLike[str]) -> list[Record]:
                 )
             ids[key] = number
         else:
-            base = content_key(context, obj["query"], obj.get("response"))
+            body = {name: fields.get(name) for name in schema.key_fields}
+            if isinstance(body.get("context"), tuple):
+                body["context"] = list(body["context"])
+            base = record_key(body)
             copies[base] = copies.get(base, 0) + 1
             key = base if copies[base] == 1 else f"{base}#{copies[base]}"
-        records.append(
-            Record(
-                key=key,
-                line=number,
-                context=context,
-                query=obj["query"],
-                response=obj.get("response"),
-                id=rid,
-                source=path.name,
-            )
-        )
+        records.append(Record(key=key, line=number, source=path.name, task=task, **fields))
     if not records:
         raise InputError(f"{path} holds no records; write one JSON object per line")
     clash = {r.key for r in records if r.id is None} & set(ids)

@@ -6,8 +6,11 @@ its span results, in one transaction as soon as it is done: a crash loses only t
 flight. Records run here (``backend="local"``) or on a Ray actor pool (``backend="ray"``, see
 :mod:`attribkit.dataset.ray_backend`).
 
-A *task* turns one record into ``(Attribution, inputs, span Attributions)`` on a loaded model;
-adding one is one function plus an entry in :data:`TASKS`.
+A *dataset task* turns one record into ``(Attribution, inputs, span Attributions)`` (optionally
+followed by the model calls it spent) on a loaded model: ``context`` (a response traced to its
+context), ``generation`` (each generated token to the input tokens) and ``image`` (a class to the
+regions of an image); adding one is one function plus an entry in :data:`TASKS` (and a record
+schema in :data:`attribkit.dataset.records.SCHEMAS`).
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from attribkit.core.attribution import Attribution
 from attribkit.core.errors import AttribkitError, InputError
-from attribkit.dataset.records import Record, read_records
+from attribkit.dataset.records import SKIMAGE, Record, read_records, skimage_loader
 from attribkit.tasks.context import DEFAULT_METHOD
+from attribkit.tasks.generation import DEFAULT_METHOD as GENERATION_METHOD
 
 __all__ = [
     "BACKENDS",
@@ -31,6 +37,8 @@ __all__ = [
     "DatasetSummary",
     "DatasetTask",
     "Outcome",
+    "check_model",
+    "load_image",
     "process_record",
     "run_dataset",
 ]
@@ -38,18 +46,30 @@ __all__ = [
 BACKENDS = ("local", "ray")
 UNITS = ("sentences", "passages")
 
-TaskFn = Callable[..., tuple[Attribution, dict[str, Any], list[Attribution]]]
+TaskFn = Callable[..., tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
 class DatasetTask:
-    """What a dataset run attributes: ``run(lm, record, *, method, units, spans, params)``
-    returns ``(attribution, inputs, span_attributions)``; ``default_method`` is used when no
-    method is given."""
+    """What a dataset run attributes: ``run(model, record, *, method, units, spans, params)``
+    returns ``(attribution, inputs, span_attributions)``, optionally followed by the model
+    calls it spent (when the model does not count them itself).
+
+    ``default_method`` is used when no method is given, ``default_model`` when no model is;
+    ``method_kinds`` are the registry kinds whose methods run on it, ``units`` the unit choices
+    (the first is the default), ``schema`` the record schema it reads
+    (:data:`attribkit.dataset.records.SCHEMAS`) and ``image`` whether it needs an image
+    classifier rather than a language model.
+    """
 
     name: str
     run: TaskFn
     default_method: str
+    default_model: str = "smollm2"
+    method_kinds: tuple[str, ...] = ("context", "perturbation")
+    units: tuple[str, ...] = UNITS
+    schema: str = "context"
+    image: bool = False
 
 
 def _context_record(
@@ -65,7 +85,7 @@ def _context_record(
     the units of its context, plus one result per response sentence when ``spans``."""
     from attribkit.tasks.context import ContextTask
 
-    context = record.context if isinstance(record.context, str) else list(record.context)
+    context = record.context if isinstance(record.context, str) else list(record.context or ())
     task = ContextTask(lm, context, record.query, record.response, units=units)
     attribution = task.attribute(method, **params)
     span_results = task.attribute_spans(method, **params) if spans else []
@@ -74,10 +94,132 @@ def _context_record(
     return attribution, inputs, span_results
 
 
+def _generation_record(
+    lm: Any,
+    record: Record,
+    *,
+    method: str,
+    units: str,
+    spans: bool,
+    params: Mapping[str, Any],
+) -> tuple[Attribution, dict[str, Any], list[Attribution]]:
+    """The ``generation`` task: attribute each token of the record's response (generated when
+    it has none) to the prompt's tokens and the response tokens before it. No span results."""
+    from attribkit.tasks.generation import GenerationTask
+
+    task = GenerationTask(lm, str(record.prompt), record.response)
+    attribution = task.attribute(method, **params)
+    inputs = record.inputs()
+    inputs["response"] = task.response
+    return attribution, inputs, []
+
+
+def load_image(record: Record) -> np.ndarray:
+    """The pixels of an image record (its file, or the scikit-image sample it names) as an
+    array; InputError saying what is wrong when it cannot be read. No model calls."""
+    ref = record.image_path or record.image or ""
+    if ref.startswith(SKIMAGE):
+        name = ref[len(SKIMAGE) :]
+        loader = skimage_loader(name)
+        if loader is None:
+            raise InputError(f"scikit-image has no sample image {name!r}")
+        try:
+            return np.asarray(loader())
+        except Exception as e:  # e.g. a sample that must be downloaded
+            raise InputError(f"cannot load the scikit-image sample {name!r}: {e}") from None
+    try:
+        from PIL import Image
+
+        with Image.open(ref) as im:
+            alpha = im.mode in ("P", "LA", "RGBA", "PA")
+            return np.asarray(im.convert("RGBA" if alpha else "RGB"))
+    except (OSError, ValueError) as e:  # missing, unreadable or not an image
+        raise InputError(f"cannot read the image {record.image!r} ({ref}): {e}") from None
+
+
+def _image_record(
+    model: Any,
+    record: Record,
+    *,
+    method: str,
+    units: str | None,
+    spans: bool,
+    params: Mapping[str, Any],
+) -> tuple[Attribution, dict[str, Any], list[Attribution], int]:
+    """The ``image`` task: attribute the record's target class (the predicted one when it has
+    none) to the regions of its image. Costs the method's passes, plus one forward pass to find
+    the predicted class (or the class count of a model without labels)."""
+    from attribkit.tasks.image import ImageTask, default_output, method_for_images
+
+    spec = method_for_images(method)
+    task = ImageTask(model, load_image(record), record.target, output=default_output(spec))
+    p = dict(params)
+    if units is not None and "units" not in p:
+        p["units"] = units
+    attribution = task.attribute(method, **p)
+    return attribution, record.inputs(), [], task.cost.model_calls
+
+
 #: Dataset tasks by name.
 TASKS: dict[str, DatasetTask] = {
     "context": DatasetTask("context", _context_record, DEFAULT_METHOD),
+    "generation": DatasetTask(
+        "generation",
+        _generation_record,
+        GENERATION_METHOD,
+        method_kinds=("generation",),
+        units=("tokens",),
+        schema="generation",
+    ),
+    "image": DatasetTask(
+        "image",
+        _image_record,
+        "grad_cam",
+        default_model="efficientnet-lite0",
+        method_kinds=("image", "perturbation"),
+        units=("patches", "superpixels", "pixels"),
+        schema="image",
+        image=True,
+    ),
 }
+
+
+def check_method(task: str, method: str) -> None:
+    """InputError listing the methods of dataset task ``task`` when ``method`` is not one of
+    them. No model calls."""
+    from attribkit.core.registry import get_method, list_methods
+
+    spec = TASKS[task]
+    for kind in spec.method_kinds:
+        try:
+            get_method(method, kind=kind)
+            return
+        except InputError:
+            continue
+    names = sorted({s.name for kind in spec.method_kinds for s in list_methods(kind)})
+    raise InputError(
+        f"unknown method {method!r} for --task {task}; choose one of: {', '.join(names)} "
+        f"(attribkit methods --kind {spec.method_kinds[0]})"
+    )
+
+
+def check_model(task: str, model: Any, name: Any = None) -> None:
+    """InputError when the loaded ``model`` cannot run dataset task ``task`` (an image task
+    needs an image classifier, the text tasks a language model). No model calls."""
+    from attribkit.models import ImageClassifier
+
+    spec = TASKS[task]
+    shown = f"{os.fspath(name)!r} ({type(model).__name__})" if name else type(model).__name__
+    if spec.image and not isinstance(model, ImageClassifier):
+        raise InputError(
+            f"--task {task} needs an image classifier, but the model is {shown}; use "
+            "--model efficientnet-lite0 (the default for images)"
+        )
+    if not spec.image and isinstance(model, ImageClassifier):
+        raise InputError(
+            f"--task {task} needs a language model, but the model is the image classifier "
+            f"{shown}; use --model smollm2 or a language model's name or path"
+        )
 
 
 @dataclass
@@ -131,18 +273,19 @@ def process_record(
     *,
     task: str = "context",
     method: str,
-    units: str = "sentences",
+    units: str | None = "sentences",
     spans: bool = True,
     params: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Run ``task`` on one record with the loaded model ``lm``. An :class:`AttribkitError` (an
-    input the validation could not see, e.g. a context longer than the model's window) becomes
-    ``Outcome.error``; any other exception propagates. Costs the method's model calls (plus one
-    generation when the record has no response)."""
+    input the validation could not see, e.g. a context longer than the model's window or an
+    unreadable image) becomes ``Outcome.error``; any other exception propagates. Costs the
+    method's model calls (plus one generation when a text record has no response, or one
+    forward pass to find an image's predicted class)."""
     spec = TASKS[task]
     before, t0 = _spent(lm), time.perf_counter()
     try:
-        attribution, inputs, span_results = spec.run(
+        attribution, inputs, span_results, *counted = spec.run(
             lm, record, method=method, units=units, spans=spans, params=dict(params or {})
         )
     except AttribkitError as e:
@@ -153,7 +296,9 @@ def process_record(
             seconds=time.perf_counter() - t0,
         )
     calls = _spent(lm) - before
-    if not hasattr(lm, "cost"):
+    if counted:  # the task counted its own model calls
+        calls = int(counted[0])
+    elif not hasattr(lm, "cost"):
         calls = sum(a.cost.model_calls for a in [attribution, *span_results])
     return Outcome(
         record.key,
@@ -181,6 +326,7 @@ class DatasetSummary:
     method: str = ""
     backend: str = "local"
     store: str = ""
+    task: str = "context"
 
     @property
     def done(self) -> int:
@@ -190,7 +336,8 @@ class DatasetSummary:
     def describe(self) -> str:
         """A one-paragraph human summary."""
         text = (
-            f"Dataset {self.dataset!r}, method {self.method} ({self.backend} backend): "
+            f"Dataset {self.dataset!r} ({self.task} task), method {self.method} "
+            f"({self.backend} backend): "
             f"{self.total} records: {self.stored} stored, {self.skipped} skipped (already in the "
             f"store), {len(self.failed)} failed; {self.model_calls} model calls in "
             f"{self.seconds:.1f}s."
@@ -320,6 +467,7 @@ def _run_local(
 
         with reporter.stage(f"Loading model {os.fspath(model)}"):
             lm = load(model)
+    check_model(options["task"], lm, None if _is_loaded(model) else model)
     reporter.start()
     for record in records:
         on_outcome(record, process_record(lm, record, **options))
@@ -331,8 +479,8 @@ def run_dataset(
     *,
     task: str = "context",
     method: str | None = None,
-    model: Any = "smollm2",
-    units: str = "sentences",
+    model: Any = None,
+    units: str | None = None,
     spans: bool = True,
     dataset: str | None = None,
     backend: str = "local",
@@ -345,21 +493,28 @@ def run_dataset(
     """Attribute every record of the JSONL file ``input`` into ``store`` (a path or an open
     :class:`~attribkit.store.RunStore`); returns a :class:`DatasetSummary`.
 
-    The whole file is validated first (:func:`read_records`). Records already stored for
-    ``(dataset, key, method)`` are skipped, so running again resumes an interrupted run; each
-    finished record is written at once with its span results (``spans=True``: one per response
-    sentence). ``dataset`` defaults to the file name, ``method`` to the task's default,
-    ``params`` go to the method. ``model`` is a name or path (``backend="local"`` also takes a
-    loaded model). ``backend="ray"`` runs batches of ``batch_size`` records on ``workers`` Ray
-    actors (a local Ray instance, or the cluster at ``address``). A record that raises an
+    ``task`` is what a record is (see :mod:`attribkit.dataset.records` for each schema):
+    ``"context"`` (a response traced to the sentences or passages of its context; default
+    method ``auto``), ``"generation"`` (each generated token traced to the input tokens;
+    default ``integrated_gradients``) or ``"image"`` (an image class traced to image regions;
+    default ``grad_cam``). The whole file is validated first (:func:`read_records`). Records
+    already stored for ``(dataset, key, method)`` are skipped, so running again resumes an
+    interrupted run; each finished record is written at once with its span results (context
+    only, ``spans=True``: one per response sentence). ``dataset`` defaults to the file name,
+    ``method`` to the task's default, ``units`` to the task's first choice (context:
+    ``sentences``/``passages``; generation: ``tokens``; image: the method's default, or
+    ``patches``/``superpixels``/``pixels``), ``params`` go to the method. ``model`` is a name
+    or path (default ``smollm2`` for text, ``efficientnet-lite0`` for images;
+    ``backend="local"`` also takes a loaded model). ``backend="ray"`` runs batches of
+    ``batch_size`` records on ``workers`` Ray actors (a local Ray instance, or the cluster at
+    ``address``), each loading the model once. A record that raises an
     :class:`AttribkitError` is reported in ``failed`` and the run goes on. ``progress``: a bar
     on stderr (True), none (False), or a callable receiving the summary after each record.
 
-    Costs, per record not yet stored, the method's model calls (plus one generation when the
-    record has no response); span results reuse the task's cache (no extra passes for
-    perturbation methods).
+    Costs, per record not yet stored, the method's model calls (plus one generation when a text
+    record has no response, one forward pass to find an image's predicted class); span results
+    reuse the task's cache (no extra passes for perturbation methods).
     """
-    from attribkit.core.registry import get_method
     from attribkit.store.runs import RunStore
     from attribkit.store.runs import open as open_store
 
@@ -369,9 +524,14 @@ def run_dataset(
         raise InputError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     spec = TASKS[task]
     method = method or spec.default_method
-    get_method(method)  # InputError listing the methods when unknown
-    if units not in UNITS:
-        raise InputError(f"unknown units {units!r}; choose one of: {', '.join(UNITS)}")
+    check_method(task, method)  # InputError listing the task's methods when unknown
+    if units is None and not spec.image:
+        units = spec.units[0]
+    if units is not None and units not in spec.units:
+        raise InputError(
+            f"unknown units {units!r} for --task {task}; choose one of: {', '.join(spec.units)}"
+        )
+    model = spec.default_model if model is None else model
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     if workers is not None and int(workers) < 1:
@@ -379,9 +539,12 @@ def run_dataset(
     if backend == "ray" and _is_loaded(model):
         raise InputError(
             "backend='ray' loads the model in every worker by name or path; pass a model name "
-            f"(e.g. 'smollm2') or a model directory instead of a loaded {type(model).__name__}"
+            f"(e.g. {spec.default_model!r}) or a model directory instead of a loaded "
+            f"{type(model).__name__}"
         )
-    records = read_records(input)
+    if _is_loaded(model):
+        check_model(task, model)
+    records = read_records(input, spec.schema)
     dataset = dataset or Path(input).name
     ray_backend = None
     if backend == "ray":
@@ -402,6 +565,7 @@ def run_dataset(
             method=method,
             backend=backend,
             store=str(runs.path),
+            task=task,
         )
         options = dict(task=task, method=method, units=units, spans=spans, params=params or {})
         with Reporter(progress, summary) as reporter:
