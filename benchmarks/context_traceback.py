@@ -161,11 +161,11 @@ def discover_methods() -> tuple[list[str], list[str]]:
     import attribkit.methods as pkg
 
     notes = []
-    for info in pkgutil.iter_modules(pkg.__path__):
+    for info in pkgutil.walk_packages(pkg.__path__, prefix="attribkit.methods."):
         try:
-            importlib.import_module(f"attribkit.methods.{info.name}")
+            importlib.import_module(info.name)
         except Exception as e:  # a module being written by someone else
-            notes.append(f"attribkit.methods.{info.name} does not import: {type(e).__name__}: {e}")
+            notes.append(f"{info.name} does not import: {type(e).__name__}: {e}")
     return [s.name for s in attribkit.list_methods()], notes
 
 
@@ -173,7 +173,7 @@ def heads_overlap(lm: Any, seed: int, sizes: list[int], families: list[str]) -> 
     """A note when the model's attention-head file was selected on cases this run also uses
     (same generator seed, size and family: in-sample results for the head-based methods)."""
     try:
-        from attribkit.methods.attention import load_heads
+        from attribkit.methods.context.heads import load_heads
 
         selection = load_heads(lm).get("selection", {})
     except Exception:

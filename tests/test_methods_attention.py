@@ -7,20 +7,19 @@ import json
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+import attribkit.models
+from attribkit.cli import app
 from attribkit.core.cost import Budget
 from attribkit.core.errors import BudgetExhausted, InputError
 from attribkit.core.registry import get_method
 from attribkit.core.units import TextUnits
-from attribkit.methods.attention import (
-    _subsample_units,
-    attention_heads,
-    attntrace,
-    head_unit_features,
-    load_heads,
-    select_heads,
-    unit_token_mask,
-)
+from attribkit.methods.context.attention_heads import attention_heads
+from attribkit.methods.context.attention_reading import head_unit_features, unit_token_mask
+from attribkit.methods.context.attntrace import _subsample_units, attntrace
+from attribkit.methods.context.head_selection import dumps_heads, select_heads
+from attribkit.methods.context.heads import load_heads
 from attribkit.models.lm import LanguageModel
 from attribkit.tasks.context import ContextTask
 from attribkit.tasks.context_cases import make_cases
@@ -201,6 +200,34 @@ def test_select_heads_returns_a_usable_json_spec(tiny_lm):
     a = attention_heads(task, heads=spec["heads"], weights=spec["weights"])
     features = head_unit_features(task, [tuple(h) for h in spec["heads"]])
     np.testing.assert_allclose(a.scores, np.mean(features, axis=0), rtol=1e-6)
+
+
+def test_select_heads_command_writes_the_heads_file(tiny_lm, monkeypatch, tmp_path):
+    monkeypatch.setattr(attribkit.models, "load", lambda name="smollm2", **kw: tiny_lm)
+    out = tmp_path / "tiny.json"
+    args = ["select-heads", "--model", "tiny", "--out", str(out), "--families", "needle"]
+    args += ["--n-sentences", "4", "--n-cases", "2", "--n-heads", "3", "--eval-cases", "2"]
+    before = tiny_lm.cost.forward_passes
+    result = CliRunner().invoke(app, [*args, "--eval", "needle:4,birthplace:4"])
+    assert result.exit_code == 0, result.output
+    assert "selecting 3 heads of tiny on 2 cases" in result.stderr and "wrote" in result.stderr
+    assert tiny_lm.cost.forward_passes - before == 2 + 2 * 2  # one pass per case
+    text = out.read_text(encoding="utf-8")
+    assert text == dumps_heads(json.loads(text))  # the shipped files' layout
+    spec = json.loads(text)
+    assert (spec["format"], spec["version"]) == ("attribkit.heads", 1)
+    assert len(spec["heads"]) == len(spec["weights"]) == 3
+    assert spec["selection"]["families"] == ["needle"] and spec["selection"]["n_cases"] == 2
+    assert spec["selection"]["command"] == (
+        "attribkit select-heads --model tiny --families needle --n-sentences 4 --n-cases 2 "
+        "--seed 0 --n-heads 3 --eval needle:4,birthplace:4 --eval-cases 2 --eval-seed 1"
+    )
+    assert [(r["family"], r["n_sentences"], r["seed"]) for r in spec["held_out"]] == [
+        ("needle", 4, 1),
+        ("birthplace", 4, 1),
+    ]
+    bad = CliRunner().invoke(app, [*args, "--eval", "needle", "--quiet"])
+    assert bad.exit_code == 2 and "family:n_sentences" in bad.stderr
 
 
 def test_shipped_smollm2_heads_file():

@@ -286,6 +286,61 @@ def tokens_command(
     print_token_attribution(attribution, console=console)
 
 
+@app.command("select-heads")
+def select_heads_command(
+    out: Path = typer.Option(..., "--out", help="Where to write the heads file (JSON)."),
+    model: str = typer.Option("smollm2", "--model", help="Model name or local path."),
+    families: str = typer.Option(
+        "needle,birthplace", "--families", help="Training case families, comma-separated."
+    ),
+    n_sentences: int = typer.Option(10, "--n-sentences", help="Sentences per training case."),
+    n_cases: int = typer.Option(20, "--n-cases", help="Training cases per family."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the training cases."),
+    n_heads: int = typer.Option(8, "--n-heads", help="How many heads to keep."),
+    eval_sets: str = typer.Option(
+        "needle:10,birthplace:10,injection:10,two_hop:10,redundant_injection:10,"
+        "needle:50,needle:200",
+        "--eval",
+        help="Held-out sets, family:n_sentences, comma-separated.",
+    ),
+    eval_cases: int = typer.Option(20, "--eval-cases", help="Cases per held-out set."),
+    eval_seed: int = typer.Option(1, "--eval-seed", help="Seed of the held-out cases."),
+    threads: int = typer.Option(0, "--threads", help="Torch threads (0: leave as is)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
+) -> None:
+    """Select the attention heads of `attention_heads` (AT2-lite) for a model on synthetic
+    cases, evaluate them on held-out cases and write the heads file (the format of
+    attribkit/data/heads/<model>.json)."""
+    from attribkit.core.errors import AttribkitError
+    from attribkit.methods.context.head_selection import dumps_heads, select_and_evaluate_heads
+    from attribkit.models import load
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    say = None if quiet else (lambda message: typer.echo(message, err=True))
+    try:
+        spec = select_and_evaluate_heads(
+            load(model),
+            model_name=model,
+            families=families,
+            n_sentences=n_sentences,
+            n_cases=n_cases,
+            seed=seed,
+            n_heads=n_heads,
+            eval_sets=eval_sets,
+            eval_cases=eval_cases,
+            eval_seed=eval_seed,
+            log=say,
+        )
+    except AttribkitError as e:
+        raise _fail(e) from None
+    out.write_text(dumps_heads(spec), encoding="utf-8")
+    if say is not None:
+        say(f"wrote {out}")
+
+
 def _fail(e: Exception) -> typer.Exit:
     err_console.print(f"[red]error:[/red] {e}", highlight=False)
     return typer.Exit(2)
