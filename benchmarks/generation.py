@@ -114,7 +114,7 @@ CONFIGS = [
 DEFAULT_CONFIGS = CONFIGS[:-2]
 # the fixed-step IG configurations, subject to --peer-every: the peers' and attribkit's equal-steps
 FIXED_STEPS = {"captum-ig-50", "captum-ig-space", "inseq-ig-50", "ak-ig-50-unk"}
-GAP_FLOOR = 1e-3  # as attribkit.methods.generation.GAP_FLOOR
+GAP_FLOOR = 1e-3  # as attribkit.methods.generation.common.GAP_FLOOR
 BASELINE_ID = 0  # Captum's default baseline id and SmolLM2's UNK id
 
 

@@ -2,7 +2,7 @@
 
 Steering vectors are built from 12 training triples written here (a prompt with a positive and
 a negative cue, a positive reply, a negative reply) with
-``attribkit.methods.grains.grains_vectors`` (contrastive IG over the prompt, space-token
+``attribkit.methods.generation.grains.grains_vectors`` (contrastive IG over the prompt, space-token
 baseline; the top-k positive / negative prompt tokens replaced by the space token; last-token
 raw hidden states; ``v = v_pos − v_neg``). The behaviour is measured on 16 HELD-OUT prompts
 (other topics, other wording, no sentiment cue) as the rate of greedy replies
@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import environment, markdown_table
-from attribkit.methods.grains import grains_vectors, steer
+from attribkit.methods.generation.grains import grains_vectors, steer
 from attribkit.models.loading import load
 
 # Each training prompt carries a positive and a negative cue; the preferred reply follows the

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from attribkit.core.errors import InputError
-from attribkit.methods.dla import direct_logit_attribution
+from attribkit.methods.generation.dla import direct_logit_attribution
 from attribkit.tasks.generation import GenerationTask
 
 PROMPT, RESPONSE = "hello there world", "the cat sat"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attribkit.core.errors import InputError
-from attribkit.methods import generation as gen_methods
+from attribkit.methods.generation import common as gen_common
 from attribkit.models.blackbox import CallableModel
 from attribkit.tasks.generation import (
     GenerationTask,
@@ -62,11 +62,11 @@ def test_batched_row_gradients_equal_the_row_loop(tiny_lm) -> None:
     task = GenerationTask(tiny_lm, PROMPT, "the cat sat")
     key = type(tiny_lm.model).__name__
     batched = task.attribute("input_x_gradient").scores
-    gen_methods._BATCHED_GRADS[key] = False
+    gen_common._BATCHED_GRADS[key] = False
     try:
         looped = task.attribute("input_x_gradient").scores
     finally:
-        gen_methods._BATCHED_GRADS.pop(key)
+        gen_common._BATCHED_GRADS.pop(key)
     np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-7)
 
 
@@ -93,10 +93,10 @@ def test_the_cached_chat_template_gives_the_full_forward_and_gradients(tiny_lm) 
         torch.testing.assert_close(got, expected[: len(batch)], rtol=1e-5, atol=1e-5)
     # gradients at the embeddings: the same as without the cache at every position it runs
     x = task.embeddings()[None]
-    _, cached = gen_methods._row_gradients(task, x)
+    _, cached = gen_common.row_gradients(task, x)
     k_saved, task._prefix_len = task._prefix_len, 0
     try:
-        _, full = gen_methods._row_gradients(task, x)
+        _, full = gen_common.row_gradients(task, x)
     finally:
         task._prefix_len = k_saved
     torch.testing.assert_close(cached[:, :, k:], full[:, :, k:], rtol=1e-4, atol=1e-6)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attribkit.core.errors import InputError
-from attribkit.methods.grains import (
+from attribkit.methods.generation.grains import (
     contrastive_prompt_ig,
     decoder_layers,
     grains_vectors,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attribkit.core.errors import InputError
-from attribkit.methods.reagent import lm_top1_replacements, probe_sequences, reagent
+from attribkit.methods.generation.reagent import lm_top1_replacements, probe_sequences, reagent
 from attribkit.tasks.generation import GenerationTask
 from attribkit.testing import toy_generation_task, warm_template_cache
 

@@ -54,8 +54,8 @@ from attribkit.evaluation import (
 )
 from attribkit.methods.catalog import BUILTIN as _BUILTIN
 from attribkit.methods.craft import CraftConcepts, concept_importance, fit_concepts
-from attribkit.methods.dla import direct_logit_attribution
-from attribkit.methods.grains import SteeringVectors, grains_vectors, steer
+from attribkit.methods.generation.dla import direct_logit_attribution
+from attribkit.methods.generation.grains import SteeringVectors, grains_vectors, steer
 from attribkit.methods.smoothing import smooth_attribution
 from attribkit.models import (
     CallableModel,

@@ -46,7 +46,7 @@ import torch
 
 from attribkit.core.cost import Cost, measure
 from attribkit.core.errors import InputError, ScorerError
-from attribkit.methods.numerics import quadrature
+from attribkit.methods.numerics import path_points, quadrature
 from attribkit.tasks.generation import GenerationTask
 
 CITE = (
@@ -183,8 +183,7 @@ def _contrastive_ig(
     alphas, weights = quadrature("gauss_legendre", n_steps)
     acc = torch.zeros(x.shape[0], dtype=torch.float64)
     for start in range(0, n_steps, batch_size):
-        a = torch.tensor(alphas[start : start + batch_size], dtype=x.dtype)
-        xb = (base[None] + a[:, None, None] * delta[None]).requires_grad_(True)
+        xb = path_points(x, base, alphas[start : start + batch_size]).requires_grad_(True)
         with torch.enable_grad():
             (g,) = torch.autograd.grad(f_of(xb).sum(), xb)
         task.meter.cost.backward_passes += 2 * xb.shape[0]

@@ -28,7 +28,7 @@ import torch
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.errors import InputError, ScorerError
-from attribkit.methods.generation import _count, metered
+from attribkit.methods.generation.common import count, metered
 from attribkit.tasks.generation import GenerationTask
 
 # Δ is clipped to ±(1 − CLIP) so that g(Δ) = ln((1+Δ)/(1−Δ)) stays finite (|g| ≤ ~14.5).
@@ -103,7 +103,7 @@ def _forward(
         r = torch.as_tensor(row_of[s : s + chunk])
         b = ids.shape[0]
         logits = task.forward_logits(ids)
-        _count(task, b)
+        count(task, b)
         v = task.row_values(logits)  # (b, rows); ScorerError on NaN
         lg = logits[torch.arange(b), rows[r].to(logits.device)].float()  # (b, V)
         yy = y[r].to(lg.device)
@@ -180,7 +180,7 @@ def reagent(
         with torch.inference_mode():
             out = task.lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
         task.lm.tokens_processed += ids.shape[1]
-        _count(task, 1)
+        count(task, 1)
         logits = out.logits[0]
         n_p = len(task.prompt_ids)
         f0 = task.row_values(logits[None, n_p - 1 : -1])[0].double().cpu().numpy()  # (rows,)
