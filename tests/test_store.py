@@ -203,3 +203,34 @@ def test_png_encoder_writes_decodable_pixels() -> None:
     assert np.array_equal(np.frombuffer(b"".join(rows), np.uint8).reshape(2, 3, 3), image)
     with pytest.raises(InputError, match="image"):
         png_bytes(np.zeros((2, 2, 5)))
+
+
+def test_generation_and_image_runs_keep_their_task_kind(tmp_path: Path, tiny_lm) -> None:
+    """A generation and an image Attribution come back from the store (and through a JSONL
+    export) with their task kind, rows × columns scores and image map."""
+    from attribkit.testing import toy_generation_task, toy_image_task
+
+    gen = attribute(toy_generation_task(lm=tiny_lm), "occlusion")
+    img = attribute(toy_image_task(), "grad_cam")
+    assert np.isnan(gen.scores).any()  # tokens a row cannot see
+    with store.open(tmp_path / "runs.db") as runs:
+        ids = {"generation": runs.put(gen), "image": runs.put(img)}
+        for kind, a in (("generation", gen), ("image", img)):
+            run = runs.get(ids[kind])
+            assert run.task == run.task_kind == kind
+            assert [r.id for r in runs.query(task=kind)] == [ids[kind]]
+            b = run.attribution
+            assert b.task == kind and b.target == a.target
+            np.testing.assert_array_equal(b.scores, a.scores)
+            np.testing.assert_array_equal(b.vector, a.vector)
+        assert run.attribution.heatmap.shape == img.heatmap.shape
+        np.testing.assert_array_equal(run.attribution.heatmap, img.heatmap)
+        assert runs.get(ids["generation"]).summary()["target"] == gen.target["response"]
+        assert runs.get(ids["image"]).summary()["target"] == f"class {img.target['class']}"
+        runs.export_jsonl(tmp_path / "runs.jsonl")
+    with store.open(tmp_path / "copy.db") as copy:
+        assert copy.import_jsonl(tmp_path / "runs.jsonl") == 2
+        assert {r.task: r.attribution.task for r in copy.query()} == {
+            "generation": "generation",
+            "image": "image",
+        }

@@ -259,7 +259,7 @@ def test_loopback_detection():
     assert _host_name("[::1]:8765") == "::1" and _host_name("localhost:80") == "localhost"
 
 
-def test_token_attribution_gets_the_text_view_and_no_span_queries(tmp_path, tiny_lm):
+def test_token_attribution_gets_the_generation_view_and_no_span_queries(tmp_path, tiny_lm):
     from attribkit.tasks.generation import attribute_generation
 
     a = attribute_generation(tiny_lm, "the cat sat on the mat", "the cat", method="occlusion")
@@ -267,19 +267,196 @@ def test_token_attribution_gets_the_text_view_and_no_span_queries(tmp_path, tiny
         run_id = runs.put(a)
         client = TestClient(create_app(runs, lm=tiny_lm))
         got = client.get(f"/api/runs/{run_id}").json()
-        assert got["view"] == "text" and len(got["vector"]) == len(a.units)
+        assert got["view"] == "generation" and len(got["vector"]) == len(a.units)
         span = client.post(f"/api/runs/{run_id}/span", json={"start": 0, "end": 3})
         assert span.status_code == 400 and "not a context attribution" in span.json()["error"]
 
 
 def test_image_attribution_gets_the_image_view_without_explicit_inputs(tmp_path):
     """An attribute_image result stores its own picture: the viewer shows it over the image."""
-    from attribkit.methods.cam import grad_cam
     from attribkit.testing import toy_image_task
 
-    a = grad_cam(toy_image_task(), units="patches")
+    a = attribute(toy_image_task(), "grad_cam", units="patches")
     store = store_mod.open(tmp_path / "img.db")
     run_id = store.put(a)
     body = TestClient(create_app(store)).get(f"/api/runs/{run_id}").json()
     assert body["view"] == "image"
     assert body["attribution"]["input"]["image_png"].startswith("data:image/png;base64,")
+
+
+# --- generation and image runs (dataset records with hostile text) -------------------------------
+
+HOSTILE_PROMPT = '<script>window.__pwned=1</script> the cat <img src=x onerror="window.__pwned=2">'
+HOSTILE_RESPONSE = "<b>the</b> cat"
+HOSTILE_ID = '<img src=x onerror="window.__pwned=3">'
+HOSTILE_LABELS = [
+    "<script>window.__pwned=4</script>",
+    '<img src=x onerror="window.__pwned=5">',
+    "c",
+]
+
+
+def hostile_image_task():
+    """The toy image task on a model whose class labels are markup, explaining class 1."""
+    from attribkit.tasks.image import ImageTask
+    from attribkit.testing import toy_image_task
+
+    toy = toy_image_task()
+    toy.model.labels = list(HOSTILE_LABELS)
+    return ImageTask(toy.model, toy.image, target=1)
+
+
+@pytest.fixture(scope="module")
+def kinds(tmp_path_factory, tiny_lm):
+    """A store with two generation runs and two image runs on one input each, as a dataset run
+    stores them (hostile prompt, response, id and class label)."""
+    from attribkit.tasks.generation import GenerationTask
+
+    store = store_mod.open(tmp_path_factory.mktemp("kinds") / "runs.db")
+    gen = GenerationTask(tiny_lm, HOSTILE_PROMPT, HOSTILE_RESPONSE)
+    inputs = {"prompt": HOSTILE_PROMPT, "response": HOSTILE_RESPONSE, "id": HOSTILE_ID}
+    ids = {
+        "gen": store.put(
+            gen.attribute("occlusion"), inputs=inputs, dataset="g.jsonl", key=HOSTILE_ID
+        ),
+        "gen_sal": store.put(gen.attribute("saliency"), inputs=inputs),
+    }
+    img = hostile_image_task()
+    inputs = {"image": "skimage:chelsea", "target": 1, "id": HOSTILE_ID}
+    ids["img"] = store.put(
+        attribute(img, "grad_cam"), inputs=inputs, dataset="i.jsonl", key=HOSTILE_ID
+    )
+    ids["img_sal"] = store.put(attribute(img, "saliency"), inputs=inputs)
+    yield store, gen, img, ids
+    store.close()
+
+
+def test_generation_run_is_a_token_matrix(kinds):
+    store, gen, _, ids = kinds
+    client = TestClient(create_app(store))
+    body = client.get(f"/api/runs/{ids['gen']}").json()
+    assert (body["view"], body["task"], body["key"]) == ("generation", "generation", HOSTILE_ID)
+    a = store.get(ids["gen"]).attribution
+    tokens = body["tokens"]
+    assert tokens["rows"] == gen.row_labels() == a.target["row_labels"]
+    assert tokens["columns"] == [u.label for u in a.units]
+    assert tokens["roles"] == [u.meta["role"] for u in a.units]
+    assert len(tokens["scores"]) == gen.n_rows
+    visible = gen.visible()
+    for i, row in enumerate(tokens["scores"]):
+        assert len(row) == gen.n_units
+        for j, v in enumerate(row):
+            if visible[i, j] and np.isfinite(a.scores[i, j]):
+                assert v == pytest.approx(a.scores[i, j])
+            else:
+                assert v is None  # a token the row cannot see: a blank cell
+    assert any(v is None for row in tokens["scores"] for v in row)
+    assert body["attribution"]["target"]["prompt"] == HOSTILE_PROMPT
+    assert body["attribution"]["target"]["response"] == HOSTILE_RESPONSE
+    assert [r["id"] for r in body["same_input"]] == [ids["gen_sal"]]
+    listed = client.get("/api/runs", params={"task": "generation"}).json()["runs"]
+    assert {r["id"] for r in listed} == {ids["gen"], ids["gen_sal"]}
+    assert {r["view"] for r in listed} == {"generation"}
+    both = client.get("/api/compare", params={"a": ids["gen"], "b": ids["gen_sal"]}).json()
+    assert both["same_input"] is True and both["a"]["tokens"]["rows"] == tokens["rows"]
+
+
+def test_image_run_is_its_overlay(kinds):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from attribkit.viz.image import overlay
+
+    store, _, img, ids = kinds
+    client = TestClient(create_app(store))
+    body = client.get(f"/api/runs/{ids['img']}").json()
+    assert (body["view"], body["task"], body["key"]) == ("image", "image", HOSTILE_ID)
+    assert body["attribution"]["target"]["label"] == HOSTILE_LABELS[1]
+    assert body["target"] == f"class 1 ({HOSTILE_LABELS[1]})"
+    url = body["overlay"]
+    assert url.startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as im:
+        shown = np.asarray(im.convert("RGB"))
+    a = store.get(ids["img"]).attribution
+    stored = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(a.input["image_png"].split(",")[1])))
+    )
+    assert np.array_equal(shown, overlay(stored, a.heatmap))
+    assert shown.shape == (*img.shape, 3)
+    assert [r["id"] for r in body["same_input"]] == [ids["img_sal"]]
+    both = client.get("/api/compare", params={"a": ids["img"], "b": ids["img_sal"]}).json()
+    assert both["same_input"] is True and both["b"]["overlay"].startswith("data:image/png")
+
+
+def test_image_run_of_another_class_is_not_the_same_input(kinds, tmp_path):
+    from attribkit.tasks.image import ImageTask
+
+    _, _, img, _ = kinds
+    other = ImageTask(img.model, img.image, target=2)
+    with store_mod.open(tmp_path / "c.db") as runs:
+        a = runs.put(attribute(img, "grad_cam"))
+        b = runs.put(attribute(other, "grad_cam"))
+        body = TestClient(create_app(runs)).get(f"/api/runs/{a}").json()
+        assert body["same_input"] == []
+        both = TestClient(create_app(runs)).get("/api/compare", params={"a": a, "b": b}).json()
+        assert both["same_input"] is False
+
+
+def test_views_come_from_the_task_kind_also_for_format_1_rows(tmp_path, runs):
+    """Format-1 results did not record their task: it is inferred, as Attribution.load does."""
+    import json
+    from pathlib import Path
+
+    golden = Path(__file__).parent / "golden" / "format1"
+    lines = []
+    for n, name in enumerate(["context", "generation", "image", "features"]):
+        data = json.loads((golden / f"{name}.json").read_text())
+        lines.append(
+            {
+                "format": "attribkit.run",
+                "version": store_mod.SCHEMA_VERSION,
+                "id": f"{n:02d}{name}",
+                "created": 1.0 + n,
+                "task": name,
+                "model": "m",
+                "method": data["method"],
+                "params": {},
+                "inputs": {},
+                "cost": {},
+                "tags": {},
+                "attribution": data,
+            }
+        )
+    path = tmp_path / "old.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with store_mod.open(tmp_path / "old.db") as old:
+        assert old.import_jsonl(path) == 4
+        client = TestClient(create_app(old))
+        views = {}
+        for line in lines:
+            body = client.get(f"/api/runs/{line['id']}").json()
+            views[line["task"]] = body["view"]
+            assert old.get(line["id"]).task_kind == (
+                None if line["task"] == "features" else line["task"]
+            )
+        assert views == {
+            "context": "context",
+            "generation": "generation",
+            "image": "image",
+            "features": "features",
+        }
+        image = client.get("/api/runs/02image").json()
+        assert image["overlay"].startswith("data:image/png;base64,")
+        assert len(client.get("/api/runs/01generation").json()["tokens"]["rows"]) >= 1
+
+
+def test_a_feature_run_has_no_task_and_gets_bars(client, runs):
+    store, _, ids = runs
+    run = store.get(ids["feat"])
+    assert run.task_kind is None and run.task == "features"
+    assert client.get(f"/api/runs/{ids['feat']}").json()["view"] == "features"
+    # a Scorer over image units (no task, no map) is drawn as shaded units over its picture
+    body = client.get(f"/api/runs/{ids['img']}").json()
+    assert body["view"] == "image" and body["overlay"] is None

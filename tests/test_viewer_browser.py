@@ -237,3 +237,99 @@ def test_mouse_selection_computes_a_new_span_live(page, maren_site):
     assert _top_unit(page) == int(stored.attribution.ranking[0])
     assert page.locator(f"#stored-spans .chip[data-start='{start}'][data-end='{end}']").count() == 1
     assert not page.errors
+
+
+# --- generation and image runs -------------------------------------------------------------------
+
+GEN_PROMPT = '<script>window.__pwned=1</script> the cat <img src=x onerror="window.__pwned=2">'
+GEN_RESPONSE = "<b>the</b> cat"
+RECORD_ID = '<img src=x onerror="window.__pwned=3">'
+LABELS = ["<script>window.__pwned=4</script>", '<img src=x onerror="window.__pwned=5">', "c"]
+
+
+@pytest.fixture(scope="module")
+def kinds_site(tmp_path_factory, tiny_lm):
+    """A server over a generation run and an image run stored as dataset records, with markup
+    in the prompt, the response, the record id and the class label."""
+    from attribkit import attribute
+    from attribkit.tasks.generation import GenerationTask
+    from attribkit.tasks.image import ImageTask
+    from attribkit.testing import toy_image_task
+
+    store = store_mod.open(tmp_path_factory.mktemp("viewer-kinds") / "runs.db")
+    gen = GenerationTask(tiny_lm, GEN_PROMPT, GEN_RESPONSE)
+    inputs = {"prompt": GEN_PROMPT, "response": GEN_RESPONSE, "id": RECORD_ID}
+    ids = {"gen": store.put(gen.attribute("occlusion"), inputs=inputs, dataset="g", key=RECORD_ID)}
+    toy = toy_image_task()
+    toy.model.labels = list(LABELS)
+    img = ImageTask(toy.model, toy.image, target=1)
+    inputs = {"image": "skimage:chelsea", "target": 1, "id": RECORD_ID}
+    ids["img"] = store.put(attribute(img, "grad_cam"), inputs=inputs, dataset="i", key=RECORD_ID)
+    ids["img_sal"] = store.put(attribute(img, "saliency"), inputs=inputs)
+    with BackgroundServer(create_app(store)) as server:
+        yield server.url, store, gen, ids
+    store.close()
+
+
+def _inert(page) -> None:
+    page.wait_for_timeout(200)  # an onerror would have fired by now
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("main script, main b, main i").count() == 0
+    assert not page.dialogs
+    assert not page.errors
+
+
+def test_generation_run_is_a_token_heat_map(page, kinds_site):
+    url, store, gen, ids = kinds_site
+    _open(page, f"{url}#/run/{ids['gen']}")
+    page.wait_for_selector("table.token-map")
+    a = store.get(ids["gen"]).attribution
+    assert page.locator(".gen-prompt").inner_text() == GEN_PROMPT
+    assert page.locator(".gen-response").inner_text() == GEN_RESPONSE
+    cols = page.locator("table.token-map thead th.tok.col")
+    assert cols.count() == len(a.units)
+    assert [cols.nth(j).text_content() for j in range(cols.count())] == [u.label for u in a.units]
+    rows = page.locator("table.token-map tbody th.tok.row")
+    assert [rows.nth(i).text_content() for i in range(rows.count())] == gen.row_labels()
+    cells = page.locator("table.token-map td.cell")
+    assert cells.count() == gen.n_rows * gen.n_units
+    blank = page.locator("table.token-map td.cell.nan")
+    assert blank.count() == int((~gen.visible()).sum())  # tokens a row cannot see
+    assert page.evaluate(
+        """() => [...document.querySelectorAll("td.cell.nan")].every(
+            (c) => c.textContent === "" && getComputedStyle(c).backgroundColor === "rgba(0, 0, 0, 0)")"""
+    )
+    shaded = page.locator("table.token-map td.cell:not(.nan)").first
+    assert shaded.evaluate("(c) => getComputedStyle(c).backgroundColor") != "rgba(0, 0, 0, 0)"
+    assert RECORD_ID in page.locator("dd.meta-dataset").inner_text()
+    assert page.locator("main img").count() == 0
+    assert page.locator("ol.ranking li.rank-item").count() == min(20, len(a.units))
+    _inert(page)
+
+
+def test_image_run_is_its_overlay_and_label_as_text(page, kinds_site):
+    url, _, _, ids = kinds_site
+    _open(page, f"{url}#/run/{ids['img']}")
+    page.wait_for_selector(".image-pair img.overlay")
+    assert page.locator(".class-label").inner_text() == LABELS[1]
+    assert RECORD_ID in page.locator("dd.meta-dataset").inner_text()
+    imgs = page.locator("main img")
+    assert imgs.count() == 2
+    for i in range(2):
+        assert imgs.nth(i).get_attribute("src").startswith("data:image/png;base64,")
+        assert imgs.nth(i).evaluate("(im) => im.complete && im.naturalWidth") == 32
+    _inert(page)
+    # the list shows the label as text too
+    _open(page, url)
+    assert LABELS[1] in page.locator(f"tr[data-id='{ids['img']}']").inner_text()
+    _inert(page)
+
+
+def test_compare_two_image_runs(page, kinds_site):
+    url, _, _, ids = kinds_site
+    _open(page, f"{url}#/compare/{ids['img']}/{ids['img_sal']}")
+    page.wait_for_selector(".metric[data-metric='spearman']")
+    assert page.locator(".side img.overlay").count() == 2
+    assert page.locator(".class-label").first.inner_text() == LABELS[1]
+    assert page.locator("p.warn").count() == 0  # same image, same class
+    _inert(page)

@@ -36,6 +36,13 @@ def _encode_input(inp: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def task_kind(d: dict[str, Any]) -> str | None:
+    """The task kind recorded in an Attribution dict (:meth:`Attribution.to_dict`): its
+    ``task`` (format 2), inferred for format 1, which did not record it; None for a bare
+    Scorer's or GradientScorer's result. Reads nothing else (cheap on a stored run)."""
+    return _task_of_version_1(d) if d.get("version") == 1 else d.get("task")
+
+
 def _task_of_version_1(d: dict[str, Any]) -> str | None:
     """The task kind of a format-1 dict, which did not record it."""
     target, inp = d.get("target"), d.get("input") or {}

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from attribkit.core.attribution import Attribution
+from attribkit.core.attribution import Attribution, task_kind
 from attribkit.core.cost import Cost
 from attribkit.core.errors import InputError, StoreError
 from attribkit.core.jsonio import to_json
@@ -96,6 +96,14 @@ class StoredRun:
         return Attribution.from_dict(self.data)
 
     @property
+    def task_kind(self) -> str | None:
+        """The task kind the stored Attribution records (``context``, ``generation``,
+        ``image``...; inferred for a format-1 result; None for a bare Scorer's result), read
+        without rebuilding it. ``task`` is the run's task name (for a bare Scorer's result, the
+        kind of its units)."""
+        return task_kind(self.data)
+
+    @property
     def created_iso(self) -> str:
         return _dt.datetime.fromtimestamp(self.created, _dt.UTC).isoformat(timespec="seconds")
 
@@ -141,6 +149,9 @@ class StoredRun:
 def _short_target(target: Any) -> str:
     if isinstance(target, dict):
         text = target.get("span_text") or target.get("response") or target.get("description")
+        if text is None and "class" in target:  # an image class
+            label = target.get("label")
+            text = f"class {target['class']}" + (f" ({label})" if label is not None else "")
     else:
         text = target
     text = "" if text is None else str(text)
@@ -148,13 +159,11 @@ def _short_target(target: Any) -> str:
 
 
 def infer_task(attribution: Attribution) -> str:
-    """A task name for an Attribution: ``context`` for response log-probabilities over a context,
-    else the kind of its units (``text``, ``image``, ``features``, ``array``)."""
-    target = attribution.target
-    if isinstance(target, dict) and str(target.get("kind", "")).startswith("response_"):
-        return "context"
-    if isinstance(target, dict) and target.get("task"):
-        return str(target["task"])
+    """The task name of a run: the task kind the Attribution records (``context``,
+    ``generation``, ``image``...; inferred when it was read from format 1), else, for a bare
+    Scorer's result, the kind of its units (``features``, ``image``, ``text``, ``array``)."""
+    if attribution.task:
+        return str(attribution.task)
     return str(attribution.input.get("kind") or "unknown")
 
 

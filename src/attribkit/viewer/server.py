@@ -7,8 +7,11 @@ nothing fetched from the network) and a JSON API:
 - ``GET /api/runs?task=&method=&model=&dataset=&limit=`` — run summaries, newest first, with the
   values each filter can take;
 - ``GET /api/runs/{id}`` — one run: summary, parameters, inputs, its Attribution dict, one score
-  per unit (``vector``), how to draw it (``view``), its stored span results, the character ranges
-  of its response's sentences, and the other runs on the same input (to compare with);
+  per unit (``vector``), how to draw it (``view``, from the task kind the Attribution records:
+  ``context``, ``generation``, ``image``; ``features``, ``text`` or ``generic`` for a bare
+  Scorer's result), a generation run's token matrix (``tokens``), an image run's map over its
+  image (``overlay``, a PNG data URL), its stored span results, the character ranges of its
+  response's sentences, and the other runs on the same input (to compare with);
 - ``POST /api/runs/{id}/span`` ``{"start": s, "end": e}`` — the sources of one span of a context
   run's response: a stored span result when there is one, else (with a live model) computed,
   stored and returned with ``live: true`` and its cost; 409 when neither is possible;
@@ -128,34 +131,97 @@ def unit_vector(data: dict[str, Any]) -> list[float | None]:
 
 
 def view_kind(run: StoredRun) -> str:
-    """How the page draws a run: ``context``, ``text``, ``image``, ``features`` or ``generic``."""
+    """How the page draws a run, decided by the task kind its Attribution records:
+    ``context`` (the response traced to its context, with span queries), ``generation`` (a
+    token heat map), ``image`` (the map over the image); for a bare Scorer's result (no task)
+    by its units: ``features`` (signed bars), ``image`` (image units over the stored picture),
+    ``text`` (text units over their text); else ``generic`` (a ranked list)."""
     data = run.data
+    task = run.task_kind
     units = data.get("units") or []
     inp = data.get("input") or {}
     target = data.get("target")
     has_ranges = bool(units) and all("start" in u for u in units)
     text = isinstance(inp.get("text"), str)
-    context = isinstance(target, dict) and str(target.get("kind", "")).startswith("response_")
-    if context and "response" in target and text and has_ranges:
-        return "context"
-    if text and has_ranges:
-        return "text"
-    if units and all("box" in u for u in units) and "image_png" in {**inp, **run.inputs}:
+    image = "image_png" in {**inp, **run.inputs}
+    if task == "context":
+        ok = isinstance(target, dict) and "response" in target and text and has_ranges
+        return "context" if ok else "generic"
+    if task == "generation":
+        return "generation" if units else "generic"
+    if task == "image":
+        return "image" if image else "generic"
+    if units and all("box" in u for u in units) and image:
         return "image"
     if inp.get("kind") == "features" or (
         units and all("value" in u.get("meta", {}) for u in units)
     ):
         return "features"
+    if text and has_ranges:
+        return "text"
     return "generic"
 
 
+def token_matrix(data: dict[str, Any]) -> dict[str, Any]:
+    """A generation run's heat map: ``rows`` (the generated tokens), ``columns`` (the input
+    tokens, with their ``roles``: prompt or response) and ``scores`` (rows × columns, None where
+    a row cannot see a column or was not scored). Scores of one row per unit become one row."""
+    scores = jsonio.scores_from_json(data.get("scores"))
+    if scores.ndim == 1:
+        scores = scores[None, :]
+    units = data.get("units") or []
+    target = data.get("target") if isinstance(data.get("target"), dict) else {}
+    labels = [str(x) for x in target.get("row_labels") or []]
+    if len(labels) != scores.shape[0]:
+        labels = ["all rows"] if scores.shape[0] == 1 else [f"row {i}" for i in range(len(scores))]
+    return {
+        "rows": labels,
+        "columns": [str(u.get("label", "")) for u in units],
+        "roles": [str((u.get("meta") or {}).get("role", "")) for u in units],
+        "scores": [[None if not np.isfinite(x) else float(x) for x in row] for row in scores],
+    }
+
+
+def overlay_png(run: StoredRun) -> str | None:
+    """An image run's map over its image as a PNG data URL (:func:`attribkit.viz.image.overlay`,
+    positive evidence), or None for a run without an image map (e.g. a Scorer over image
+    units, drawn as shaded units instead)."""
+    from attribkit.core.png import png_data_url
+    from attribkit.viz.image import image_of, overlay
+
+    if run.data.get("heatmap") is None and "heatmap" not in (run.data.get("extras") or {}):
+        return None
+    a = run.attribution
+    if a.image_map is None:
+        return None
+    try:
+        picture = image_of(a)
+    except InputError:
+        return None
+    if picture.shape[:2] != a.image_map.shape:
+        return None
+    return png_data_url(overlay(picture, a.image_map))
+
+
+def _view_payload(run: StoredRun, view: str) -> dict[str, Any]:
+    """What a view needs beyond the Attribution dict: a generation run's token matrix, an
+    image run's overlay."""
+    if view == "generation":
+        return {"tokens": token_matrix(run.data)}
+    if view == "image":
+        return {"overlay": overlay_png(run)}
+    return {}
+
+
 def _input_key(data: dict[str, Any]) -> str:
-    """A fingerprint of what was attributed (input + unit labels): equal keys = comparable runs."""
+    """A fingerprint of what was attributed (input, target and unit labels): equal keys =
+    comparable runs."""
     inp = {k: v for k, v in (data.get("input") or {}).items()}
     target = data.get("target")
-    if isinstance(target, dict):  # the same context and question
+    if isinstance(target, dict):  # the same context and question; the same image class
         inp["query"] = target.get("query")
         inp["response"] = target.get("response")
+        inp["class"] = target.get("class")
     labels = [u.get("label") for u in data.get("units") or []]
     blob = json.dumps([inp, labels], sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -215,6 +281,7 @@ class Viewer:
             same_input=[],
             live=self.lm is not None,
         )
+        out.update(_view_payload(run, out["view"]))
         target = data.get("target")
         if out["view"] == "context" and isinstance(target, dict):
             out["sentences"] = [list(s) for s in sentence_spans(str(target["response"]))]
@@ -336,6 +403,7 @@ class Viewer:
             attribution=run.data,
             vector=unit_vector(run.data),
         )
+        out.update(_view_payload(run, out["view"]))
         return out
 
 
@@ -559,4 +627,14 @@ def serve(
         sock.close()
 
 
-__all__ = ["CSP", "BackgroundServer", "Viewer", "create_app", "serve", "unit_vector", "view_kind"]
+__all__ = [
+    "CSP",
+    "BackgroundServer",
+    "Viewer",
+    "create_app",
+    "overlay_png",
+    "serve",
+    "token_matrix",
+    "unit_vector",
+    "view_kind",
+]

@@ -218,6 +218,91 @@
     return wrap;
   }
 
+  function matrixScale(scores) {
+    let m = 0;
+    for (const row of scores) for (const v of row) if (v !== null && Math.abs(v) > m) m = Math.abs(v);
+    return m || 1;
+  }
+
+  // A generation run: one row per generated token, one column per input token; every token is
+  // a text node, a cell the row cannot see (or did not score) stays blank.
+  function tokenHeatmap(tokens) {
+    const scale = matrixScale(tokens.scores);
+    const head = el(
+      "tr",
+      {},
+      el("th", { class: "corner", scope: "col" }, "generated ↓ · input →"),
+      tokens.columns.map((c, j) =>
+        el(
+          "th",
+          { class: "tok col role-" + (tokens.roles[j] || "input"), scope: "col", data: { col: String(j) }, title: `input token #${j} (${tokens.roles[j] || "input"})` },
+          c
+        )
+      )
+    );
+    const body = el("tbody");
+    tokens.scores.forEach((row, i) => {
+      const tr = el("tr", { data: { row: String(i) } }, el("th", { class: "tok row", scope: "row" }, tokens.rows[i]));
+      row.forEach((v, j) => {
+        const td = el("td", { class: "cell", data: { row: String(i), col: String(j) } });
+        shade(td, v, scale, 0.85);
+        td.title = `${tokens.rows[i]} ← ${tokens.columns[j]}: ` + (v === null ? "not scored" : fmt(v));
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    return el("div", { class: "token-scroll" }, el("table", { class: "token-map" }, el("thead", {}, head), body));
+  }
+
+  function generationText(target) {
+    const t = target && typeof target === "object" ? target : {};
+    return el(
+      "div",
+      { class: "qa" },
+      el("h2", {}, "Prompt"),
+      el("p", { class: "gen-prompt" }, t.prompt === undefined ? "" : String(t.prompt)),
+      el("h2", {}, "Response"),
+      el("p", { class: "gen-response" }, t.response === undefined ? "" : String(t.response)),
+      t.foil ? [el("h2", {}, "Foil"), el("p", { class: "gen-foil" }, String(t.foil))] : null
+    );
+  }
+
+  // An image run with a map: the map over the image (drawn by the server) beside the image.
+  function imageMap(run) {
+    const a = run.attribution;
+    const src = String(run.inputs.image_png || (a.input || {}).image_png || "");
+    const pair = el("div", { class: "image-pair" });
+    if (String(run.overlay || "").startsWith("data:image/png;base64,")) {
+      pair.appendChild(
+        el("figure", { class: "image-fig" }, el("img", { class: "overlay", src: run.overlay, alt: "attribution map over the image" }), el("figcaption", {}, "map over the image"))
+      );
+    }
+    if (src.startsWith("data:image/png;base64,")) {
+      pair.appendChild(el("figure", { class: "image-fig" }, el("img", { class: "original", src, alt: "the attributed image" }), el("figcaption", {}, "image")));
+    }
+    return pair;
+  }
+
+  function classCaption(target) {
+    if (!target || typeof target !== "object" || target.class === undefined) return null;
+    const label = target.label === undefined || target.label === null ? `#${target.class}` : String(target.label);
+    const notes = [`class ${target.class}`];
+    if (target.output) notes.push(String(target.output));
+    if (target.predicted) notes.push("the predicted class");
+    return el("p", { class: "image-class" }, "Explained class: ", el("span", { class: "class-label" }, label), ` (${notes.join(", ")})`);
+  }
+
+  function mapLegend() {
+    return el(
+      "div",
+      { class: "legend", "aria-label": "colour scale" },
+      el("span", { class: "legend-end" }, "low"),
+      el("span", { class: "legend-bar map" }),
+      el("span", { class: "legend-end" }, "high"),
+      el("span", { class: "legend-note" }, "evidence for the class (positive part of the map)")
+    );
+  }
+
   function metaList(run) {
     const a = run.attribution;
     const target = a.target;
@@ -250,7 +335,8 @@
       paintUnits(nodes, vector, ranking);
       return { node: box, paint: (v, r) => paintUnits(nodes, v, r) };
     }
-    if (run.view === "image") return { node: imageOverlay(run, units, vector) };
+    if (run.view === "generation") return { node: tokenHeatmap(run.tokens) };
+    if (run.view === "image") return { node: run.overlay ? imageMap(run) : imageOverlay(run, units, vector) };
     if (run.view === "features") return { node: featureBars(units, vector) };
     return { node: rankList(units, vector, ranking, 30) };
   }
@@ -356,9 +442,26 @@
       return;
     }
     const view = inputView(run, run.vector, ranking);
-    const scale = maxAbs(run.vector);
-    const blocks = [el("h2", {}, "Attribution"), legend(scale), view.node];
-    if (run.view !== "generic") blocks.push(el("h2", {}, "Ranked units"), rankList(a.units, run.vector, ranking, 20));
+    let blocks;
+    if (run.view === "generation") {
+      blocks = [
+        generationText(a.target),
+        el("h2", {}, "Generated tokens × input tokens"),
+        legend(matrixScale(run.tokens.scores), "a row per generated token; blank: a token it cannot see"),
+        view.node,
+        el("h2", {}, "Ranked input tokens ", el("span", { class: "hint" }, "summed over the generated tokens")),
+        rankList(a.units, run.vector, ranking, 20),
+      ];
+    } else {
+      const withMap = run.view === "image" && run.overlay;
+      blocks = [
+        run.view === "image" ? classCaption(a.target) : null,
+        el("h2", {}, "Attribution"),
+        withMap ? mapLegend() : legend(maxAbs(run.vector)),
+        view.node,
+      ];
+      if (run.view !== "generic") blocks.push(el("h2", {}, "Ranked units"), rankList(a.units, run.vector, ranking, 20));
+    }
     render(...head, el("section", { class: "view view-" + run.view }, blocks));
   }
 
@@ -538,7 +641,9 @@
         { class: "side", data: { run: run.id } },
         el("h2", {}, el("span", { class: "side-label" }, label), " ", el("a", { href: `#/run/${run.id}` }, run.method)),
         el("p", { class: "muted" }, `${run.model} · ${costText(run.cost)} · ${when(run.created)}`),
-        legend(maxAbs(run.vector), " "),
+        run.view === "image" && run.overlay
+          ? mapLegend()
+          : legend(run.view === "generation" ? matrixScale(run.tokens.scores) : maxAbs(run.vector), " "),
         view.node
       );
     };
@@ -572,6 +677,10 @@
       target && typeof target === "object" && target.query
         ? el("p", { class: "qa-line" }, el("b", {}, "Query: "), target.query, el("br"), el("b", {}, "Response: "), target.response)
         : null,
+      target && typeof target === "object" && target.prompt !== undefined
+        ? el("p", { class: "qa-line" }, el("b", {}, "Prompt: "), String(target.prompt), el("br"), el("b", {}, "Response: "), String(target.response))
+        : null,
+      data.a.view === "image" ? classCaption(target) : null,
       data.same_input ? null : el("p", { class: "warn" }, "These runs have the same units but not the same target; read the agreement with care."),
       el("h2", {}, "Rank agreement"),
       metrics,
