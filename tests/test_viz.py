@@ -115,3 +115,117 @@ def test_html_shows_query_and_response_of_a_text_target_escaped():
     page = attribution_html(ak.Attribution(list(units), [1.0, 0.0], "loo", target=target))
     assert "<dt>query</dt><dd>q &lt;b&gt;?&lt;/b&gt;</dd>" in page
     assert "r &lt;script&gt;x&lt;/script&gt;" in page and "<script>x" not in page
+
+
+# --- notebook views (Attribution._repr_html_) ----------------------------------------------------
+
+SAFE_TAGS = {"div", "span", "b", "table", "thead", "tbody", "tr", "th", "td", "figure", "img"}
+SAFE_TAGS |= {"figcaption"}
+
+
+class _Fragment:
+    """Parses an HTML fragment: its tags with attributes, and its text."""
+
+    def __init__(self, fragment: str) -> None:
+        from html.parser import HTMLParser
+
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        outer = self
+
+        class Parser(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                outer.tags.append((tag, dict(attrs)))
+
+            def handle_data(self, data):
+                outer.text.append(data)
+
+        Parser(convert_charrefs=True).feed(fragment)
+
+    def check_inert(self) -> None:
+        for tag, attrs in self.tags:
+            assert tag in SAFE_TAGS, tag
+            assert not any(name.startswith("on") for name in attrs), (tag, attrs)
+            if tag == "img":
+                assert attrs["src"].startswith("data:image/png;base64,")
+
+    def count(self, tag: str) -> int:
+        return sum(t == tag for t, _ in self.tags)
+
+    def units(self) -> int:
+        """Shaded units: spans with a unit's tooltip."""
+        return sum(t == "span" and (a.get("title") or "").startswith("unit ") for t, a in self.tags)
+
+
+def test_repr_html_of_a_context_result_escapes_its_text(tiny_lm):
+    from attribkit.tasks.context import ContextTask
+
+    task = ContextTask(tiny_lm, HOSTILE, "<b>query</b>?", "<i>answer</i>.")
+    att = task.attribute("loo")
+    assert att.task == "context"
+    page = _Fragment(att._repr_html_())
+    page.check_inert()
+    text = "".join(page.text)
+    assert "<b>query</b>?" in text and "<i>answer</i>." in text
+    for passage in HOSTILE:
+        assert passage in text
+    assert page.units() == len(att)  # each unit shaded in the context
+
+
+def test_repr_html_of_a_generation_result_is_a_token_map(tiny_lm):
+    from attribkit.testing import toy_generation_task
+
+    prompt = '<script>alert(1)</script> the cat <img src=x onerror="alert(2)">'
+    task = toy_generation_task(prompt=prompt, response="the cat", lm=tiny_lm)
+    att = attribkit.attribute(task, "occlusion")
+    fragment = att._repr_html_()
+    page = _Fragment(fragment)
+    page.check_inert()
+    text = "".join(page.text)
+    assert prompt in text and "the cat" in text
+    rows = [t for t, _ in page.tags if t == "tr"]
+    assert len(rows) == 1 + task.n_rows  # the header, then one row per generated token
+    cells = [a for t, a in page.tags if t == "td"]
+    assert len(cells) == task.n_rows * task.n_units
+    blank = [a for a in cells if "background" not in (a.get("style") or "")]
+    assert len(blank) == int((~task.visible()).sum())  # tokens a row cannot see
+    for label in task.row_labels():
+        assert label in text
+
+
+def test_repr_html_of_an_image_result_is_its_overlay():
+    from attribkit.tasks.image import ImageTask
+    from attribkit.testing import toy_image_task
+
+    toy = toy_image_task()
+    toy.model.labels = ["<script>alert(1)</script>", '<img src=x onerror="alert(2)">', "c"]
+    att = attribkit.attribute(ImageTask(toy.model, toy.image, target=1), "grad_cam")
+    page = _Fragment(att._repr_html_())
+    page.check_inert()
+    assert page.count("img") == 2  # the map over the image, the image
+    assert '<img src=x onerror="alert(2)">' in "".join(page.text)
+
+
+def test_repr_html_of_a_feature_result_is_signed_bars():
+    names = ["<script>alert(1)</script>", "income", '<img src=x onerror="alert(2)">']
+    units = FeatureUnits(np.array([1.0, -2.0, 0.5]), names=names)
+    att = attribkit.attribute(Scorer(units, lambda xs: np.asarray(xs) @ [0.3, 1.0, 2.0]), "loo")
+    assert att.task is None
+    fragment = att._repr_html_()
+    page = _Fragment(fragment)
+    page.check_inert()
+    text = "".join(page.text)
+    for name in names:
+        assert name in text
+    bars = re.findall(r"left:([\d.]+)%;width:([\d.]+)%", fragment)
+    assert len(bars) == 3
+    lefts = [float(left) for left, _ in bars]
+    assert lefts[1] < 50.0 and lefts[0] == lefts[2] == 50.0  # income lowers the score
+
+
+def test_repr_html_of_a_bare_text_result_shades_its_units():
+    att = text_attribution()
+    page = _Fragment(att._repr_html_())
+    page.check_inert()
+    assert page.units() == len(att)
+    assert "<script>alert('target')</script>" in "".join(page.text)

@@ -281,3 +281,11 @@ class Attribution:
         from attribkit.viz.html import attribution_html
 
         return attribution_html(self, title=title)
+
+    def _repr_html_(self) -> str:
+        """The notebook view, an HTML fragment in the viewer's view for the task kind (context
+        text, token heat map, map over the image, feature bars); all text is escaped
+        (:func:`attribkit.viz.notebook.notebook_html`)."""
+        from attribkit.viz.notebook import notebook_html
+
+        return notebook_html(self)

@@ -1,0 +1,254 @@
+"""Attributions in notebooks: the HTML fragment behind ``Attribution._repr_html_``.
+
+One view per task kind, like the viewer's: a context result as its context with each unit
+shaded by its score (query and response above it); a generation result as a token heat map
+(one row per generated token, one column per input token, blank where a row cannot see the
+column); an image result as its map over the image beside the image; a bare Scorer's result
+over features (task None) as signed horizontal bars; anything else as its text with shaded units,
+or a ranked table. Inline styles only, no script; every piece of text (tokens, labels, the
+prompt, the response, the target, the method) is escaped with ``html.escape(..., quote=True)``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import numpy as np
+
+from attribkit.core.attribution import Attribution
+
+__all__ = ["notebook_html"]
+
+_POS = (230, 85, 13)  # orange-red: raises the target
+_NEG = (33, 102, 172)  # blue: lowers the target
+_FONT = "font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif"
+_MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,monospace"
+#: at most this many rows of a ranked table or bar chart
+MAX_ROWS = 30
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:+.4g}"
+
+
+def _colour(score: float, scale: float, alpha: float = 0.8) -> str:
+    if not math.isfinite(score) or scale <= 0:
+        return "transparent"
+    r, g, b = _POS if score >= 0 else _NEG
+    return f"rgba({r},{g},{b},{alpha * min(1.0, abs(score) / scale):.3f})"
+
+
+def _scale(values: np.ndarray) -> float:
+    finite = np.abs(values[np.isfinite(values)])
+    return float(finite.max()) if finite.size else 0.0
+
+
+def _target_text(att: Attribution) -> str:
+    t = att.target
+    if isinstance(t, dict):
+        if "description" in t:
+            return str(t["description"])
+        if "class" in t:
+            label = t.get("label")
+            return f"class {t['class']}" + (f" ({label})" if label is not None else "")
+        return ", ".join(f"{k}={v}" for k, v in t.items())
+    return "" if t is None else str(t)
+
+
+def _header(att: Attribution) -> str:
+    kind = att.task or att.input.get("kind") or "attribution"
+    parts = [
+        f'<div style="font-weight:600;font-size:1.05em">{_e(att.method)} '
+        f'<span style="font-weight:400;color:#6a737d">· {_e(kind)} · {len(att)} units · '
+        f"{_e(att.cost)}</span></div>"
+    ]
+    target = _target_text(att)
+    if target:
+        parts.append(f'<div style="color:#444">target: {_e(target)}</div>')
+    return "".join(parts)
+
+
+def _block(title: str, text: str) -> str:
+    return (
+        f'<div style="margin-top:.4em"><b>{_e(title)}</b>'
+        f'<div style="white-space:pre-wrap;word-break:break-word">{_e(text)}</div></div>'
+    )
+
+
+def _text_units(att: Attribution, v: np.ndarray) -> str | None:
+    """The attribution's text with each unit shaded, or None when its units have no offsets."""
+    text = att.input.get("text")
+    if not isinstance(text, str) or not att.units:
+        return None
+    spans = [(u.start, u.end, u.index) for u in att.units]
+    if any(s is None or e is None for s, e, _ in spans):
+        return None
+    spans.sort()
+    scale, parts, pos = _scale(v), [], 0
+    for s, e, i in spans:
+        if s < pos or e > len(text):
+            return None
+        parts.append(_e(text[pos:s]))
+        score = float(v[i])
+        dashed = "" if math.isfinite(score) else "outline:1px dashed #999;"
+        parts.append(
+            f'<span style="background:{_colour(score, scale)};border-radius:3px;{dashed}" '
+            f'title="{_e(f"unit {i} · score {_fmt(score)}")}">{_e(text[s:e])}</span>'
+        )
+        pos = e
+    parts.append(_e(text[pos:]))
+    return (
+        '<div style="white-space:pre-wrap;word-break:break-word;border:1px solid #ddd;'
+        f'border-radius:6px;padding:.6em;margin-top:.4em;line-height:1.7">{"".join(parts)}</div>'
+    )
+
+
+def _bars(
+    att: Attribution, v: np.ndarray, order: np.ndarray, *, values: bool, limit: int = MAX_ROWS
+) -> str:
+    """Signed horizontal bars, one per unit (the first ``limit`` in ``order``), right of the
+    axis for a positive score, left for a negative one."""
+    scale, rows = _scale(v), []
+    pad = "padding:.1em .5em .1em 0"
+    for i in order[:limit]:
+        unit, score = att.units[int(i)], float(v[int(i)])
+        if math.isfinite(score) and scale > 0:
+            w = 50.0 * min(1.0, abs(score) / scale)
+            left = 50.0 if score >= 0 else 50.0 - w
+            colour = "rgb({},{},{})".format(*(_POS if score >= 0 else _NEG))
+            bar = (
+                f'<div style="position:absolute;top:0;bottom:0;left:{left:.1f}%;width:{w:.1f}%;'
+                f'background:{colour}"></div>'
+            )
+        else:
+            bar = ""
+        value = unit.meta.get("value") if values else None
+        shown = "" if value is None else f"= {_e(value)}"
+        rows.append(
+            "<tr>"
+            f'<td style="font-weight:600;white-space:pre-wrap;word-break:break-word;{pad}">'
+            f"{_e(unit.label)}</td>"
+            f'<td style="color:#6a737d;white-space:nowrap;{pad}">{shown}</td>'
+            f'<td style="width:16em;{pad}"><div style="position:relative;height:.8em;'
+            f'background:#f0f2f4;width:16em">{bar}<div style="position:absolute;left:50%;'
+            'top:-2px;bottom:-2px;width:1px;background:#b8bec5"></div></div></td>'
+            f'<td style="text-align:right;font-variant-numeric:tabular-nums">{_e(_fmt(score))}'
+            "</td></tr>"
+        )
+    more = len(order) - limit
+    tail = f'<div style="color:#6a737d">… {more} more units</div>' if more > 0 else ""
+    return f'<table style="border-collapse:collapse;margin-top:.4em">{"".join(rows)}</table>{tail}'
+
+
+def _ranked(att: Attribution, v: np.ndarray, limit: int = MAX_ROWS) -> str:
+    return _bars(att, v, att.ranking, values=False, limit=limit)
+
+
+def _token_map(att: Attribution) -> str:
+    """Rows = generated tokens, columns = input tokens; blank cells for unscored pairs."""
+    scores = np.asarray(att.scores, dtype=float)
+    if scores.ndim == 1:
+        scores = scores[None, :]
+    target = att.target if isinstance(att.target, dict) else {}
+    rows = [str(x) for x in target.get("row_labels") or []]
+    if len(rows) != scores.shape[0]:
+        rows = ["all rows"] if scores.shape[0] == 1 else [f"row {i}" for i in range(len(scores))]
+    scale = _scale(scores)
+    cell = "min-width:1.4em;height:1.4em;padding:0;border-radius:2px"
+    head = "".join(
+        f'<th style="writing-mode:vertical-rl;white-space:pre;{_MONO};font-weight:400;'
+        "vertical-align:bottom;max-height:8em;overflow:hidden;padding:.1em 0;"
+        f'{"color:#b4460a;" if u.meta.get("role") == "response" else ""}" '
+        f'title="{_e(f"input token #{j}")}">{_e(u.label)}</th>'
+        for j, u in enumerate(att.units)
+    )
+    body = []
+    for i, label in enumerate(rows):
+        cells = "".join(
+            f'<td style="{cell};background:{_colour(float(x), scale, 0.85)}" '
+            f'title="{_e(f"{label} ← {att.units[j].label}: {_fmt(float(x))}")}"></td>'
+            if math.isfinite(x)
+            else f'<td style="{cell}"></td>'
+            for j, x in enumerate(scores[i])
+        )
+        body.append(
+            f'<tr><th style="text-align:right;white-space:pre;{_MONO};font-weight:400;'
+            f'padding-right:.5em">{_e(label)}</th>{cells}</tr>'
+        )
+    return (
+        '<div style="overflow:auto;max-height:32em;margin-top:.4em">'
+        '<table style="border-collapse:separate;border-spacing:1px;font-size:.85em">'
+        f'<thead><tr><th style="color:#6a737d;font-weight:400;text-align:right;'
+        f'vertical-align:bottom;padding-right:.5em">generated ↓ · input →</th>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _image(att: Attribution) -> str | None:
+    """The map over the image beside the image (PNG data URLs), or None without both."""
+    from attribkit.core.errors import InputError
+    from attribkit.core.png import png_data_url
+    from attribkit.viz.image import image_of, overlay
+
+    if att.image_map is None:
+        return None
+    try:
+        picture = image_of(att)
+    except InputError:
+        return None
+    if picture.shape[:2] != att.image_map.shape:
+        return None
+    figures = []
+    for url, caption in (
+        (png_data_url(overlay(picture, att.image_map)), "map over the image"),
+        (png_data_url(np.asarray(picture)), "image"),
+    ):
+        figures.append(
+            f'<figure style="margin:0"><img src="{_e(url)}" alt="{_e(caption)}" '
+            'style="width:16em;max-width:100%;border-radius:4px">'
+            f'<figcaption style="color:#6a737d;font-size:.85em">{_e(caption)}</figcaption>'
+            "</figure>"
+        )
+    return (
+        f'<div style="display:flex;gap:1em;flex-wrap:wrap;margin-top:.4em">{"".join(figures)}</div>'
+    )
+
+
+def notebook_html(attribution: Attribution) -> str:
+    """An HTML fragment (no ``<html>``, no script, inline styles) showing ``attribution`` the way
+    the viewer does for its task kind (see the module docstring). All text is escaped. Costs no
+    model calls (an image result encodes two PNGs)."""
+    att = attribution
+    v = att.vector
+    target = att.target if isinstance(att.target, dict) else {}
+    body = [_header(att)]
+    if att.task == "context":
+        for key in ("query", "response"):
+            if isinstance(target.get(key), str):
+                body.append(_block(key.capitalize(), target[key]))
+        body.append(_text_units(att, v) or _ranked(att, v))
+    elif att.task == "generation":
+        for key in ("prompt", "response", "foil"):
+            if isinstance(target.get(key), str):
+                body.append(_block(key.capitalize(), target[key]))
+        body.append(_token_map(att))
+    elif att.task == "image":
+        body.append(_image(att) or "")
+        body.append(_ranked(att, v, limit=10))
+    elif att.input.get("kind") == "features" or (
+        att.units and all("value" in u.meta for u in att.units)
+    ):
+        body.append(_bars(att, v, np.arange(len(att)), values=True))
+    else:
+        body.append(_text_units(att, v) or _ranked(att, v))
+    return (
+        f'<div class="attribkit-attribution" style="{_FONT};line-height:1.45;max-width:60em">'
+        + "".join(body)
+        + "</div>"
+    )
