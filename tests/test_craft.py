@@ -15,7 +15,7 @@ from skimage import data
 
 import attribkit as ak
 from attribkit.core.errors import InputError
-from attribkit.methods.craft import (
+from attribkit.methods.image.craft import (
     CraftConcepts,
     concept_importance,
     concept_maps,

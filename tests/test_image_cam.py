@@ -10,9 +10,9 @@ from skimage import data
 from skimage.transform import resize
 
 import attribkit as ak
-import attribkit.methods.cam as cam
+import attribkit.methods.image.grad_cam as cam
 from attribkit.core.errors import InputError
-from attribkit.methods import image_gradients
+from attribkit.methods.image import gradients as image_gradients
 from attribkit.models.image import ImageClassifier
 
 

@@ -9,10 +9,11 @@ import torch
 from skimage import data
 
 import attribkit as ak
-import attribkit.methods.image_perturbation as ip
+import attribkit.methods.image.occlusion as image_occlusion
+import attribkit.methods.image.rise as image_rise
 from attribkit.core.errors import InputError
 from attribkit.core.units import ImageUnits
-from attribkit.methods.smoothing import gaussian_smooth, smooth_attribution
+from attribkit.methods.image.smoothing import gaussian_smooth, smooth_attribution
 from attribkit.models.image import ImageClassifier
 
 
@@ -55,7 +56,7 @@ def _prob(model, images, target):
 def test_non_overlapping_occlusion_is_each_patchs_exact_change(tiny):
     model, img = tiny
     task = ak.ImageTask(model, img)
-    a = ip.occlusion(task, kernel=8, stride=8)
+    a = image_occlusion.occlusion(task, kernel=8, stride=8)
     assert a.extras["n_windows"] == 16 and a.cost.forward_passes == 17
     f_x = _prob(model, img[None], task.target)[0]
     for t in range(0, 32, 8):
@@ -70,7 +71,7 @@ def test_non_overlapping_occlusion_is_each_patchs_exact_change(tiny):
 def test_overlapping_windows_average_and_cover_the_border(tiny):
     model, img = tiny
     task = ak.ImageTask(model, img)
-    a = ip.occlusion(task, kernel=10, stride=8, baseline="mean")
+    a = image_occlusion.occlusion(task, kernel=10, stride=8, baseline="mean")
     # starts 0, 8, 16 and one flush with the border at 22: 4 x 4 windows, every pixel covered
     assert a.extras["n_windows"] == 16 and a.cost.forward_passes == 17
     mean = img.mean(axis=(0, 1))
@@ -90,18 +91,18 @@ def test_overlapping_windows_average_and_cover_the_border(tiny):
 def test_occlusion_defaults_at_224(tiny):
     model = tiny[0]
     img = np.random.default_rng(2).random((224, 224, 3)).astype(np.float32)
-    a = ip.occlusion(ak.ImageTask(model, img))
+    a = image_occlusion.occlusion(ak.ImageTask(model, img))
     assert a.params["kernel"] == 32 and a.params["stride"] == 16
     assert a.extras["n_windows"] == 169 and a.cost.forward_passes == 170  # ((224-32)/16+1)² + 1
 
 
 def test_occlusion_and_rise_find_the_quadrant_the_model_reads(quadrant_task):
     task = quadrant_task
-    occ = ip.occlusion(task, kernel=8, stride=4)
+    occ = image_occlusion.occlusion(task, kernel=8, stride=4)
     assert np.allclose(occ.heatmap[20:, :], 0) and np.allclose(occ.heatmap[:, 20:], 0)
     assert occ.heatmap[:12, :12].min() > 0
-    plain = ip.rise(task, n_masks=300, grid_size=4)
-    centred = ip.rise(task, n_masks=300, grid_size=4, center=True)
+    plain = image_rise.rise(task, n_masks=300, grid_size=4)
+    centred = image_rise.rise(task, n_masks=300, grid_size=4, center=True)
     quadrant = np.zeros((32, 32), bool)
     quadrant[:16, :16] = True
 
@@ -121,38 +122,42 @@ def test_occlusion_and_rise_find_the_quadrant_the_model_reads(quadrant_task):
 def test_occlusion_bad_input(tiny):
     task = ak.ImageTask(tiny[0], tiny[1])
     with pytest.raises(InputError, match="larger than the 32x32 image"):
-        ip.occlusion(task, kernel=40)
+        image_occlusion.occlusion(task, kernel=40)
     with pytest.raises(InputError, match="stride must be an integer >= 1"):
-        ip.occlusion(task, kernel=8, stride=0)
+        image_occlusion.occlusion(task, kernel=8, stride=0)
     with pytest.raises(InputError, match="does not match the display image"):
-        ip.occlusion(task, baseline=np.zeros((8, 8, 3)))
+        image_occlusion.occlusion(task, baseline=np.zeros((8, 8, 3)))
     with pytest.raises(InputError, match="unknown baseline"):
-        ip.occlusion(task, baseline="grey")
+        image_occlusion.occlusion(task, baseline="grey")
 
 
 # --- RISE ----------------------------------------------------------------------------------------
 def test_rise_masks_are_smooth_seeded_bernoulli_grids():
-    m = ip.rise_masks(200, (40, 30), grid_size=5, keep_prob=0.3, seed=3)
+    m = image_rise.rise_masks(200, (40, 30), grid_size=5, keep_prob=0.3, seed=3)
     assert m.shape == (200, 40, 30) and m.dtype == np.float32
     assert m.min() >= 0 and m.max() <= 1 and abs(m.mean() - 0.3) < 0.05
-    assert np.array_equal(m, ip.rise_masks(200, (40, 30), grid_size=5, keep_prob=0.3, seed=3))
-    assert not np.array_equal(m, ip.rise_masks(200, (40, 30), grid_size=5, keep_prob=0.3, seed=4))
+    assert np.array_equal(
+        m, image_rise.rise_masks(200, (40, 30), grid_size=5, keep_prob=0.3, seed=3)
+    )
+    assert not np.array_equal(
+        m, image_rise.rise_masks(200, (40, 30), grid_size=5, keep_prob=0.3, seed=4)
+    )
     assert len(np.unique(m)) > 10  # bilinear, not binary
 
 
 def test_rise_is_the_papers_estimator_whatever_the_chunking(tiny):
     model, img = tiny
     task = ak.ImageTask(model, img)
-    a = ip.rise(task, n_masks=24, grid_size=4, keep_prob=0.5, seed=7, chunk=5)
+    a = image_rise.rise(task, n_masks=24, grid_size=4, keep_prob=0.5, seed=7, chunk=5)
     assert a.cost.forward_passes == 24 and a.target["output"] == "prob"
-    masks = ip.rise_masks(24, (32, 32), grid_size=4, keep_prob=0.5, seed=7)
+    masks = image_rise.rise_masks(24, (32, 32), grid_size=4, keep_prob=0.5, seed=7)
     f = _prob(model, masks[..., None] * img[None], task.target)  # x ⊙ M (zero baseline)
     want = np.tensordot(f, masks, axes=1) / (24 * 0.5)
     assert np.allclose(a.heatmap, want, atol=1e-6)
     assert np.isclose(a.extras["mean_value"], f.mean())
-    b = ip.rise(task, n_masks=24, grid_size=4, keep_prob=0.5, seed=7, chunk=256)
+    b = image_rise.rise(task, n_masks=24, grid_size=4, keep_prob=0.5, seed=7, chunk=256)
     np.testing.assert_allclose(a.heatmap, b.heatmap, rtol=0, atol=1e-6)  # other chunk sums
-    c = ip.rise(task, n_masks=24, grid_size=4, keep_prob=0.5, seed=7, center=True)
+    c = image_rise.rise(task, n_masks=24, grid_size=4, keep_prob=0.5, seed=7, center=True)
     offset = f.mean() * masks.sum(0) / (24 * 0.5)
     assert np.allclose(c.heatmap, want - offset, atol=1e-6)
 
@@ -160,11 +165,11 @@ def test_rise_is_the_papers_estimator_whatever_the_chunking(tiny):
 def test_rise_bad_input(tiny):
     task = ak.ImageTask(tiny[0], tiny[1])
     with pytest.raises(InputError, match="n_masks must be an integer >= 1"):
-        ip.rise(task, n_masks=0)
+        image_rise.rise(task, n_masks=0)
     with pytest.raises(InputError, match="keep_prob"):
-        ip.rise(task, n_masks=4, keep_prob=1.0)
+        image_rise.rise(task, n_masks=4, keep_prob=1.0)
     with pytest.raises(InputError, match="grid_size"):
-        ip.rise(task, n_masks=4, grid_size=0)
+        image_rise.rise(task, n_masks=4, grid_size=0)
 
 
 def test_real_model_through_attribute_image_explains_the_probability(lite0):
@@ -185,7 +190,9 @@ def test_real_model_through_attribute_image_explains_the_probability(lite0):
 def test_smoothing_keeps_the_total_and_sigma_zero_is_identity(tiny):
     model, img = tiny
     task = ak.ImageTask(model, img)
-    a = ip.occlusion(task, kernel=8, stride=4, units=task.make_units("patches", patch=8))
+    a = image_occlusion.occlusion(
+        task, kernel=8, stride=4, units=task.make_units("patches", patch=8)
+    )
     s = smooth_attribution(a, sigma=3.0)
     assert s.method == "smoothed_occlusion" and s.params["sigma"] == 3.0
     assert s.params["smoothed"] == "occlusion" and s.params["kernel"] == 8
@@ -219,7 +226,7 @@ def test_smoothing_superpixels_needs_the_units_and_bad_input(tiny):
     model, img = tiny
     task = ak.ImageTask(model, img)
     units = ImageUnits(img, np.add.outer(np.arange(32) // 5, np.arange(32) // 9) % 3)
-    a = ip.occlusion(task, kernel=8, stride=8, units=units)
+    a = image_occlusion.occlusion(task, kernel=8, stride=8, units=units)
     with pytest.raises(InputError, match="pass the units"):
         smooth_attribution(a, sigma=1.0)
     s = smooth_attribution(a, sigma=1.0, units=units)
@@ -233,7 +240,8 @@ def test_smoothing_superpixels_needs_the_units_and_bad_input(tiny):
 def test_occlusion_and_rise_at_a_layer_ml_att():
     """ML-Att: occlusion with kernel = stride = 1 at a layer is the exact change of the target
     when one position's activations are zeroed; RISE at a layer gives a layer-resolution map."""
-    from attribkit.methods.image_perturbation import occlusion, rise
+    from attribkit.methods.image.occlusion import occlusion
+    from attribkit.methods.image.rise import rise
     from attribkit.testing import toy_image_task
 
     task = toy_image_task()

@@ -14,15 +14,17 @@ import pytest
 import attribkit
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.units import ImageUnits
-from attribkit.methods.perturbation.loo import leave_one_out
-from attribkit.methods.perturbation.rise import rise
-from attribkit.methods.submodular import (
+from attribkit.methods.image.lima import LIMA_WEIGHTS, lima
+from attribkit.methods.image.smdl import smdl
+from attribkit.methods.image.submodular import (
     bidirectional_evaluations,
     bidirectional_order,
     greedy_evaluations,
     greedy_order,
 )
-from attribkit.methods.subset import LIMA_WEIGHTS, SubsetScore, lima, smdl, subset_units
+from attribkit.methods.image.subset_selection import SubsetScore, subset_units
+from attribkit.methods.perturbation.loo import leave_one_out
+from attribkit.methods.perturbation.rise import rise
 from attribkit.tasks.image import ImageTask
 
 # -- the searches on toy set functions (no model) ------------------------------------------------
@@ -243,7 +245,7 @@ def test_insertion_auc_beats_occlusion_at_equal_forward_passes(runs):
 
 
 def test_lima_spends_fewer_forward_passes_than_smdl(runs):
-    from attribkit.methods.submodular import bidirectional_evaluations, greedy_evaluations
+    from attribkit.methods.image.submodular import bidirectional_evaluations, greedy_evaluations
 
     for r in runs.values():
         m, s, li = r["m"], r["smdl"], r["lima"]

@@ -53,10 +53,10 @@ from attribkit.evaluation import (
     sufficiency,
 )
 from attribkit.methods.catalog import BUILTIN as _BUILTIN
-from attribkit.methods.craft import CraftConcepts, concept_importance, fit_concepts
 from attribkit.methods.generation.dla import direct_logit_attribution
 from attribkit.methods.generation.grains import SteeringVectors, grains_vectors, steer
-from attribkit.methods.smoothing import smooth_attribution
+from attribkit.methods.image.craft import CraftConcepts, concept_importance, fit_concepts
+from attribkit.methods.image.smoothing import smooth_attribution
 from attribkit.models import (
     CallableModel,
     ImageClassifier,

@@ -257,6 +257,37 @@ class ImageClassifier(TorchClassifier):
             return self.labels[cls]
         return str(cls)
 
+    # -- the module itself, for methods that run it on their own batches (CRAFT) ---------------
+
+    def input_batch(self, images: Any) -> torch.Tensor:
+        """Display images (B, H, W, 3) in [0, 1] → the module's input batch (B, 3, H, W) in the
+        module's dtype, on its device. No model call."""
+        return self._prepare(self.to_tensor(images))
+
+    def module_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The module's (B, n_classes) logits for an input batch ``x`` (see :meth:`input_batch`),
+        under the caller's grad mode and hooks. One forward pass per row, *not* counted here:
+        the caller counts it on its own meter. InputError for an input the module cannot take,
+        ScorerError for an output that is not (B, n_classes) logits."""
+        return self._logits(x)
+
+    @staticmethod
+    def transform_logits(logits: torch.Tensor, output: str) -> torch.Tensor:
+        """(B, C) logits as ``output``: ``"prob"`` (softmax), ``"logprob"`` (log-softmax) or
+        ``"logit"`` (unchanged). No model call."""
+        return TorchClassifier._transform(logits, output)
+
+    def target_class(self, target: int | str | None, logits: np.ndarray) -> int:
+        """The class index of ``target`` (an index or a label; None: the argmax of ``logits``,
+        one image's (C,) logits), checked against the number of classes (InputError). No model
+        call."""
+        return self._resolve_target(target, logits)
+
+    def target_info(self, cls: int, output: str, predicted: bool = False) -> dict[str, Any]:
+        """The ``target`` record of an Attribution explaining class ``cls`` as ``output``
+        (kind, class, label, whether it is the predicted class, model name). No model call."""
+        return self._target_dict(cls, output, predicted)
+
 
 @functools.lru_cache(maxsize=1)
 def _imagenet_classes() -> tuple[tuple[str, str], ...]:

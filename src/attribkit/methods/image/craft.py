@@ -44,7 +44,7 @@ from attribkit.core.cost import Cost, CostMeter, measure
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.units import Unit
 from attribkit.models import layers as layer_hooks
-from attribkit.models.classifier import OUTPUTS, TorchClassifier
+from attribkit.models.classifier import OUTPUTS
 from attribkit.models.image import ImageClassifier
 from attribkit.tasks.image import ImageTask, UnitSpec
 
@@ -289,7 +289,7 @@ class _Split:
                 handles.append(m.register_forward_hook(hook_for(name)))
         try:
             with torch.no_grad(), meter.timed():
-                logits = model._logits(x)
+                logits = model.module_logits(x)
         finally:
             for h in handles:
                 h.remove()
@@ -320,7 +320,7 @@ class _Split:
             module = model.get_layer(layer)
             # one more pass reads its last call (the probe kept no tensors, to save memory)
             with torch.no_grad(), meter.timed(), layer_hooks.capture(module) as store:
-                model._logits(x)
+                model.module_logits(x)
             chosen["out"] = store["out"].detach()
             meter.cost.forward_passes += 1
             meter.cost.batches += 1
@@ -362,7 +362,7 @@ class _Split:
 
     # -- g --------------------------------------------------------------------------------------
     def tensor(self, images: np.ndarray) -> torch.Tensor:
-        return self.model._prepare(self.model.to_tensor(images))
+        return self.model.input_batch(images)
 
     def activations(self, images: Any) -> torch.Tensor:
         """The layer's activations (B, *shape) of display images (B, H, W, 3), batched; one
@@ -373,7 +373,7 @@ class _Split:
             for s in range(0, len(images), bs):
                 xb = self.tensor(images[s : s + bs])
                 with layer_hooks.capture(self.module) as store, torch.no_grad():
-                    self.model._logits(xb)
+                    self.model.module_logits(xb)
                 outs.append(store["out"].detach().float())
                 self.meter.cost.forward_passes += xb.shape[0]
                 self.meter.cost.batches += 1
@@ -396,7 +396,7 @@ class _Split:
                 ab = acts[s : s + bs].to(x.dtype)
                 xb = x.expand(ab.shape[0], *x.shape[1:])
                 with layer_hooks.replace(self.module, ab, self.calls):
-                    outs.append(self.model._logits(xb))
+                    outs.append(self.model.module_logits(xb))
                 self.meter.cost.forward_passes += ab.shape[0]
                 self.meter.cost.batches += 1
         return torch.cat(outs)
@@ -412,7 +412,7 @@ class _Split:
 
             def fast(masks: torch.Tensor) -> torch.Tensor:
                 logits = self._rest_linear((ubar[None] * masks.double()) @ W)
-                return TorchClassifier._transform(logits, output)[:, target]
+                return self.model.transform_logits(logits, output)[:, target]
 
             return fast
 
@@ -427,7 +427,7 @@ class _Split:
                 else:
                     a = a[:, 0]
                 logits = self._rest_model(a.float().contiguous(), x).double()
-                outs.append(TorchClassifier._transform(logits, output)[:, target])
+                outs.append(self.model.transform_logits(logits, output)[:, target])
             return torch.cat(outs)
 
         return full
@@ -607,7 +607,7 @@ def _fit(
             with torch.no_grad(), meter.timed():
                 logits = np.concatenate(
                     [
-                        model._logits(split.tensor(prepared_images[s : s + model.batch_size]))
+                        model.module_logits(split.tensor(prepared_images[s : s + model.batch_size]))
                         .double()
                         .numpy()
                         for s in range(0, len(prepared_images), model.batch_size)
@@ -617,7 +617,7 @@ def _fit(
             meter.cost.batches += -(-len(prepared_images) // model.batch_size)
         cls_ = int(np.bincount(logits.argmax(axis=1)).argmax())
     else:
-        cls_ = model._resolve_target(target, split.probe_logits)
+        cls_ = model.target_class(target, split.probe_logits)
     in_size = model.input_size or size
     rows, boxes = [], []
     bs = model.batch_size
@@ -837,9 +837,7 @@ def concept_importance(
     meter = CostMeter()
     with measure(meter) as cost:
         split = _Split(model, concepts.layer, prepared[0], meter, head=head)
-        cls_ = (
-            concepts.target if target is None else model._resolve_target(target, split.probe_logits)
-        )
+        cls_ = concepts.target if target is None else model.target_class(target, split.probe_logits)
         W = torch.as_tensor(concepts.W, dtype=torch.float64)
         per_image, evals = [], 0
         for enc in _encode(split, concepts, prepared):
@@ -851,7 +849,7 @@ def concept_importance(
         units=_concept_units(concepts),
         scores=per.mean(axis=0),
         method=f"craft_{method}",
-        target=model._target_dict(cls_, output, predicted=False),
+        target=model.target_info(cls_, output, predicted=False),
         params={
             "method": method,
             "nb_design": nb_design if method == "sobol" else None,

@@ -1,5 +1,5 @@
-"""Submodular subset-selection attribution for image classifiers (kind ``image``): ``smdl`` and
-``lima``.
+"""What the submodular subset-selection methods ``smdl`` and ``lima`` share: the regions, the
+score F of a subset of them, and the run of a search with its curves.
 
 The image is split into regions (SLIC superpixels by default). A subset S of regions is scored by
 
@@ -12,11 +12,11 @@ The image is split into regions (SLIC superpixels by default). A subset S of reg
 - s_eff(S) = Σ_{i∈S} min_{j∈S, j≠i} arccos(cos(φ_i, φ_j))/π (diversity; 0 for one region), φ_i
   the penultimate features (input of the last linear layer) of region i shown alone,
 
-and regions are ranked by a search that grows S (:mod:`attribkit.methods.submodular`): naive
-greedy for ``smdl`` (Ruoyu Chen et al., 'Less is More: Fewer Interpretable Region via Submodular
-Subset Selection', ICLR 2024) and the bidirectional search for ``lima`` (Ruoyu Chen et al.,
-'Less is More: Efficient Black-box Attribution via Minimal Interpretable Subset
-Selection', 2025). Every F evaluation costs two images (S kept, S removed); a cache keyed by the
+and regions are ranked by a search that grows S (:mod:`attribkit.methods.image.submodular`):
+naive greedy for ``smdl`` (:mod:`attribkit.methods.image.smdl`; Ruoyu Chen et al., 'Less is
+More: Fewer Interpretable Region via Submodular Subset Selection', ICLR 2024) and the
+bidirectional search for ``lima`` (:mod:`attribkit.methods.image.lima`; Ruoyu Chen et al., 'Less
+is More: Efficient Black-box Attribution via Minimal Interpretable Subset Selection', 2025). Every F evaluation costs two images (S kept, S removed); a cache keyed by the
 kept-region mask makes sure no image is evaluated twice (the removed image of S *is* the kept
 image of its complement, and the full image is known from the task).
 
@@ -39,16 +39,10 @@ from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
 from attribkit.core.units import ImageUnits
-from attribkit.methods.submodular import SubsetSearch, bidirectional_order, greedy_order
+from attribkit.methods.image.submodular import SubsetSearch, bidirectional_order, greedy_order
 from attribkit.tasks.image import ImageTask, UnitSpec
 
-__all__ = ["LIMA_WEIGHTS", "SMDL_WEIGHTS", "SubsetScore", "lima", "smdl", "subset_units"]
-
-#: SMDL's weights: the README's ImageNet run ``slico-0.0-0.05-1.0-1.0`` (conf 0, eff 0.05,
-#: cons 1, colla 1).
-SMDL_WEIGHTS = {"conf": 0.0, "eff": 0.05, "cons": 1.0, "colla": 1.0}
-#: LiMA's single-modal defaults: λ = (cons 20, colla 5, conf 0.01), no diversity term.
-LIMA_WEIGHTS = {"conf": 0.01, "eff": 0.0, "cons": 20.0, "colla": 5.0}
+__all__ = ["SubsetScore", "rank_regions", "subset_units"]
 
 Baseline = str | np.ndarray
 
@@ -256,7 +250,7 @@ def _auc(y: np.ndarray, x: np.ndarray) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
 
 
-def _run(
+def rank_regions(
     task: ImageTask,
     name: str,
     units: UnitSpec,
@@ -268,6 +262,12 @@ def _run(
     embedding_layer: str | None,
     pending: int | None = None,
 ) -> Attribution:
+    """Rank the regions of ``task`` (``units``, :func:`subset_units`) by the submodular score F
+    with ``weights`` (None: ``default_weights``): the greedy search of SMDL, or with ``pending``
+    LiMA's bidirectional search (:mod:`attribkit.methods.image.submodular`), and return the
+    Attribution ``name`` with rank scores, the heatmap of those and the search's extras (see
+    :func:`~attribkit.methods.image.smdl.smdl`). Costs two forward passes per F evaluation,
+    less cache hits, plus the curves' few uncached images."""
     if task.output != "prob":
         raise InputError(
             f"{name} scores subsets with class probabilities and their entropy; it explains "
@@ -329,71 +329,3 @@ def _run(
         extras["n_selected"] = found.n_selected
     hm = u.heatmap(scores)
     return task.result(hm, name, params, cost, units=u, unit_scores=scores, **extras)
-
-
-def smdl(
-    task: ImageTask,
-    *,
-    units: UnitSpec = None,
-    n_segments: int = 40,
-    compactness: float = 10.0,
-    baseline: Baseline = "zero",
-    weights: dict[str, float] | None = None,
-    embedding_layer: str | None = None,
-) -> Attribution:
-    """SMDL: rank image regions by naive greedy maximisation of the submodular score F (module
-    docstring); weights default to :data:`SMDL_WEIGHTS` (conf 0, eff 0.05, cons 1, colla 1).
-
-    ``units``: None = SLIC superpixels (about ``n_segments``; ``compactness``), or patches, a
-    label map, ImageUnits; removed regions show ``baseline`` (default black). Deterministic.
-    Returns an Attribution with rank scores (first chosen = 1) and the heatmap of those; extras
-    hold ``order``, F along it, marginal gains, subset-protocol insertion/deletion curves and
-    AUCs (area x-axis, free: the search evaluated those images), forward passes of the search.
-    Cost: m(m + 1) forward passes for m regions, less cache hits (the default 40 segments give
-    28 regions on skimage's chelsea: 812, measured 807), a few more for the curves.
-    """
-    return _run(
-        task,
-        "smdl",
-        units,
-        n_segments,
-        compactness,
-        baseline,
-        weights,
-        SMDL_WEIGHTS,
-        embedding_layer,
-    )
-
-
-def lima(
-    task: ImageTask,
-    *,
-    units: UnitSpec = None,
-    n_segments: int = 40,
-    compactness: float = 10.0,
-    baseline: Baseline = "zero",
-    weights: dict[str, float] | None = None,
-    pending: int = 8,
-    embedding_layer: str | None = None,
-) -> Attribution:
-    """LiMA: rank image regions by the bidirectional greedy search of F (each iteration adds
-    the best region to the important list and, among the ``pending`` lowest-scoring ones, the
-    worst to the unimportant list); weights default to :data:`LIMA_WEIGHTS` (cons 20, colla 5,
-    conf 0.01). Units, baseline and the returned Attribution as for :func:`smdl`.
-
-    Cost: 2·:func:`~attribkit.methods.submodular.bidirectional_evaluations` (m, pending) forward
-    passes, less cache hits: 1,666 at m = 50 against SMDL's 2,550; 610 at m = 28 (chelsea,
-    default 40 segments: measured 595 against SMDL's 807).
-    """
-    return _run(
-        task,
-        "lima",
-        units,
-        n_segments,
-        compactness,
-        baseline,
-        weights,
-        LIMA_WEIGHTS,
-        embedding_layer,
-        pending=pending,
-    )
