@@ -1,8 +1,13 @@
 """Dataset runs: attribute every record of a JSONL file into a run store, resumably, locally or
 on a Ray actor pool.
 
+Every task kind has a record schema (:mod:`attribkit.dataset.records`): ``context``
+(``context``, ``query``, ``response``?), ``generation`` (``prompt``, ``response``?) and ``image``
+(``image``: a file path or ``skimage:NAME``; ``target``?), each with an optional ``id``.
+
 >>> from attribkit.dataset import run_dataset
 >>> summary = run_dataset("records.jsonl", "runs.db", method="loo")  # doctest: +SKIP
+>>> run_dataset("images.jsonl", "runs.db", task="image")  # grad_cam, efficientnet-lite0  # doctest: +SKIP
 >>> print(summary.describe())  # doctest: +SKIP
 """
 
