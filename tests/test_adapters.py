@@ -410,6 +410,7 @@ def test_http_generate(tiny_lm):
         body = server.requests[-1]
         assert body["max_tokens"] == 5 and body["temperature"] == 0 and not body.get("echo")
         assert lm.cost.forward_passes == 5 and lm.cost.batches == 1  # one per generated token
+        assert lm.cost.generated_tokens == 5
 
 
 def test_http_response_not_at_token_boundary(tiny_lm):

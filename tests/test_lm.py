@@ -128,7 +128,10 @@ def test_cost_counts_sequences_and_batches(tiny_lm):
 
 
 def test_generate_returns_new_text_only(tiny_lm):
+    before = tiny_lm.cost.copy()
     out = tiny_lm.generate(MID, max_new_tokens=6)
+    spent = tiny_lm.cost - before  # one pass per generated token, counted as generated tokens
+    assert 1 <= spent.generated_tokens <= 6 and spent.forward_passes == spent.generated_tokens
     assert isinstance(out, str)
     assert "<|im_start|>" not in out and "user" not in out[:5]
 

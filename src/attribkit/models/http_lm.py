@@ -186,6 +186,8 @@ class OpenAICompatibleLM(CostMeter):
         usage = answer.get("usage")
         n_new = usage.get("completion_tokens") if isinstance(usage, dict) else None
         self.cost.forward_passes += n_new if isinstance(n_new, int) and n_new > 0 else 1
+        if isinstance(n_new, int) and n_new > 0:
+            self.cost.generated_tokens += n_new
         out = choice.get("text")
         if not isinstance(out, str):
             raise ScorerError(f"{self.url} returned no generated text (choices[0].text is {out!r})")

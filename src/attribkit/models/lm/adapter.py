@@ -180,7 +180,8 @@ class LanguageModel(ScoringMixin, AttentionMixin, GradientMixin):
     ) -> str:
         """Greedy continuation of ``prompt`` (chat-formatted unless ``chat=False``), stopped at end
         of turn / EOS; returns only the new text without special tokens.
-        Costs one forward pass per generated token; ``tokens_processed`` += prompt + new tokens."""
+        Costs one forward pass per generated token (also counted in ``cost.generated_tokens``);
+        ``tokens_processed`` += prompt + new tokens."""
         ids = torch.tensor([self._prompt_ids(prompt, chat, system)], device=self.device)
         with self.timed(), torch.inference_mode():
             out = self.model.generate(
@@ -197,6 +198,7 @@ class LanguageModel(ScoringMixin, AttentionMixin, GradientMixin):
         new = out[0, ids.shape[1] :]
         self.cost.forward_passes += int(new.numel())
         self.cost.batches += int(new.numel())
+        self.cost.generated_tokens += int(new.numel())
         self.tokens_processed += int(ids.shape[1]) + int(new.numel())
         return str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
 
