@@ -21,19 +21,16 @@ from attribkit.core.cost import Cost, measure
 from attribkit.core.gradient import GradientScorer
 from attribkit.core.registry import MethodSpec, check_units, list_methods
 from attribkit.core.scorer import Scorer
-from attribkit.testing import check_method, iter_checks, toy_gradient_scorer, toy_scorer
+from attribkit.testing import (
+    TOY_PARAMS,
+    check_method,
+    iter_checks,
+    toy_gradient_scorer,
+    toy_scorer,
+)
 
 SPECS = list_methods()
 METHODS = [spec.name for spec in SPECS if spec.kind != "generation"]
-# Parameters a method needs on the toy inputs (e.g. explicit heads on the tiny language model).
-TOY_PARAMS: dict[str, dict[str, Any]] = {
-    "attention_heads": {"heads": [(0, 1), (1, 2)]},
-    "attntrace": {"B": 4},
-    "hybrid": {"heads": [(0, 1), (1, 2)]},
-    # subset selection searches superpixels; the toy noise image has too few, so give 16 regions
-    "smdl": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
-    "lima": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
-}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[f"{s.kind}:{s.name}" for s in SPECS])

@@ -25,14 +25,6 @@ from attribkit import testing
 
 GOLDEN = Path(__file__).parent / "golden" / "methods.json"
 COUNTS = ("forward_passes", "backward_passes", "batches", "cache_hits")
-# what a method needs on the toy inputs (as in test_conformance)
-TOY_PARAMS: dict[str, dict[str, Any]] = {
-    "attention_heads": {"heads": [(0, 1), (1, 2)]},
-    "attntrace": {"B": 4},
-    "hybrid": {"heads": [(0, 1), (1, 2)]},
-    "smdl": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
-    "lima": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
-}
 
 
 def _toy(kind: str) -> Any:
@@ -52,7 +44,7 @@ def _toy(kind: str) -> Any:
 def _run_registered(kind: str, name: str) -> ak.Attribution:
     """The method through the one dispatcher, as a user calls it: ``ak.attribute(toy, name)``."""
     spec = ak.get_method(name, kind=kind)
-    params = dict(TOY_PARAMS.get(name, {}))
+    params = dict(testing.TOY_PARAMS.get(name, {}))
     if "seed" in inspect.signature(spec.fn).parameters:
         params.setdefault("seed", 0)
     toy = _toy(kind)

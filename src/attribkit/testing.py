@@ -27,9 +27,28 @@ from attribkit.core.registry import SCORER_KINDS, MethodSpec, get_method, run
 from attribkit.core.scorer import Scorer
 from attribkit.core.units import FeatureUnits, Unit, Units
 
-__all__ = ["check_method", "iter_checks", "toy_gradient_scorer", "toy_image_task", "toy_scorer"]
+__all__ = [
+    "TOY_PARAMS",
+    "check_method",
+    "iter_checks",
+    "toy_context_task",
+    "toy_generation_task",
+    "toy_gradient_scorer",
+    "toy_image_task",
+    "toy_scorer",
+]
 
 ToyScorer = Any  # a Scorer, a GradientScorer or a ContextTask
+
+#: Parameters a built-in method needs on the toy inputs (explicit heads on the tiny language
+#: model; 16 regions for subset selection, whose superpixels the toy noise image lacks).
+TOY_PARAMS: dict[str, dict[str, Any]] = {
+    "attention_heads": {"heads": [(0, 1), (1, 2)]},
+    "attntrace": {"B": 4},
+    "hybrid": {"heads": [(0, 1), (1, 2)]},
+    "smdl": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
+    "lima": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
+}
 
 
 class _Counted:
