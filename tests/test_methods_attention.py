@@ -265,3 +265,32 @@ def test_attention_heads_finds_the_needle_on_the_real_model(smollm2):
         assert a.cost.forward_passes == 1
         assert a.params["source"] == "file:smollm2.json"
         assert int(a.ranking[0]) == case.gold[0], (case.context, a.scores)
+
+
+class _UnmeteredLM:
+    """A language model adapter without a meter of its own (no ``cost``)."""
+
+    def __init__(self, lm):
+        self._lm = lm
+
+    def __getattr__(self, name):
+        if name == "cost":
+            raise AttributeError(name)
+        return getattr(self._lm, name)
+
+
+def test_an_unmetered_lm_is_counted_on_the_tasks_meter(tiny_lm):
+    task = ContextTask(
+        _UnmeteredLM(tiny_lm),
+        TOY_CONTEXT,
+        "Where did the cat sit?",
+        "On the mat.",
+        units=TOY_CONTEXT,
+    )
+    assert task.meter is not task.lm  # the task's own meter
+    a = attention_heads(task, heads=[(0, 1), (1, 2)])
+    assert a.cost.forward_passes == a.cost.batches == 1 and task.meter.cost.forward_passes == 1
+    b = attntrace(task, B=3, seed=0)
+    assert b.cost.forward_passes == 3 and task.meter.cost.forward_passes == 4
+    c = task.attribute("loo")  # the scorer's passes too: n + 1, on the same meter
+    assert c.cost.forward_passes == 7 and task.meter.cost.forward_passes == 11

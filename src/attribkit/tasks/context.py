@@ -261,6 +261,9 @@ class ContextTask(Task):
                     # prompt's shared prefix, and its log-probabilities are the full prompt's.
                     full = self.lm.set_reference(self.prompt(), self.response)
                     self._reference_set = True
+                    if self._meter is not self.lm:  # an LM without a meter: count here
+                        self._meter.cost.forward_passes += 1
+                        self._meter.cost.batches += 1
                     if full is not None:
                         self._cache[self.prompt()] = np.asarray(full, dtype=float)
                         todo = [p for p in todo if p != self.prompt()]

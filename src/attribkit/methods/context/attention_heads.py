@@ -23,7 +23,6 @@ from attribkit.methods.context.attention_reading import (
     all_heads,
     attention_lm,
     check_heads,
-    finish_cost,
     head_unit_features,
 )
 from attribkit.methods.context.heads import heads_path, load_heads
@@ -80,5 +79,5 @@ def attention_heads(
     }
     extras = {"features": features.tolist()} if len(head_list) <= 64 else {}
     return task.result(  # type: ignore[no-any-return]
-        scores, "attention_heads", params, finish_cost(cost, 1), **extras
+        scores, "attention_heads", params, cost, **extras
     )

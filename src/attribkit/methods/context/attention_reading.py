@@ -23,7 +23,6 @@ __all__ = [
     "all_heads",
     "attention_lm",
     "check_heads",
-    "finish_cost",
     "head_unit_features",
     "model_shape",
     "read_attention",
@@ -137,6 +136,9 @@ def read_attention(
     and the unit/token membership ``[n_units, T]``."""
     lm = attention_lm(task)
     attn, spans = lm.attention_rows(prompt, task.response, heads=heads, chat=True)
+    if task.meter is not lm:  # an LM without a meter of its own: count its pass on the task's
+        task.meter.cost.forward_passes += 1
+        task.meter.cost.batches += 1
     attn = np.asarray(attn, dtype=np.float64)
     if not np.isfinite(attn).all():
         raise ScorerError(

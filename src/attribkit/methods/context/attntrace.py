@@ -25,7 +25,6 @@ from attribkit.core.units import TextUnits
 from attribkit.methods.context.attention_reading import (
     attention_lm,
     check_heads,
-    finish_cost,
     read_attention,
 )
 
@@ -127,7 +126,7 @@ def attntrace(
         scores,
         "attntrace",
         params,
-        finish_cost(cost, calls),
+        cost,
         subsamples=calls,
         subsample_size=k,
         times_sampled=counts.tolist(),
