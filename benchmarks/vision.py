@@ -206,7 +206,12 @@ def main() -> None:
     parser.add_argument("--skip-captum", action="store_true")
     parser.add_argument("--only", help="time one method against Captum (e.g. grad_cam)")
     parser.add_argument("--methods", help="comma-separated study methods (default: all)")
-    parser.add_argument("--metrics", default="insertion,deletion,srg,difull")
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated (default insertion,deletion,srg,difull; --quick leaves out difull: "
+        "its 2x2 grids need 4 distinct confident classes, which --quick's 2 photos lack)",
+    )
     parser.add_argument("--segments", type=int, default=12, help="SLIC regions for LiMA/SMDL")
     parser.add_argument("--photos", type=int, default=8, help="photos used (each + a crop)")
     args = parser.parse_args()
@@ -225,7 +230,8 @@ def main() -> None:
         print()
     if not args.skip_study:
         only = args.methods.split(",") if args.methods else None
-        metrics = tuple(args.metrics.split(","))
+        default = "insertion,deletion,srg" if args.quick else "insertion,deletion,srg,difull"
+        metrics = tuple((args.metrics or default).split(","))
         print(study_table(model, images, args.quick, args.out, only, args.segments, metrics))
 
 
