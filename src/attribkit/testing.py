@@ -13,7 +13,7 @@ import inspect
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,9 @@ from attribkit.core.scorer import Scorer
 from attribkit.core.units import FeatureUnits, Unit, Units
 
 __all__ = [
+    "TOY_KINDS",
     "TOY_PARAMS",
+    "ToyKind",
     "check_method",
     "iter_checks",
     "toy_context_task",
@@ -310,24 +312,108 @@ class _CountingModule:
         module.register_forward_pre_hook(forward_hook)
 
 
-def _make(kind: str) -> tuple[ToyScorer, _Counted]:
-    """A fresh toy scorer of the method's kind whose value function is counted."""
-    if kind == "image":
-        task = toy_image_task()
-        return task, _CountingModule(task.model.module)  # type: ignore[return-value]
-    if kind == "generation":
-        task = toy_generation_task()
-        return task, _CountingModel(task.lm.model)  # type: ignore[return-value]
-    if kind == "context":
-        counting = _CountingLM(tiny_language_model())
-        return toy_context_task(lm=counting), counting  # type: ignore[return-value]
-    if kind == "gradient":
-        base = toy_gradient_scorer()
-        counted = _Counted(base.forward_fn)
-        base.forward_fn = counted
-        return base, counted
+def _nan_embeddings(task: Any) -> Any:
+    with torch.no_grad():  # a broken model: every weight of its embedding is NaN
+        task.lm.model.get_input_embeddings().weight.fill_(float("nan"))
+    return task
+
+
+def _nan_head(task: Any) -> Any:
+    with torch.no_grad():  # the model breaks after the task was built
+        task.model.module[-1].bias.fill_(float("nan"))
+    return task
+
+
+def _counted_scorer() -> tuple[Scorer, _Counted]:
     counted = _Counted(_toy_function)
     return toy_scorer(fn=counted), counted
+
+
+def _counted_gradient_scorer() -> tuple[GradientScorer, _Counted]:
+    base = toy_gradient_scorer()
+    counted = _Counted(base.forward_fn)
+    base.forward_fn = counted
+    return base, counted
+
+
+def _counted_context_task() -> tuple[Any, Any]:
+    counting = _CountingLM(tiny_language_model())
+    return toy_context_task(lm=counting), counting
+
+
+def _counted_generation_task() -> tuple[Any, Any]:
+    task = toy_generation_task()
+    return task, _CountingModel(task.lm.model)
+
+
+def _counted_image_task() -> tuple[Any, Any]:
+    task = toy_image_task()
+    return task, _CountingModule(task.model.module)
+
+
+def _nan_gradient_scorer() -> GradientScorer:
+    def forward(xb: torch.Tensor) -> torch.Tensor:
+        return xb.sum(dim=-1) * float("nan")
+
+    return toy_gradient_scorer(forward=forward)
+
+
+@dataclass(frozen=True)
+class ToyKind:
+    """How the conformance suite builds inputs for the methods of one kind.
+
+    ``make()`` returns a fresh toy (Scorer, GradientScorer or task) and an independent counter of
+    what its model ran (``.rows``, ``.grad_rows``); ``one_unit(params)`` a toy with a single unit
+    and the params to run it with; ``broken()`` a toy whose model returns NaN. A new task kind
+    adds its entry to :data:`TOY_KINDS`.
+    """
+
+    make: Callable[[], tuple[Any, Any]]
+    one_unit: Callable[[dict[str, Any]], tuple[Any, dict[str, Any]]]
+    broken: Callable[[], Any]
+
+
+TOY_KINDS: dict[str, ToyKind] = {
+    "perturbation": ToyKind(
+        _counted_scorer,
+        lambda p: (toy_scorer(1, fn=lambda z: np.asarray(z, dtype=float)[:, 0] * 2.0), p),
+        lambda: toy_scorer(fn=lambda z: np.full(len(z), np.nan)),
+    ),
+    "gradient": ToyKind(
+        _counted_gradient_scorer,
+        lambda p: (toy_gradient_scorer(unit_index=[0] * 8), p),
+        _nan_gradient_scorer,
+    ),
+    "context": ToyKind(
+        _counted_context_task,
+        lambda p: (toy_context_task(n_units=1), p),
+        lambda: _nan_embeddings(toy_context_task()),
+    ),
+    "generation": ToyKind(
+        _counted_generation_task,
+        lambda p: (toy_generation_task(prompt="a", response="a"), p),
+        lambda: _nan_embeddings(toy_generation_task()),
+    ),
+    "image": ToyKind(
+        _counted_image_task,
+        lambda p: (toy_image_task(), {**p, "units": np.zeros((32, 32), dtype=int)}),  # one region
+        lambda: _nan_head(toy_image_task()),
+    ),
+}
+
+
+def _toy_kind(kind: str) -> ToyKind:
+    if kind not in TOY_KINDS:
+        raise AssertionError(
+            f"no toy inputs for methods of kind {kind!r}: add a ToyKind to "
+            "attribkit.testing.TOY_KINDS"
+        )
+    return TOY_KINDS[kind]
+
+
+def _make(kind: str) -> tuple[ToyScorer, Any]:
+    """A fresh toy of the method's kind and an independent counter of what its model ran."""
+    return _toy_kind(kind).make()
 
 
 def _run(spec: MethodSpec, scorer: ToyScorer, params: dict[str, Any]) -> Attribution:
@@ -433,7 +519,7 @@ def check_cost(spec: MethodSpec, params: dict[str, Any]) -> None:
     scorer, counted = _make(spec.kind)
     p = _with_seed(spec, params)
     a = _run(spec, scorer, p)
-    if spec.kind in ("context", "generation", "image"):  # compare with what the model ran
+    if spec.kind not in SCORER_KINDS:  # a task: compare with what its model ran
         if a.cost.forward_passes != counted.rows or counted.rows <= 0 or not a.cost.seconds > 0:
             raise _fail(
                 spec,
@@ -550,39 +636,14 @@ def check_one_unit(spec: MethodSpec, params: dict[str, Any]) -> None:
     methods with units of their own skip this check."""
     if spec.own_units:
         return
-    if spec.kind == "image":
-        scorer: ToyScorer = toy_image_task()
-        params = {**params, "units": np.zeros(scorer.shape, dtype=int)}  # one region
-    elif spec.kind == "generation":
-        scorer = toy_generation_task(prompt="a", response="a")
-    elif spec.kind == "context":
-        scorer = toy_context_task(n_units=1)
-    elif spec.kind == "gradient":
-        scorer = toy_gradient_scorer(unit_index=[0] * 8)
-    else:
-        scorer = toy_scorer(1, fn=lambda z: np.asarray(z, dtype=float)[:, 0] * 2.0)
+    scorer, params = _toy_kind(spec.kind).one_unit(params)
     with _expect(spec, "one_unit", InputError, "a 1-unit scorer"):
         _run(spec, scorer, _with_seed(spec, params))
 
 
 def check_nan_scorer(spec: MethodSpec, params: dict[str, Any]) -> None:
     """A value function returning NaN surfaces as ScorerError, not as NaN scores."""
-    if spec.kind == "gradient":
-
-        def forward(xb: torch.Tensor) -> torch.Tensor:
-            return xb.sum(dim=-1) * float("nan")
-
-        scorer: ToyScorer = toy_gradient_scorer(forward=forward)
-    elif spec.kind in ("context", "generation"):
-        scorer = toy_context_task() if spec.kind == "context" else toy_generation_task()
-        with torch.no_grad():  # a broken model: every weight of its embedding is NaN
-            scorer.lm.model.get_input_embeddings().weight.fill_(float("nan"))
-    elif spec.kind == "image":
-        scorer = toy_image_task()
-        with torch.no_grad():  # the model breaks after the task was built
-            scorer.model.module[-1].bias.fill_(float("nan"))
-    else:
-        scorer = toy_scorer(fn=lambda z: np.full(len(z), np.nan))
+    scorer = _toy_kind(spec.kind).broken()
     with _expect(spec, "nan_scorer", ScorerError, "a value function that returns NaN"):
         _run(spec, scorer, _with_seed(spec, params))
 
