@@ -10,7 +10,8 @@ The public API, re-exported here, is stable:
 - tasks: :func:`attribute_context`, :class:`ContextTask`, :func:`attribute_generation`,
   :class:`GenerationTask`, :func:`aggregate_rows`, :func:`aggregate_columns`,
   :func:`attribute_image`, :class:`ImageTask` (images: :class:`ImageClassifier`,
-  ``load("efficientnet-lite0")``);
+  ``load("efficientnet-lite0")``), :func:`attribute_reasoning`, :class:`ReasoningTask`,
+  :class:`ReasoningTrace` (chains of thought, Thought Anchors problem folders);
 - token-level LM analysis: :func:`direct_logit_attribution`, :func:`grains_vectors` and
   :func:`steer` (GrAInS steering);
 - images: :func:`attribute_image`, :class:`ImageTask`, :class:`ImageClassifier`,
@@ -69,11 +70,14 @@ from attribkit.tasks import (
     ContextTask,
     GenerationTask,
     ImageTask,
+    ReasoningTask,
+    ReasoningTrace,
     aggregate_columns,
     aggregate_rows,
     attribute_context,
     attribute_generation,
     attribute_image,
+    attribute_reasoning,
 )
 from attribkit.viz import explain, print_attribution, print_token_attribution, save_html
 from attribkit.viz.image import overlay, save_overlay
@@ -91,6 +95,8 @@ __all__ = [
     "ImageTask",
     "LanguageModel",
     "OpenAICompatibleLM",
+    "ReasoningTask",
+    "ReasoningTrace",
     "TorchClassifier",
     "__version__",
     "aggatt",
@@ -103,6 +109,7 @@ __all__ = [
     "attribute_context",
     "attribute_generation",
     "attribute_image",
+    "attribute_reasoning",
     "comprehensiveness",
     "concept_importance",
     "deletion",

@@ -15,6 +15,7 @@ from attribkit.tasks.generation import (
     attribute_generation,
 )
 from attribkit.tasks.image import ImageTask, attribute_image, image_units
+from attribkit.tasks.reasoning import ReasoningTask, ReasoningTrace, attribute_reasoning
 
 __all__ = [
     "FAMILIES",
@@ -22,11 +23,14 @@ __all__ = [
     "ContextTask",
     "GenerationTask",
     "ImageTask",
+    "ReasoningTask",
+    "ReasoningTrace",
     "aggregate_columns",
     "aggregate_rows",
     "attribute_context",
     "attribute_generation",
     "attribute_image",
+    "attribute_reasoning",
     "context_scorer",
     "context_units",
     "image_units",
