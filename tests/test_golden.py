@@ -36,6 +36,8 @@ def _toy(kind: str) -> Any:
         return task
     if kind == "context":
         return testing.toy_context_task()
+    if kind == "reasoning":
+        return testing.toy_reasoning_task()
     if kind == "gradient":
         return testing.toy_gradient_scorer()
     return testing.toy_scorer()

@@ -4,7 +4,10 @@
 :class:`MethodSpec` that is not registered) and raises ``AssertionError`` naming the method, the
 check and what went wrong. Perturbation methods are run on :func:`toy_scorer` (6 features, a
 fixed non-linear numpy function); gradient methods on :func:`toy_gradient_scorer` (a small
-torch MLP); image methods on :func:`toy_image_task` (a tiny random CNN, 32 × 32 image). All checks together take well under a second for a typical method.
+torch MLP); image methods on :func:`toy_image_task` (a tiny random CNN, 32 × 32 image); context,
+generation and reasoning methods on :func:`toy_context_task`, :func:`toy_generation_task` and
+:func:`toy_reasoning_task` (a tiny random Llama). All checks together take well under a second
+for a typical method.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "toy_generation_task",
     "toy_gradient_scorer",
     "toy_image_task",
+    "toy_reasoning_task",
     "toy_scorer",
 ]
 
@@ -244,6 +248,22 @@ class _CountingLM:
         return self._lm.attention_rows(*args, **kw)
 
 
+TOY_PROBLEM = "What is 2 + 3?"
+TOY_TRACE = (
+    "I need to add 2 and 3. First, 2 + 3 = 5. Let me check: 5 - 3 = 2.\n\nSo the answer is 5."
+)
+
+
+def toy_reasoning_task(text: str = TOY_TRACE, lm: Any = None, answer: str = "5") -> Any:
+    """A :class:`~attribkit.tasks.reasoning.ReasoningTask` on the tiny language model: a short
+    arithmetic trace (4 sentences by Thought Anchors' rules) and its answer. No real model
+    behind it."""
+    from attribkit.tasks.reasoning import ReasoningTask, ReasoningTrace
+
+    lm = lm if lm is not None else tiny_language_model()
+    return ReasoningTask(lm, ReasoningTrace(TOY_PROBLEM, text, answer=answer))
+
+
 def toy_generation_task(
     prompt: str = "the cat sat on the mat", response: str = "the cat", lm: Any = None
 ) -> Any:
@@ -341,6 +361,11 @@ def _counted_context_task() -> tuple[Any, Any]:
     return toy_context_task(lm=counting), counting
 
 
+def _counted_reasoning_task() -> tuple[Any, Any]:
+    counting = _CountingLM(tiny_language_model())
+    return toy_reasoning_task(lm=counting), counting
+
+
 def _counted_generation_task() -> tuple[Any, Any]:
     task = toy_generation_task()
     return task, _CountingModel(task.lm.model)
@@ -393,6 +418,11 @@ TOY_KINDS: dict[str, ToyKind] = {
         _counted_generation_task,
         lambda p: (toy_generation_task(prompt="a", response="a"), p),
         lambda: _nan_embeddings(toy_generation_task()),
+    ),
+    "reasoning": ToyKind(
+        _counted_reasoning_task,
+        lambda p: (toy_reasoning_task(text="I need to add 2 and 3."), p),  # one sentence
+        lambda: _nan_embeddings(toy_reasoning_task()),
     ),
     "image": ToyKind(
         _counted_image_task,

@@ -270,4 +270,12 @@ BUILTIN: tuple[MethodSpec, ...] = (
         cost="n_samples forward + n_samples backward passes (+2 forward at a layer)",
         cite="Smilkov, Thorat, Kim, Viégas & Wattenberg, 'SmoothGrad: removing noise by adding noise', 2017",
     ),
+    # --- Reasoning methods: a ReasoningTask (sentences of a chain of thought)
+    MethodSpec(
+        "forced_answer",
+        "attribkit.methods.reasoning.forced_answer:forced_answer",
+        "reasoning",
+        cost="N + 1 forward passes for N sentences, in one sweep: with a local LM 1 full pass over the whole trace (its key-value cache kept) + N passes over only the tokens after each prefix's common prefix with it (the answer cue and the answer); without prefix reuse (HTTP LM) N + 1 full passes",
+        cite="Bogdan, Macar, Nanda & Conmy, 'Thought Anchors: Which LLM Reasoning Steps Matter?', 2025 (forced-answer importance; here teacher-forced log p(answer) per prefix instead of 100 sampled answers)",
+    ),
 )
