@@ -28,19 +28,11 @@ COUNTS = ("forward_passes", "backward_passes", "batches", "cache_hits")
 
 
 def _toy(kind: str) -> Any:
-    if kind == "image":
-        return testing.toy_image_task()
+    """The conformance suite's toy of ``kind`` (``attribkit.testing.TOY_KINDS``)."""
+    toy, _ = testing.TOY_KINDS[kind].make()
     if kind == "generation":
-        task = testing.toy_generation_task()
-        testing.warm_template_cache(task)  # the one-time cache check is not the method's cost
-        return task
-    if kind == "context":
-        return testing.toy_context_task()
-    if kind == "reasoning":
-        return testing.toy_reasoning_task()
-    if kind == "gradient":
-        return testing.toy_gradient_scorer()
-    return testing.toy_scorer()
+        testing.warm_template_cache(toy)  # the one-time cache check is not the method's cost
+    return toy
 
 
 def _run_registered(kind: str, name: str) -> ak.Attribution:
