@@ -7,6 +7,7 @@ GridPG grid settings (:class:`GridModel`, :func:`evaluate_grid`) and AggAtt figu
 from attribkit.evaluation.aggatt import AggAtt, aggatt, aggatt_figure
 from attribkit.evaluation.agreement import agreement, agreement_matrix
 from attribkit.evaluation.agreement_report import AgreementReport, agreement_report
+from attribkit.evaluation.anchor_agreement import AnchorAgreement, anchor_agreement
 from attribkit.evaluation.curves import (
     Curve,
     DeletionInsertion,
@@ -35,6 +36,7 @@ from attribkit.evaluation.image_curves import (
 __all__ = [
     "AggAtt",
     "AgreementReport",
+    "AnchorAgreement",
     "Curve",
     "DeletionInsertion",
     "EraserResult",
@@ -47,6 +49,7 @@ __all__ = [
     "agreement",
     "agreement_matrix",
     "agreement_report",
+    "anchor_agreement",
     "comprehensiveness",
     "deletion",
     "deletion_insertion",
