@@ -19,7 +19,8 @@ The public API, re-exported here, is stable:
   :func:`concept_importance`), :func:`overlay`, :func:`save_overlay`;
 - evaluation: :func:`deletion`, :func:`insertion`, :func:`deletion_insertion`,
   :func:`comprehensiveness`, :func:`sufficiency`, :func:`eraser`, :func:`agreement`,
-  :func:`agreement_matrix`, :func:`agreement_report`; for images :func:`insertion_deletion`,
+  :func:`agreement_matrix`, :func:`agreement_report`, :func:`anchor_agreement` (reasoning steps vs
+  reference importances, beside position/length/random/tag-prior baselines); for images :func:`insertion_deletion`,
   :func:`subset_curves`, :func:`pointing_game`, :class:`GridModel`, :func:`make_grids`,
   :func:`evaluate_grid`, :func:`grid_localization`, :func:`aggatt`, :func:`aggatt_figure`;
 - viz: :func:`save_html`, :func:`print_attribution`, :func:`print_token_attribution`,
@@ -34,12 +35,14 @@ from attribkit.core import *  # noqa: F403
 from attribkit.core import __all__ as _core_all
 from attribkit.core import add_methods as _add_methods
 from attribkit.evaluation import (
+    AnchorAgreement,
     GridModel,
     aggatt,
     aggatt_figure,
     agreement,
     agreement_matrix,
     agreement_report,
+    anchor_agreement,
     comprehensiveness,
     deletion,
     deletion_insertion,
@@ -85,6 +88,8 @@ from attribkit.viz.image import overlay, save_overlay
 _add_methods(_BUILTIN)  # the built-in methods, one explicit list
 
 __all__ = [
+    "AnchorAgreement",
+    "anchor_agreement",
     "CraftConcepts",
     "GridModel",
     "SteeringVectors",
