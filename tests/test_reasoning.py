@@ -268,7 +268,7 @@ def test_attribute_reasoning_runs_forced_answer_by_default(tiny_lm: Any) -> None
     assert a.input["problem"] == PROBLEM and a.input["text"] == TRACE
     b = ak.Attribution.from_dict(json.loads(json.dumps(a.to_dict())))
     assert b.task == "reasoning" and b.extras["values"] == a.extras["values"]
-    assert [s.name for s in ak.list_methods("reasoning")] == ["forced_answer"]
+    assert "forced_answer" in [s.name for s in ak.list_methods("reasoning")]
 
 
 # --- the real model ------------------------------------------------------------------------------

@@ -362,8 +362,9 @@ def _counted_context_task() -> tuple[Any, Any]:
 
 
 def _counted_reasoning_task() -> tuple[Any, Any]:
-    counting = _CountingLM(tiny_language_model())
-    return toy_reasoning_task(lm=counting), counting
+    # counted at the torch model: reasoning methods score through the LM or run it directly
+    lm = tiny_language_model()
+    return toy_reasoning_task(lm=lm), _CountingModel(lm.model)
 
 
 def _counted_generation_task() -> tuple[Any, Any]:

@@ -278,4 +278,11 @@ BUILTIN: tuple[MethodSpec, ...] = (
         cost="N + 1 forward passes for N sentences, in one sweep: with a local LM 1 full pass over the whole trace (its key-value cache kept) + N passes over only the tokens after each prefix's common prefix with it (the answer cue and the answer); without prefix reuse (HTTP LM) N + 1 full passes",
         cite="Bogdan, Macar, Nanda & Conmy, 'Thought Anchors: Which LLM Reasoning Steps Matter?', 2025 (forced-answer importance; here teacher-forced log p(answer) per prefix instead of 100 sampled answers)",
     ),
+    MethodSpec(
+        "suppression",
+        "attribkit.methods.reasoning.suppression:suppression",
+        "reasoning",
+        cost="N + 1 forward passes over the whole trace (one unmasked, one per sentence with its tokens masked as keys in every layer), batch_size per model call",
+        cite="Bogdan, Macar, Nanda & Conmy, 'Thought Anchors: Which LLM Reasoning Steps Matter?', 2025 (attention suppression; here plain mean token KL at temperature 1)",
+    ),
 )
