@@ -287,19 +287,41 @@ class _LMServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        tok, model = self.lm.tokenizer, self.lm.model
-        prompt = body["prompt"]
-        enc = tok(prompt, add_special_tokens=True, return_offsets_mapping=True)
+        enc = self.lm.tokenizer(
+            body["prompt"], add_special_tokens=True, return_offsets_mapping=True
+        )
+        n_prompt = len(enc["input_ids"])
+        # greedy at temperature 0, else sampled (seeded by the request's seed), n answers
+        temperature = float(body.get("temperature") or 0)
+        seed = body.get("seed")
+        gen = None if seed is None else torch.Generator().manual_seed(int(seed))
+        choices, n_new = [], 0
+        for index in range(int(body.get("n", 1))):
+            choice = self._choice(body, enc, index, temperature, gen)
+            choices.append(choice)
+            n_new += choice.pop("_n_new")
+        choices.reverse()  # the client must order choices by their index
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": n_new}
+        return {"id": "cmpl-test", "object": "text_completion", "choices": choices, "usage": usage}
+
+    def _choice(
+        self, body: dict[str, Any], enc: Any, index: int, temperature: float, gen: Any
+    ) -> dict[str, Any]:
+        tok, model, prompt = self.lm.tokenizer, self.lm.model, body["prompt"]
         ids = list(enc["input_ids"])
         n_prompt = len(ids)
         with self._model_lock, torch.no_grad():
-            for _ in range(int(body.get("max_tokens", 16))):  # greedy generation
+            for _ in range(int(body.get("max_tokens", 16))):
                 logits = model(torch.tensor([ids])).logits[0, -1]
-                ids.append(int(logits.argmax()))
+                if temperature > 0:
+                    probs = torch.softmax(logits.float() / temperature, -1)
+                    ids.append(int(torch.multinomial(probs, 1, generator=gen)))
+                else:
+                    ids.append(int(logits.argmax()))
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
         new_text = tok.decode(ids[n_prompt:], skip_special_tokens=True)
         self.generated.append(new_text)
-        choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
+        choice: dict[str, Any] = {"index": index, "finish_reason": "length"}
         choice["text"] = (prompt + new_text) if body.get("echo") else new_text
         if body.get("logprobs") is not None and self.mode != "no_logprobs":
             # Each token owns the characters since the previous token ended (vLLM's convention).
@@ -324,8 +346,8 @@ class _LMServer:
                 "text_offset": [int(s) for s in starts + gen_offsets],
                 "top_logprobs": None,
             }
-        usage = {"prompt_tokens": n_prompt, "completion_tokens": len(ids) - n_prompt}
-        return {"id": "cmpl-test", "object": "text_completion", "choices": [choice], "usage": usage}
+        choice["_n_new"] = len(ids) - n_prompt
+        return choice
 
 
 @contextmanager

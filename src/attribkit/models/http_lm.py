@@ -31,6 +31,7 @@ import numpy as np
 from attribkit.core.cost import CostMeter
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.models.pairs import broadcast_pairs
+from attribkit.models.sampling import check_sampling
 
 __all__ = ["OpenAICompatibleLM"]
 
@@ -169,29 +170,73 @@ class OpenAICompatibleLM(CostMeter):
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, prompt: str, max_new_tokens: int = 128, chat: bool = True, **kw: Any) -> str:
-        """Greedy (temperature 0) continuation of ``prompt`` (through ``prompt_format`` unless
-        ``chat=False``); returns the server's text unchanged. Extra keyword arguments are added
-        to the request (e.g. ``stop=["\\n"]``). Costs one request, counted as one forward pass
-        per generated token when the server reports ``usage.completion_tokens`` (else one).
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 128,
+        chat: bool = True,
+        *,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        n: int = 1,
+        prefill: str | None = None,
+        **kw: Any,
+    ) -> str | list[str]:
+        """Continuation of ``prompt`` (through ``prompt_format`` unless ``chat=False``); returns
+        the server's text unchanged: a ``str`` for ``n == 1``, the ``n`` choices' texts in
+        ``index`` order for ``n > 1``.
+
+        ``temperature=0`` (the default) asks for greedy decoding, as before; ``temperature``,
+        ``top_p`` (sent when < 1), ``seed`` (sent when given; how reproducible it is depends on
+        the server) and ``n`` (sent when > 1) go into the completions request. ``prefill`` is
+        appended to the (formatted) prompt, so the answer starts with it; it is not part of the
+        returned text. Extra keyword arguments are added to the request (e.g. ``stop=["\\n"]``).
+        Costs one request (``cost.batches``), counted as one forward pass per generated token
+        when the server reports ``usage.completion_tokens`` (else one per answer);
+        ``cost.generated_tokens`` += ``usage.completion_tokens`` (all ``n`` answers) when
+        reported.
         """
         if not isinstance(prompt, str):
             raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
-        if max_new_tokens < 1:
-            raise InputError("max_new_tokens must be >= 1")
+        check_sampling(max_new_tokens, temperature, top_p, seed, n, prefill)
         text = self.format_prompt(prompt) if chat else prompt
-        body = {"prompt": text, "max_tokens": max_new_tokens, "temperature": 0, **kw}
+        if prefill:
+            text += prefill
+        body: dict[str, Any] = {"prompt": text, "max_tokens": max_new_tokens}
+        body["temperature"] = temperature if temperature > 0 else 0
+        if top_p < 1:
+            body["top_p"] = top_p
+        if seed is not None:
+            body["seed"] = seed
+        if n > 1:
+            body["n"] = n
+        body.update(kw)
         with self.timed():
-            choice, answer = self._post(body)
+            _, answer = self._post(body)
+        choices = answer["choices"]
+        if len(choices) != n or not all(isinstance(c, dict) for c in choices):
+            raise ScorerError(
+                f"{self.url} returned {len(choices)} choices for n={n}; the server may not "
+                "support `n` (ask for one answer per request instead)"
+            )
+        if all(isinstance(c.get("index"), int) for c in choices):
+            choices = sorted(choices, key=lambda c: c["index"])
+        texts = []
+        for i, c in enumerate(choices):
+            out = c.get("text")
+            if not isinstance(out, str):
+                raise ScorerError(
+                    f"{self.url} returned no generated text (choices[{i}].text is {out!r})"
+                )
+            texts.append(out)
         usage = answer.get("usage")
         n_new = usage.get("completion_tokens") if isinstance(usage, dict) else None
-        self.cost.forward_passes += n_new if isinstance(n_new, int) and n_new > 0 else 1
-        if isinstance(n_new, int) and n_new > 0:
+        counted = isinstance(n_new, int) and not isinstance(n_new, bool) and n_new > 0
+        self.cost.forward_passes += n_new if counted else n
+        if counted:
             self.cost.generated_tokens += n_new
-        out = choice.get("text")
-        if not isinstance(out, str):
-            raise ScorerError(f"{self.url} returned no generated text (choices[0].text is {out!r})")
-        return out
+        return texts[0] if n == 1 else texts
 
     # ------------------------------------------------------------------ scoring
 

@@ -1,7 +1,7 @@
 """The :class:`LanguageModel` adapter: a Hugging Face causal LM and its tokenizer.
 
 This module holds the class itself — construction, chat formatting, token ids, character offsets
-and token units, greedy generation, saving — combined with the mixins that do the model work:
+and token units, generation (greedy or sampled), saving — combined with the mixins that do the model work:
 :mod:`~attribkit.models.lm.scoring` (log-probabilities, batching, prefix key-value reuse),
 :mod:`~attribkit.models.lm.attention` (attention rows) and
 :mod:`~attribkit.models.lm.gradients` (the embedding-level gradient scorer).
@@ -9,7 +9,9 @@ and token units, greedy generation, saving — combined with the mixins that do 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,22 @@ from attribkit.core.units import TextUnits
 from attribkit.models.lm.attention import AttentionMixin
 from attribkit.models.lm.gradients import GradientMixin
 from attribkit.models.lm.scoring import ScoringMixin, _Reference
+from attribkit.models.sampling import check_sampling
 
 __all__ = ["LanguageModel", "Spans"]
 
 Spans = list[tuple[int, int]]
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG (CPU, and ``device`` when it is an accelerator) for the block and
+    restore the previous states after it, so a seeded call leaves the caller's RNG untouched."""
+    devices = [device] if device.type != "cpu" else []
+    kind = device.type if device.type != "cpu" else "cuda"
+    with torch.random.fork_rng(devices=devices, device_type=kind):
+        torch.manual_seed(seed)
+        yield
 
 
 class LanguageModel(ScoringMixin, AttentionMixin, GradientMixin):
@@ -35,7 +49,9 @@ class LanguageModel(ScoringMixin, AttentionMixin, GradientMixin):
         name: a short name used in results and reprs (e.g. ``"smollm2"``).
 
     Cost accounting (``self.cost``): ``forward_passes`` += one per sequence evaluated,
-    ``batches`` += one per model call; ``generate`` counts one forward pass per generated token.
+    ``batches`` += one per model call; ``generate`` counts one model call per decoding step and
+    one forward pass per step and row (one per generated token for a single answer), and its new
+    tokens in ``generated_tokens``.
     ``self.tokens_processed`` adds up the tokens the model actually ran on (padding excluded; with
     prefix reuse only the recomputed suffix; ``generate``: prompt + new tokens), so benchmarks
     can report token-equivalents (tokens / context length).
@@ -177,30 +193,93 @@ class LanguageModel(ScoringMixin, AttentionMixin, GradientMixin):
         max_new_tokens: int = 128,
         chat: bool = True,
         system: str | None = None,
-    ) -> str:
-        """Greedy continuation of ``prompt`` (chat-formatted unless ``chat=False``), stopped at end
-        of turn / EOS; returns only the new text without special tokens.
-        Costs one forward pass per generated token (also counted in ``cost.generated_tokens``);
-        ``tokens_processed`` += prompt + new tokens."""
-        ids = torch.tensor([self._prompt_ids(prompt, chat, system)], device=self.device)
-        with self.timed(), torch.inference_mode():
+        *,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        n: int = 1,
+        prefill: str | None = None,
+    ) -> str | list[str]:
+        """Continuation of ``prompt`` (chat-formatted unless ``chat=False``), stopped at end of
+        turn / EOS; returns only the new text without special tokens: a ``str`` for ``n == 1``,
+        a list of ``n`` strings for ``n > 1``.
+
+        ``temperature=0`` (the default) is greedy decoding, exactly as before; ``temperature > 0``
+        samples from the softmax at that temperature, restricted to the nucleus ``top_p`` (no
+        top-k cut). ``seed`` makes sampling reproducible without touching the caller's global
+        torch RNG (its state is saved and restored around the call); ``seed=None`` draws from the
+        global RNG. ``n > 1`` samples ``n`` answers in one batched ``model.generate`` call (the
+        same seed and ``n`` give the same list; sample ``i`` of a batch of ``n`` is not the
+        ``n == 1`` sample). Greedy with ``n > 1`` runs once and returns ``n`` copies.
+        ``prefill``: text the answer starts with, placed after the chat template's assistant
+        header (or after the raw prompt with ``chat=False``) and tokenized on its own as a
+        response is; it is not part of the returned text, whose leading whitespace is then kept
+        (``prefill + text`` is the whole answer).
+
+        Costs, per decoding step, one model call (``cost.batches``) running every row of the
+        batch (``cost.forward_passes`` += rows, i.e. ``n`` while sampling, 1 greedy: one pass per
+        generated token when ``n == 1``); ``cost.generated_tokens`` += the real new tokens of all
+        answers (up to and including each one's stop token, no padding);
+        ``tokens_processed`` += rows x (prompt + prefill) + those new tokens.
+        """
+        check_sampling(max_new_tokens, temperature, top_p, seed, n, prefill)
+        pre_ids = self.tokenizer(prefill, add_special_tokens=False)["input_ids"] if prefill else []
+        ids = torch.tensor([self._prompt_ids(prompt, chat, system) + list(pre_ids)])
+        ids = ids.to(self.device)
+        sample = temperature > 0
+        rows = n if sample else 1
+        if sample:
+            opts: dict[str, Any] = {
+                "do_sample": True,
+                "temperature": float(temperature),
+                "top_p": float(top_p),
+                "top_k": 0,
+                "num_return_sequences": rows,
+            }
+        else:
+            opts = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        with self.timed(), torch.inference_mode(), self._rng(seed if sample else None):
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
                 eos_token_id=self.stop_ids or None,
                 pad_token_id=self.pad_id,
+                **opts,
             )
-        new = out[0, ids.shape[1] :]
-        self.cost.forward_passes += int(new.numel())
-        self.cost.batches += int(new.numel())
-        self.cost.generated_tokens += int(new.numel())
-        self.tokens_processed += int(ids.shape[1]) + int(new.numel())
-        return str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
+        new = out[:, ids.shape[1] :]
+        steps = int(new.shape[1])
+        stops = set(self.stop_ids)
+        texts, real = [], 0
+        for row in new.tolist():
+            k = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
+            real += k
+            texts.append(self._decode_new(row[:k], list(pre_ids)))
+        self.cost.forward_passes += rows * steps
+        self.cost.batches += steps
+        self.cost.generated_tokens += real
+        self.tokens_processed += rows * int(ids.shape[1]) + real
+        if n == 1:
+            return texts[0]
+        return texts if sample else texts * n
+
+    def _decode_new(self, new: list[int], pre_ids: list[int]) -> str:
+        """The text of the new tokens ``new`` without special tokens: stripped, or with a prefill
+        (``pre_ids``) decoded after it so that word boundaries come out right, right-stripped."""
+        if not pre_ids:
+            return str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
+        full = str(self.tokenizer.decode(pre_ids + new, skip_special_tokens=True))
+        head = str(self.tokenizer.decode(pre_ids, skip_special_tokens=True))
+        if full.startswith(head):
+            return full[len(head) :].rstrip()
+        return str(self.tokenizer.decode(new, skip_special_tokens=True)).rstrip()
+
+    def _rng(self, seed: int | None) -> contextlib.AbstractContextManager[Any]:
+        """A context seeding torch's RNG with ``seed`` and restoring the caller's RNG state (CPU
+        and this model's accelerator) afterwards; a no-op for ``seed=None``."""
+        if seed is None:
+            return contextlib.nullcontext()
+        return _seeded(seed, self.device)
 
     # ------------------------------------------------------------------ token spans
 
