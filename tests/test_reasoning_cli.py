@@ -46,11 +46,8 @@ def test_reasoning_json_contract(tmp_path, tiny_model_dir):
 def test_reasoning_options_and_matrix(tmp_path, tiny_model_dir):
     path = write_trace(tmp_path)
     model = ["--model", str(tiny_model_dir)]
-    result = runner.invoke(
-        app,
-        ["reasoning", str(path), *model, "--method", "suppression", "--max-sentences", "2"]
-        + ["--answer", "five", "--json"],
-    )
+    options = ["--method", "suppression", "--max-sentences", "2", "--answer", "five", "--json"]
+    result = runner.invoke(app, ["reasoning", str(path), *model, *options])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert len(out["units"]) == 2 and out["answer"] == "five"

@@ -381,17 +381,19 @@ def run_dataset_command(
         "--input",
         help='JSONL, one record per line: context {"context", "query", "response"?, "id"?}; '
         'generation {"prompt", "response"?, "id"?}; image {"image", "target"?, "id"?} (a file '
-        "path relative to the JSONL file, or skimage:NAME).",
+        "path relative to the JSONL file, or skimage:NAME); reasoning "
+        '{"problem", "text", "answer"?, "id"?} or {"folder", "id"?} (a Thought Anchors problem '
+        "folder relative to the JSONL file).",
     ),
     store: Path = typer.Option(..., "--store", help="Run store the results are written to."),
     task: str = typer.Option(
-        "context", "--task", help="What to attribute: context, generation or image."
+        "context", "--task", help="What to attribute: context, generation, image or reasoning."
     ),
     method: str | None = typer.Option(
         None,
         "--method",
         help="Attribution method (default: context auto, generation integrated_gradients, "
-        "image grad_cam).",
+        "image grad_cam, reasoning forced_answer).",
     ),
     model: str | None = typer.Option(
         None,

@@ -9,7 +9,12 @@ One record per line; blank lines are ignored. The fields depend on the task
 - ``image``: ``{"image": str, "target": int | str (optional), "id": ... (optional)}`` where
   ``image`` is a file path (a relative path is read from the JSONL file's folder) or
   ``skimage:NAME`` (a photo bundled with scikit-image, e.g. ``skimage:chelsea``) and
-  ``target`` a class index or label (left out: the predicted class).
+  ``target`` a class index or label (left out: the predicted class);
+- ``reasoning``: ``{"problem": str, "text": str, "answer": str (optional), "chunks": [str]
+  (optional), "id": ... (optional)}`` (a chain of thought ``text`` and the final ``answer`` it
+  leads to), or ``{"folder": str, "answer": ... (optional), "id": ... (optional)}`` naming a
+  Thought Anchors problem folder (a relative path is read from the JSONL file's folder; its
+  ``gt_answer`` is the answer unless the record gives one).
 
 Every record gets a *key* that identifies it in a run store: ``str(id)`` when the line has an
 id, else a hash of the record's content as written (so it does not change when lines are
@@ -36,6 +41,7 @@ __all__ = [
     "RecordSchema",
     "content_key",
     "read_records",
+    "reasoning_trace",
     "record_key",
     "skimage_loader",
 ]
@@ -49,7 +55,9 @@ class Record:
 
     ``task`` says which fields are set: ``context``/``query``/``response`` (context),
     ``prompt``/``response`` (generation), ``image``/``image_path``/``target`` (image;
-    ``image`` as written, ``image_path`` the absolute file path or ``skimage:NAME``).
+    ``image`` as written, ``image_path`` the absolute file path or ``skimage:NAME``),
+    ``problem``/``text``/``answer``/``chunks`` or ``folder``/``folder_path`` (reasoning;
+    ``folder`` as written, ``folder_path`` absolute).
     """
 
     key: str
@@ -64,6 +72,12 @@ class Record:
     image: str | None = None
     image_path: str | None = None
     target: int | str | None = None
+    problem: str | None = None
+    text: str | None = None
+    answer: str | None = None
+    chunks: tuple[str, ...] | None = None
+    folder: str | None = None
+    folder_path: str | None = None
 
     @property
     def where(self) -> str:
@@ -76,6 +90,14 @@ class Record:
             return {"prompt": self.prompt, "response": self.response, "id": self.id}
         if self.task == "image":
             return {"image": self.image, "target": self.target, "id": self.id}
+        if self.task == "reasoning":
+            out: dict[str, Any] = {"problem": self.problem, "text": self.text}
+            out.update(answer=self.answer, id=self.id)
+            if self.chunks is not None:
+                out["chunks"] = list(self.chunks)
+            if self.folder is not None:
+                out["folder"] = self.folder
+            return out
         context = self.context if isinstance(self.context, str) else list(self.context or ())
         return {"context": context, "query": self.query, "response": self.response, "id": self.id}
 
@@ -207,6 +229,56 @@ def _image_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, An
     return {"image": image, "image_path": path, "target": target}
 
 
+def reasoning_trace(record: Record) -> Any:
+    """The :class:`~attribkit.tasks.reasoning.ReasoningTrace` of a reasoning record (read
+    from its folder, or built from its fields). InputError when it is not valid. No model
+    calls."""
+    from attribkit.tasks.reasoning import ReasoningTrace
+
+    if record.folder_path is not None:
+        return ReasoningTrace.from_folder(record.folder_path, answer=record.answer)
+    chunks = list(record.chunks) if record.chunks is not None else None
+    return ReasoningTrace(str(record.problem), str(record.text), record.answer, chunks=chunks)
+
+
+def _reasoning_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, Any]:
+    answer = _text(obj, "answer", where, "to use the folder's gt_answer", required=False)
+    fields: dict[str, Any] = {"answer": answer}
+    if "folder" in obj:
+        clash = sorted({"problem", "text", "chunks"} & set(obj))
+        if clash:
+            raise _fail(
+                where,
+                f'give either "folder" or "problem" and "text", not both (also {clash[0]!r})',
+            )
+        name = _text(obj, "folder", where, "a Thought Anchors problem folder", required=True)
+        assert name is not None
+        resolved = (folder / Path(name).expanduser()).resolve()
+        if not resolved.is_dir():
+            raise _fail(
+                where,
+                f"no folder at {resolved} (a relative path is read from the dataset's folder "
+                f"{folder}); give a Thought Anchors problem folder",
+            )
+        fields.update(folder=name, folder_path=str(resolved))
+    else:
+        what = 'the problem the reasoning solves (or give "folder")'
+        fields["problem"] = _text(obj, "problem", where, what, required=True)
+        fields["text"] = _text(obj, "text", where, "the chain of thought", required=True)
+        chunks = obj.get("chunks")
+        if chunks is not None:
+            if not isinstance(chunks, list) or not all(isinstance(c, str) for c in chunks):
+                raise _fail(where, '"chunks" must be a list of strings (the sentences, in order)')
+            fields["chunks"] = tuple(chunks)
+    try:
+        trace = reasoning_trace(Record(key="", line=0, task="reasoning", **fields))
+    except InputError as e:
+        raise _fail(where, str(e)) from None
+    if trace.answer is None:
+        raise _fail(where, 'no answer: give "answer" (the final answer the reasoning leads to)')
+    return fields
+
+
 @dataclass(frozen=True)
 class RecordSchema:
     """The fields of one task's records: ``parse(obj, where, folder)`` validates a JSON object
@@ -242,6 +314,14 @@ SCHEMAS: dict[str, RecordSchema] = {
         '"id": ... (optional)}',
         _image_fields,
         ("image", "target"),
+    ),
+    "reasoning": RecordSchema(
+        "reasoning",
+        ("problem", "text", "answer", "chunks", "folder", "id"),
+        '{"problem": "...", "text": "...", "answer": "..." (optional), "id": ... (optional)} '
+        'or {"folder": "path/to/problem_2238", "id": ... (optional)}',
+        _reasoning_fields,
+        ("problem", "text", "answer", "chunks", "folder"),
     ),
 }
 
@@ -328,8 +408,9 @@ def read_records(path: str | os.PathLike[str], task: str = "context") -> list[Re
             ids[key] = number
         else:
             body = {name: fields.get(name) for name in schema.key_fields}
-            if isinstance(body.get("context"), tuple):
-                body["context"] = list(body["context"])
+            for name in ("context", "chunks"):
+                if isinstance(body.get(name), tuple):
+                    body[name] = list(body[name])
             base = record_key(body)
             copies[base] = copies.get(base, 0) + 1
             key = base if copies[base] == 1 else f"{base}#{copies[base]}"

@@ -8,8 +8,8 @@ flight. Records run here (``backend="local"``) or on a Ray actor pool (``backend
 
 A *dataset task* turns one record into ``(Attribution, inputs, span Attributions)`` (optionally
 followed by the model calls it spent) on a loaded model: ``context`` (a response traced to its
-context), ``generation`` (each generated token to the input tokens) and ``image`` (a class to the
-regions of an image); adding one is one function plus an entry in :data:`TASKS` (and a record
+context), ``generation`` (each generated token to the input tokens), ``image`` (a class to the
+regions of an image) and ``reasoning`` (a final answer to the sentences of a chain of thought); adding one is one function plus an entry in :data:`TASKS` (and a record
 schema in :data:`attribkit.dataset.records.SCHEMAS`).
 """
 
@@ -27,9 +27,16 @@ import numpy as np
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.errors import AttribkitError, InputError
-from attribkit.dataset.records import SKIMAGE, Record, read_records, skimage_loader
+from attribkit.dataset.records import (
+    SKIMAGE,
+    Record,
+    read_records,
+    reasoning_trace,
+    skimage_loader,
+)
 from attribkit.tasks.context import DEFAULT_METHOD
 from attribkit.tasks.generation import DEFAULT_METHOD as GENERATION_METHOD
+from attribkit.tasks.reasoning import DEFAULT_METHOD as REASONING_METHOD
 
 __all__ = [
     "BACKENDS",
@@ -160,6 +167,27 @@ def _image_record(
     return attribution, record.inputs(), [], task.cost.model_calls
 
 
+def _reasoning_record(
+    lm: Any,
+    record: Record,
+    *,
+    method: str,
+    units: str,
+    spans: bool,
+    params: Mapping[str, Any],
+) -> tuple[Attribution, dict[str, Any], list[Attribution]]:
+    """The ``reasoning`` task: attribute the record's answer to the sentences of its chain of
+    thought (its text, or its Thought Anchors folder's). No span results."""
+    from attribkit.tasks.reasoning import ReasoningTask
+
+    trace = reasoning_trace(record)
+    task = ReasoningTask(lm, trace)
+    attribution = task.attribute(method, **params)
+    inputs = record.inputs()
+    inputs.update(problem=trace.problem, text=trace.text, answer=task.answer)
+    return attribution, inputs, []
+
+
 #: Dataset tasks by name.
 TASKS: dict[str, DatasetTask] = {
     "context": DatasetTask("context", _context_record, DEFAULT_METHOD),
@@ -180,6 +208,14 @@ TASKS: dict[str, DatasetTask] = {
         units=("patches", "superpixels", "pixels"),
         schema="image",
         image=True,
+    ),
+    "reasoning": DatasetTask(
+        "reasoning",
+        _reasoning_record,
+        REASONING_METHOD,
+        method_kinds=("reasoning", "perturbation"),
+        units=("sentences",),
+        schema="reasoning",
     ),
 }
 
@@ -496,8 +532,9 @@ def run_dataset(
     ``task`` is what a record is (see :mod:`attribkit.dataset.records` for each schema):
     ``"context"`` (a response traced to the sentences or passages of its context; default
     method ``auto``), ``"generation"`` (each generated token traced to the input tokens;
-    default ``integrated_gradients``) or ``"image"`` (an image class traced to image regions;
-    default ``grad_cam``). The whole file is validated first (:func:`read_records`). Records
+    default ``integrated_gradients``), ``"image"`` (an image class traced to image regions;
+    default ``grad_cam``) or ``"reasoning"`` (a final answer traced to the sentences of its
+    chain of thought; default ``forced_answer``). The whole file is validated first (:func:`read_records`). Records
     already stored for ``(dataset, key, method)`` are skipped, so running again resumes an
     interrupted run; each finished record is written at once with its span results (context
     only, ``spans=True``: one per response sentence). ``dataset`` defaults to the file name,
