@@ -8,9 +8,10 @@ nothing fetched from the network) and a JSON API:
   values each filter can take;
 - ``GET /api/runs/{id}`` — one run: summary, parameters, inputs, its Attribution dict, one score
   per unit (``vector``), how to draw it (``view``, from the task kind the Attribution records:
-  ``context``, ``generation``, ``image``; ``features``, ``text`` or ``generic`` for a bare
-  Scorer's result), a generation run's token matrix (``tokens``), an image run's map over its
-  image (``overlay``, a PNG data URL), its stored span results, the character ranges of its
+  ``context``, ``generation``, ``image``, ``reasoning``; ``features``, ``text`` or ``generic``
+  for a bare Scorer's result), a generation run's token matrix (``tokens``), an image run's map
+  over its image (``overlay``, a PNG data URL), a reasoning run's problem, answer and
+  sentence×sentence matrix (``reasoning``), its stored span results, the character ranges of its
   response's sentences, and the other runs on the same input (to compare with);
 - ``POST /api/runs/{id}/span`` ``{"start": s, "end": e}`` — the sources of one span of a context
   run's response: a stored span result when there is one, else (with a live model) computed,
@@ -133,7 +134,9 @@ def unit_vector(data: dict[str, Any]) -> list[float | None]:
 def view_kind(run: StoredRun) -> str:
     """How the page draws a run, decided by the task kind its Attribution records:
     ``context`` (the response traced to its context, with span queries), ``generation`` (a
-    token heat map), ``image`` (the map over the image); for a bare Scorer's result (no task)
+    token heat map), ``image`` (the map over the image), ``reasoning`` (the problem, the chain
+    of thought shaded by sentence, the answer and, when the method gives one, the
+    sentence×sentence matrix); for a bare Scorer's result (no task)
     by its units: ``features`` (signed bars), ``image`` (image units over the stored picture),
     ``text`` (text units over their text); else ``generic`` (a ranked list)."""
     data = run.data
@@ -151,6 +154,8 @@ def view_kind(run: StoredRun) -> str:
         return "generation" if units else "generic"
     if task == "image":
         return "image" if image else "generic"
+    if task == "reasoning":
+        return "reasoning" if text and has_ranges else "generic"
     if units and all("box" in u for u in units) and image:
         return "image"
     if inp.get("kind") == "features" or (
@@ -203,13 +208,47 @@ def overlay_png(run: StoredRun) -> str | None:
     return png_data_url(overlay(picture, a.image_map))
 
 
+def _finite(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+def reasoning_payload(data: dict[str, Any]) -> dict[str, Any]:
+    """A reasoning run's ``problem``, ``answer`` and ``matrix`` (the method's
+    sentence×sentence ``extras["matrix"]``, rows × columns, None where a cell has no value; None
+    when the method gives no N×N matrix)."""
+    inp = data.get("input") or {}
+    target = data.get("target") if isinstance(data.get("target"), dict) else {}
+    n = len(data.get("units") or [])
+    raw = (data.get("extras") or {}).get("matrix")
+    matrix = None
+    if (
+        isinstance(raw, list)
+        and len(raw) == n
+        and all(isinstance(row, list) and len(row) == n for row in raw)
+    ):
+        matrix = [[_finite(v) for v in row] for row in raw]
+    problem = target.get("problem", inp.get("problem"))
+    answer = target.get("answer")
+    return {
+        "problem": None if problem is None else str(problem),
+        "answer": None if answer is None else str(answer),
+        "matrix": matrix,
+    }
+
+
 def _view_payload(run: StoredRun, view: str) -> dict[str, Any]:
     """What a view needs beyond the Attribution dict: a generation run's token matrix, an
-    image run's overlay."""
+    image run's overlay, a reasoning run's problem, answer and matrix."""
     if view == "generation":
         return {"tokens": token_matrix(run.data)}
     if view == "image":
         return {"overlay": overlay_png(run)}
+    if view == "reasoning":
+        return {"reasoning": reasoning_payload(run.data)}
     return {}
 
 
@@ -222,6 +261,7 @@ def _input_key(data: dict[str, Any]) -> str:
         inp["query"] = target.get("query")
         inp["response"] = target.get("response")
         inp["class"] = target.get("class")
+        inp["answer"] = target.get("answer")  # a reasoning run's answer
     labels = [u.get("label") for u in data.get("units") or []]
     blob = json.dumps([inp, labels], sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -633,6 +673,7 @@ __all__ = [
     "Viewer",
     "create_app",
     "overlay_png",
+    "reasoning_payload",
     "serve",
     "token_matrix",
     "unit_vector",

@@ -3,7 +3,9 @@
 One view per task kind, like the viewer's: a context result as its context with each unit
 shaded by its score (query and response above it); a generation result as a token heat map
 (one row per generated token, one column per input token, blank where a row cannot see the
-column); an image result as its map over the image beside the image; a bare Scorer's result
+column); an image result as its map over the image beside the image; a reasoning result as
+its problem, its chain of thought shaded by sentence, its answer and, when the method gives one
+(``extras["matrix"]``), the sentence×sentence matrix as a heat map grid; a bare Scorer's result
 over features (task None) as signed horizontal bars; anything else as its text with shaded units,
 or a ranked table. Inline styles only, no script; every piece of text (tokens, labels, the
 prompt, the response, the target, the method) is escaped with ``html.escape(..., quote=True)``.
@@ -190,6 +192,49 @@ def _token_map(att: Attribution) -> str:
     )
 
 
+def _sentence_matrix(att: Attribution) -> str | None:
+    """A reasoning result's ``extras["matrix"]`` (N×N, None = no value) as a heat map grid of
+    sentence numbers (their text in the titles); None when there is no N×N matrix."""
+    raw = att.extras.get("matrix")
+    n = len(att)
+    if not isinstance(raw, list | tuple | np.ndarray) or len(raw) != n:
+        return None
+    try:
+        m = np.array([[np.nan if x is None else float(x) for x in row] for row in raw])
+    except (TypeError, ValueError):
+        return None
+    if m.shape != (n, n):
+        return None
+    scale = _scale(m)
+    cell = "min-width:1.4em;height:1.4em;padding:0;border-radius:2px"
+    th = f"{_MONO};font-weight:400;color:#444"
+    head = "".join(
+        f'<th style="{th}" title="{_e(f"#{j}: {u.label}")}">#{j}</th>'
+        for j, u in enumerate(att.units)
+    )
+    body = []
+    for i, u in enumerate(att.units):
+        cells = "".join(
+            f'<td style="{cell};background:{_colour(float(x), scale, 0.85)}" '
+            f'title="{_e(f"#{i} ← #{j}: {_fmt(float(x))}")}"></td>'
+            if math.isfinite(x)
+            else f'<td style="{cell}"></td>'
+            for j, x in enumerate(m[i])
+        )
+        body.append(
+            f'<tr><th style="{th};text-align:right;padding-right:.5em" '
+            f'title="{_e(u.label)}">#{i}</th>{cells}</tr>'
+        )
+    return (
+        '<div style="margin-top:.4em"><b>Sentence × sentence</b> '
+        '<span style="color:#6a737d">(row: the sentence affected; column: the sentence removed '
+        "or suppressed; blank: no value)</span></div>"
+        '<div style="overflow:auto;max-height:32em;margin-top:.2em">'
+        '<table style="border-collapse:separate;border-spacing:1px;font-size:.85em">'
+        f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
 def _image(att: Attribution) -> str | None:
     """The map over the image beside the image (PNG data URLs), or None without both."""
     from attribkit.core.errors import InputError
@@ -238,6 +283,14 @@ def notebook_html(attribution: Attribution) -> str:
             if isinstance(target.get(key), str):
                 body.append(_block(key.capitalize(), target[key]))
         body.append(_token_map(att))
+    elif att.task == "reasoning":
+        problem = target.get("problem", att.input.get("problem"))
+        if isinstance(problem, str):
+            body.append(_block("Problem", problem))
+        body.append(_text_units(att, v) or _ranked(att, v))
+        if target.get("answer") is not None:
+            body.append(_block("Answer", str(target["answer"])))
+        body.append(_sentence_matrix(att) or "")
     elif att.task == "image":
         body.append(_image(att) or "")
         body.append(_ranked(att, v, limit=10))

@@ -254,6 +254,32 @@
     return el("div", { class: "token-scroll" }, el("table", { class: "token-map" }, el("thead", {}, head), body));
   }
 
+  // A reasoning run's sentence×sentence matrix (e.g. suppression's M[j][i]: the effect on
+  // sentence j of suppressing sentence i): row and column heads are sentence numbers (their
+  // text in the title), a cell without a value stays blank.
+  function reasoningMatrix(matrix, units) {
+    const scale = matrixScale(matrix);
+    const label = (i) => (units[i] ? String(units[i].label) : "");
+    const head = el(
+      "tr",
+      {},
+      el("th", { class: "corner", scope: "col" }, "sentence ↓ · sentence →"),
+      matrix.map((_, j) => el("th", { class: "tok col", scope: "col", data: { col: String(j) }, title: `#${j}: ${label(j)}` }, `#${j}`))
+    );
+    const body = el("tbody");
+    matrix.forEach((row, i) => {
+      const tr = el("tr", { data: { row: String(i) } }, el("th", { class: "tok row", scope: "row", title: label(i) }, `#${i}`));
+      row.forEach((v, j) => {
+        const td = el("td", { class: "cell", data: { row: String(i), col: String(j) } });
+        shade(td, v, scale, 0.85);
+        td.title = `#${i} ← #${j}: ` + (v === null ? "no value" : fmt(v));
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    return el("div", { class: "token-scroll" }, el("table", { class: "token-map reasoning-matrix" }, el("thead", {}, head), body));
+  }
+
   function generationText(target) {
     const t = target && typeof target === "object" ? target : {};
     return el(
@@ -330,7 +356,7 @@
   function inputView(run, vector, ranking) {
     const a = run.attribution;
     const units = a.units;
-    if (run.view === "context" || run.view === "text") {
+    if (run.view === "context" || run.view === "text" || run.view === "reasoning") {
       const { box, nodes } = textWithUnits(a.input.text, units);
       paintUnits(nodes, vector, ranking);
       return { node: box, paint: (v, r) => paintUnits(nodes, v, r) };
@@ -452,6 +478,25 @@
         el("h2", {}, "Ranked input tokens ", el("span", { class: "hint" }, "summed over the generated tokens")),
         rankList(a.units, run.vector, ranking, 20),
       ];
+    } else if (run.view === "reasoning") {
+      const r = run.reasoning || {};
+      blocks = [
+        el("h2", {}, "Problem"),
+        el("p", { class: "problem" }, r.problem === null || r.problem === undefined ? "" : String(r.problem)),
+        el("h2", {}, "Reasoning ", el("span", { class: "hint" }, "each sentence shaded by its score")),
+        legend(maxAbs(run.vector), "blue lowers the answer's log-probability, orange raises it"),
+        view.node,
+        el("h2", {}, "Answer"),
+        el("p", { class: "answer" }, r.answer === null || r.answer === undefined ? "" : String(r.answer)),
+      ];
+      if (r.matrix) {
+        blocks.push(
+          el("h2", {}, "Sentence × sentence"),
+          legend(matrixScale(r.matrix), "row: the sentence affected; column: the sentence removed or suppressed; blank: no value"),
+          reasoningMatrix(r.matrix, a.units)
+        );
+      }
+      blocks.push(el("h2", {}, "Ranked sentences"), rankList(a.units, run.vector, ranking, 20));
     } else {
       const withMap = run.view === "image" && run.overlay;
       blocks = [
@@ -676,6 +721,9 @@
       el("h1", {}, `${data.a.method} vs ${data.b.method}`),
       target && typeof target === "object" && target.query
         ? el("p", { class: "qa-line" }, el("b", {}, "Query: "), target.query, el("br"), el("b", {}, "Response: "), target.response)
+        : null,
+      target && typeof target === "object" && data.a.view === "reasoning"
+        ? el("p", { class: "qa-line" }, el("b", {}, "Problem: "), String(target.problem), el("br"), el("b", {}, "Answer: "), String(target.answer))
         : null,
       target && typeof target === "object" && target.prompt !== undefined
         ? el("p", { class: "qa-line" }, el("b", {}, "Prompt: "), String(target.prompt), el("br"), el("b", {}, "Response: "), String(target.response))
