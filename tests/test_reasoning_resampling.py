@@ -392,3 +392,23 @@ def test_smollm2_plumbing_and_cost(smollm2):
     assert a.cost.forward_passes == counted.rows
     assert len(a.extras["counterfactual_kl"]) == 6 and len(a.extras["matrix"]) == 6
     json.dumps(a.to_dict(), allow_nan=False)
+
+
+def test_an_openai_compatible_endpoint_as_the_generator(tiny_lm):
+    from attribkit.models.http_lm import OpenAICompatibleLM
+    from test_adapters import serve
+
+    with serve(tiny_lm, delay=0.0) as server:
+        lm = OpenAICompatibleLM(server.url, "tiny")
+        task = toy_reasoning_task(lm=lm)
+        n = len(task.units)
+        before = len(server.requests)
+        a = resampling(task, rollouts=3, max_new_tokens=4, temperature=2.0, extract="last_word")
+        bodies = server.requests[before:]
+    assert len(bodies) == n + 1  # one completions request per position, n rollouts each
+    assert [(b["n"], b["seed"]) for b in bodies] == [(3, i) for i in range(n + 1)]
+    for i, b in enumerate(bodies):  # the raw prompt: no chat format, sentences < i
+        want = task.template.format(problem=task.problem, reasoning=task.prefix_texts()[i].strip())
+        assert b["prompt"] == want
+    assert a.cost.generated_tokens > 0 and a.params["embed"] == "none"
+    assert a.cost.generated_tokens <= (n + 1) * 3 * 4

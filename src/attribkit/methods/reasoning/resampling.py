@@ -147,7 +147,7 @@ def mean_pooled_embedder(lm: Any, batch_size: int = 16) -> Callable[[list[str]],
     counted on ``lm.cost``. The Thought Anchors threshold 0.8 was calibrated for
     all-MiniLM-L6-v2; recalibrate it for this embedder.
     """
-    if not hasattr(lm, "model") or not hasattr(lm, "tokenizer"):
+    if not _is_local(lm):
         raise InputError(
             f"{type(lm).__name__} has no local model to embed with; pass embed=<a function "
             "list[str] -> (n, d) array> or embed=False to skip the counterfactual importance"
@@ -180,6 +180,12 @@ def mean_pooled_embedder(lm: Any, batch_size: int = 16) -> Callable[[list[str]],
         return out
 
     return embed
+
+
+def _is_local(lm: Any) -> bool:
+    """Whether ``lm`` holds a local torch model (a ``LanguageModel``), not just a model name."""
+    model = getattr(lm, "model", None)
+    return isinstance(model, torch.nn.Module) and hasattr(lm, "tokenizer")
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -302,7 +308,7 @@ def resampling(
         raise InputError("extract must be None, a name in EXTRACTORS or a function text -> answer")
     lm = task.lm
     if embed is None:
-        embedder = mean_pooled_embedder(lm) if hasattr(lm, "model") else None
+        embedder = mean_pooled_embedder(lm) if _is_local(lm) else None
         embed_name = "mean_pooled_lm" if embedder is not None else "none"
     elif embed is False:
         embedder, embed_name = None, "none"
