@@ -80,3 +80,31 @@ def test_reasoning_bad_input_exits_2(tmp_path, tiny_model_dir):
         result = runner.invoke(app, ["reasoning", str(good), *model, *extra])
         assert result.exit_code == 2, (extra, result.output)
         assert "error:" in result.output
+
+
+def test_rollouts_and_max_tokens_are_passed_only_when_given(tmp_path, tiny_model_dir, monkeypatch):
+    """--rollouts/--max-tokens reach a method that takes them (as rollouts=/max_new_tokens=),
+    and are left out when not given."""
+    import numpy as np
+
+    from attribkit.core import registry
+    from attribkit.core.cost import measure
+
+    seen: list[dict] = []
+
+    def sampler(task, *, rollouts: int = 7, max_new_tokens: int = 9):
+        seen.append({"rollouts": rollouts, "max_new_tokens": max_new_tokens})
+        with measure(task.meter) as cost:
+            pass
+        params = {"rollouts": rollouts, "max_new_tokens": max_new_tokens}
+        return task.result(np.arange(len(task.units), dtype=float), "toy_sampler", params, cost)
+
+    spec = registry.MethodSpec("toy_sampler", sampler, "reasoning", "0", "a test", {}, False)
+    monkeypatch.setitem(registry._REGISTRY, ("reasoning", "toy_sampler"), spec)
+    base = ["reasoning", str(write_trace(tmp_path)), "--model", str(tiny_model_dir)]
+    base += ["--method", "toy_sampler", "--json"]
+    result = runner.invoke(app, [*base, "--rollouts", "3", "--max-tokens", "16"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["scores"] == [0.0, 1.0, 2.0]
+    assert runner.invoke(app, base).exit_code == 0
+    assert seen == [{"rollouts": 3, "max_new_tokens": 16}, {"rollouts": 7, "max_new_tokens": 9}]
