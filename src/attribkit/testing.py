@@ -54,6 +54,14 @@ TOY_PARAMS: dict[str, dict[str, Any]] = {
     "hybrid": {"heads": [(0, 1), (1, 2)]},
     "smdl": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
     "lima": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
+    # the tiny random model never writes \boxed{}; a hot temperature varies its answers
+    "resampling": {
+        "rollouts": 2,
+        "max_new_tokens": 4,
+        "temperature": 3.0,
+        "top_p": 1.0,
+        "extract": "last_word",
+    },
 }
 
 

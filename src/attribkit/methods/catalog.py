@@ -285,4 +285,11 @@ BUILTIN: tuple[MethodSpec, ...] = (
         cost="N + 1 forward passes over the whole trace (one unmasked, one per sentence with its tokens masked as keys in every layer), batch_size per model call",
         cite="Bogdan, Macar, Nanda & Conmy, 'Thought Anchors: Which LLM Reasoning Steps Matter?', 2025 (attention suppression; here plain mean token KL at temperature 1)",
     ),
+    MethodSpec(
+        "resampling",
+        "attribkit.methods.reasoning.resampling:resampling",
+        "reasoning",
+        cost="(N + 1) batched generate calls of R rollouts: up to (N + 1)·R·max_new_tokens generated tokens (a local LM: R forward passes per decoding step); with the default embedder one forward pass per distinct non-blank sentence (trace and rollouts)",
+        cite="Bogdan, Macar, Nanda & Conmy, 'Thought Anchors: Which LLM Reasoning Steps Matter?', 2025 (resampling and counterfactual importance)",
+    ),
 )
