@@ -8,6 +8,7 @@ import json
 import resource
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +34,9 @@ from attribkit.testing import (
     tiny_language_model,
     toy_reasoning_task,
 )
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "thought_anchors"
+FOLDERS = sorted(DATA.glob("*/*/problem_*")) if DATA.is_dir() else []
 
 OTHER_TRACES = [
     "Two plus three is five. I check it by counting. One, two, three, four, five. Done, it is 5.",
@@ -168,6 +172,10 @@ def test_scores_are_the_mean_vertical_score_of_the_heads():
     )
     again = Attribution.from_dict(json.loads(json.dumps(a.to_dict(), allow_nan=False)))
     assert again.extras == a.extras and a.method == "receiver_heads"
+    # the recorded heads (JSON lists) or a numpy array run the same heads again
+    for given in (again.extras["heads"], np.array(heads)):
+        b = receiver_heads(task, heads=given, proximity=1)
+        np.testing.assert_array_equal(b.scores, a.scores)
 
 
 def test_self_calibration_excludes_layer_0_and_says_it_is_optimistic():
@@ -325,3 +333,20 @@ def test_peak_memory_at_2048_tokens_on_smollm2(smollm2):
     n = len(task.units)
     assert np.isfinite(a.scores[: n - 4]).all() and np.isnan(a.scores[n - 4 :]).all()
     assert smollm2.model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.model
+@pytest.mark.skipif(
+    len(FOLDERS) < 3,
+    reason=f"no Thought Anchors problem folders under {DATA} (../shared is absent)",
+)
+def test_shipped_traces_scored_with_heads_from_the_other_traces_on_smollm2(smollm2):
+    tasks = [ReasoningTask(smollm2, ReasoningTrace.from_folder(f).head(12)) for f in FOLDERS[:3]]
+    before = smollm2.cost.forward_passes
+    heads, table = select_receiver_heads(tasks, exclude=tasks[0])  # the paper's protocol
+    assert smollm2.cost.forward_passes - before == 2
+    assert len(heads) == 20 and all(layer != 0 for layer, _ in heads) and table.shape == (30, 9)
+    a = receiver_heads(tasks[0], heads=heads)
+    assert a.cost.forward_passes == 1 and a.extras["calibration"] == "given heads"
+    assert np.isfinite(a.scores[:8]).all() and np.isnan(a.scores[8:]).all()
+    assert (a.scores[:8] > 0).all()

@@ -312,6 +312,8 @@ def _check_heads(heads: Any, n_layers: int, n_heads: int) -> list[tuple[int, int
         f"this model has {n_layers} layers (0..{n_layers - 1}) of {n_heads} query heads "
         f"(0..{n_heads - 1})"
     )
+    if isinstance(heads, np.ndarray):
+        heads = heads.tolist()
     if isinstance(heads, str) or not isinstance(heads, Sequence) or len(heads) == 0:
         raise InputError(f"heads must be a non-empty list of (layer, head) pairs; {shape}")
     out: list[tuple[int, int]] = []
