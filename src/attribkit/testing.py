@@ -54,6 +54,7 @@ TOY_PARAMS: dict[str, dict[str, Any]] = {
     "hybrid": {"heads": [(0, 1), (1, 2)]},
     "smdl": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
     "lima": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
+    "receiver_heads": {"proximity": 1, "top_k": 2},  # 4 toy sentences, 2 layers
     # the tiny random model never writes \boxed{}; a hot temperature varies its answers
     "resampling": {
         "rollouts": 2,

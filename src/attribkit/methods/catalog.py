@@ -292,4 +292,11 @@ BUILTIN: tuple[MethodSpec, ...] = (
         cost="(N + 1) batched generate calls of R rollouts: up to (N + 1)·R·max_new_tokens generated tokens (a local LM: R forward passes per decoding step); with the default embedder one forward pass per distinct non-blank sentence (trace and rollouts)",
         cite="Bogdan, Macar, Nanda & Conmy, 'Thought Anchors: Which LLM Reasoning Steps Matter?', 2025 (resampling and counterfactual importance)",
     ),
+    MethodSpec(
+        "receiver_heads",
+        "attribkit.methods.reasoning.receiver_heads:receiver_heads",
+        "reasoning",
+        cost="1 forward pass over the trace with eager attention (each layer's attention reduced to sentence blocks inside a hook; stops after the last layer of the given heads)",
+        cite="Bogdan, Macar, Nanda & Conmy, 'Thought Anchors: Which LLM Reasoning Steps Matter?', 2025 (receiver heads: vertical scores over sentences >= 4 later, top-20 heads by kurtosis, layer 0 excluded)",
+    ),
 )
