@@ -154,7 +154,8 @@ def test_browser_shows_a_hostile_trace_as_text(reasoning_store, results):
                 n * (n - 1) // 2
             )
             # the forced-answer run: no matrix
-            page.goto(f"{server.url}#/run/{ids['forced']}")
+            page.goto(f"{server.url}#/run/{ids['forced']}")  # a hash change: wait for the page
+            page.wait_for_selector("h1:has-text('forced_answer')")
             page.wait_for_selector(".view-reasoning .unit[data-unit]")
             assert page.locator("table.reasoning-matrix").count() == 0
             assert page.locator(".view-reasoning .problem").inner_text() == PROBLEM
