@@ -27,6 +27,7 @@ from attribkit.core.scorer import Scorer
 from attribkit.core.segment import sentence_spans
 from attribkit.core.task import Task
 from attribkit.core.units import TextUnits
+from attribkit.tasks.prompt_scores import PromptLogprobs, lm_meter
 
 PROMPT_TEMPLATE = "Context: {context}\n\nQuery: {query}"
 DEFAULT_METHOD = "auto"
@@ -139,7 +140,7 @@ class ContextTask(Task):
         batch_size: int = 8,
     ) -> None:
         self.lm, self.template, self.batch_size = lm, template, batch_size
-        self._meter = lm if isinstance(getattr(lm, "cost", None), Cost) else CostMeter()
+        self._meter = lm_meter(lm)
         self.units = context_units(context, units)
         if not isinstance(query, str) or not query.strip():
             raise InputError("the query is empty: give the question the response answers")
@@ -155,8 +156,8 @@ class ContextTask(Task):
         self._check_window(response)
         self.span = resolve_span(response, span)
         self._span_mask: np.ndarray | None = None
-        self._cache: dict[str, np.ndarray] = {}
-        self._reference_set = False
+        # one pass over the full prompt: its key-value cache serves every masked prompt's prefix
+        self._scores = PromptLogprobs(lm, response, self.prompt(), self._meter)
 
     kind = "context"
 
@@ -252,28 +253,7 @@ class ContextTask(Task):
 
         Costs one forward pass per prompt not seen before by this task.
         """
-        todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        if todo:
-            kwargs: dict[str, Any] = {}
-            if hasattr(self.lm, "set_reference"):
-                if not self._reference_set:
-                    # One pass over the full prompt: its key-value cache serves every masked
-                    # prompt's shared prefix, and its log-probabilities are the full prompt's.
-                    full = self.lm.set_reference(self.prompt(), self.response)
-                    self._reference_set = True
-                    if self._meter is not self.lm:  # an LM without a meter: count here
-                        self._meter.cost.forward_passes += 1
-                        self._meter.cost.batches += 1
-                    if full is not None:
-                        self._cache[self.prompt()] = np.asarray(full, dtype=float)
-                        todo = [p for p in todo if p != self.prompt()]
-                kwargs["reuse_prefix"] = True
-            values = self.lm.token_logprobs(todo, self.response, **kwargs) if todo else []
-            if todo and self._meter is not self.lm:  # an LM without a meter: count here
-                self._meter.cost.forward_passes += len(todo)
-                self._meter.cost.batches += 1
-            self._cache.update(zip(todo, (np.asarray(v, dtype=float) for v in values), strict=True))
-        return [self._cache[p] for p in prompts]
+        return self._scores(prompts)
 
     def values(self, contexts: Sequence[str], value: Value = "logprob") -> np.ndarray:
         """The target value after each composed context: summed log-probability of the span

@@ -31,6 +31,7 @@ from attribkit.core.registry import attribute
 from attribkit.core.scorer import Scorer
 from attribkit.core.task import Task
 from attribkit.core.units import TextUnits
+from attribkit.tasks.prompt_scores import PromptLogprobs, lm_meter
 
 __all__ = [
     "ANSWER_CUE",
@@ -348,11 +349,12 @@ class ReasoningTask(Task):
         self.answer = _non_empty(answer, "answer", "pass the final answer to explain")
         self.lm, self.trace, self.cue, self.template = lm, trace, cue, template
         self.reuse_prefix, self.batch_size = reuse_prefix, batch_size
-        self._meter = lm if isinstance(getattr(lm, "cost", None), Cost) else CostMeter()
+        self._meter = lm_meter(lm)
         self.units: TextUnits = trace.units
-        self._cache: dict[str, np.ndarray] = {}
-        self._reference_set = False
         self._check_window()
+        self._scores = PromptLogprobs(
+            lm, self.answer, self.prompt(), self._meter, reuse_prefix=reuse_prefix, chat=False
+        )
 
     @property
     def meter(self) -> CostMeter:
@@ -426,35 +428,13 @@ class ReasoningTask(Task):
             )
 
     # --- values ---------------------------------------------------------------------------------
-    def _count(self, passes: int) -> None:
-        if self._meter is not self.lm:  # an LM without a meter: count here
-            self._meter.cost.forward_passes += passes
-            self._meter.cost.batches += 1
-
     def token_logprobs(self, prompts: Sequence[str]) -> list[np.ndarray]:
         """Per-token log-probabilities of the answer after each raw prompt, cached per prompt.
 
         Costs one forward pass per prompt not seen before by this task; with a local LM (and
         ``reuse_prefix``) the first costs a full pass over the full prompt, whose key-value cache
         is kept, and each later one runs only the tokens after its common prefix with it."""
-        todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        if not todo:
-            return [self._cache[p] for p in prompts]
-        kwargs: dict[str, Any] = {}
-        if self.reuse_prefix and hasattr(self.lm, "set_reference"):
-            if not self._reference_set:
-                full = self.lm.set_reference(self.prompt(), self.answer, chat=False)
-                self._reference_set = True
-                self._count(1)
-                if full is not None:
-                    self._cache[self.prompt()] = np.asarray(full, dtype=float)
-                    todo = [p for p in todo if p != self.prompt()]
-            kwargs["reuse_prefix"] = True
-        if todo:
-            values = self.lm.token_logprobs(todo, self.answer, chat=False, **kwargs)
-            self._count(len(todo))
-            self._cache.update(zip(todo, (np.asarray(v, dtype=float) for v in values), strict=True))
-        return [self._cache[p] for p in prompts]
+        return self._scores(prompts)
 
     def values(self, reasonings: Sequence[str]) -> np.ndarray:
         """log p(answer | prompt) for each kept text (composed by the units): one per text."""
