@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from attribkit.core.scorer import Scorer
+
+
+@contextmanager
+def progress_bar(
+    description: str, total: int | None = None, show: bool = True
+) -> Iterator[Callable[[int], None]]:
+    """A transient bar; yields ``advance(k)``. With ``show=False`` nothing is drawn and
+    ``advance`` does nothing."""
+    if not show:
+        yield lambda k: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda k: bar.advance(task, k)
 
 
 @contextmanager
@@ -18,17 +38,10 @@ def scorer_progress(scorer: Scorer, description: str, total: int | None = None) 
     The scorer's own progress callback, if any, still runs.
     """
     previous = scorer.progress
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=total)
+    with progress_bar(description, total) as bar:
 
         def advance(k: int) -> None:
-            bar.advance(task, k)
+            bar(k)
             if previous is not None:
                 previous(k)
 

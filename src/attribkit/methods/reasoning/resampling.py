@@ -16,8 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import InputError, ScorerError
+from attribkit.core.progress import progress_bar
 from attribkit.core.registry import check_units
 from attribkit.tasks.reasoning import thought_anchor_spans
 
@@ -194,31 +194,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 # --- the method -------------------------------------------------------------------------------
-@contextmanager
-def _bar(show: bool, total: int) -> Iterator[Callable[[], None]]:
-    """A transient rich bar over positions (the style of attribkit.core.progress)."""
-    if not show:
-        yield lambda: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-    ) as bar:
-        job = bar.add_task("resampling sentences", total=total)
-        yield lambda: bar.advance(job, 1)
-
-
 def _nan_to_none(values: Sequence[float]) -> list[float | None]:
     return [None if v is None or math.isnan(v) else float(v) for v in values]
 
@@ -331,7 +306,7 @@ def resampling(
     kept = task.prefix_texts()  # kept[i] = sentences 0..i-1
     with measure(task.meter) as cost:
         texts: list[list[str]] = []
-        with _bar(progress, n + 1) as advance:
+        with progress_bar("resampling sentences", n + 1, show=progress) as advance:
             for i in range(n + 1):
                 prompt = task.template.format(problem=task.problem, reasoning=kept[i].strip())
                 texts.append(
@@ -345,7 +320,7 @@ def resampling(
                         top_p=top_p,
                     )
                 )
-                advance()
+                advance(1)
         answers = [[normalize_answer(extractor(t)) for t in row] for row in texts]
         answered = [sum(bool(a) for a in row) for row in answers]
         if not any(answered):
