@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from attribkit.core.jsonio import to_json
+
+if TYPE_CHECKING:
+    from attribkit.core.attribution import Attribution
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="git blame for model outputs.")
 console = Console()
@@ -133,8 +140,6 @@ def context_command(
     """Which sentences or passages of a context made the model give its response?"""
     import json
 
-    import numpy as np
-
     from attribkit.core.cost import Budget
     from attribkit.core.errors import AttribkitError
     from attribkit.models import load
@@ -167,21 +172,12 @@ def context_command(
     if html is not None:
         save_html(attribution, html)
     if as_json:
-        scores = [None if np.isnan(s) else float(s) for s in attribution.vector]
         out = {
             "response": task.response,
             "query": query,
             "span": None if task.span is None else task.response[task.span[0] : task.span[1]],
             "model": model,
-            "method": attribution.method,
-            "units": [
-                {"index": u.index, "text": u.label, "start": u.start, "end": u.end}
-                for u in attribution.units
-            ],
-            "scores": scores,
-            "ranking": [int(i) for i in attribution.ranking],
-            "model_calls": attribution.cost.model_calls,
-            "seconds": round(attribution.cost.seconds, 4),
+            **attribution_json(attribution),
         }
         typer.echo(json.dumps(out, ensure_ascii=False))
         return
@@ -696,30 +692,33 @@ def read_reasoning_input(path: Path, answer: str | None = None) -> object:
     )
 
 
-def reasoning_json(attribution: object, model: str) -> dict[str, object]:
-    """The one JSON object ``attribkit reasoning --json`` prints for ``attribution``."""
-    import numpy as np
-
-    a = attribution
-    out: dict[str, object] = {
-        "problem": a.target.get("problem"),  # type: ignore[attr-defined]
-        "answer": a.target.get("answer"),  # type: ignore[attr-defined]
-        "model": model,
-        "method": a.method,  # type: ignore[attr-defined]
+def attribution_json(attribution: Attribution) -> dict[str, object]:
+    """The fields every ``--json`` output shares: ``method``, ``units`` ({index, text, start,
+    end}), ``scores`` (one per unit, null = unscored), ``ranking``, ``model_calls``, ``seconds``."""
+    return {
+        "method": attribution.method,
         "units": [
             {"index": u.index, "text": u.label, "start": u.start, "end": u.end}
-            for u in a.units  # type: ignore[attr-defined]
+            for u in attribution.units
         ],
-        "scores": [None if np.isnan(s) else float(s) for s in a.vector],  # type: ignore[attr-defined]
-        "ranking": [int(i) for i in a.ranking],  # type: ignore[attr-defined]
-        "model_calls": a.cost.model_calls,  # type: ignore[attr-defined]
-        "seconds": round(a.cost.seconds, 4),  # type: ignore[attr-defined]
+        "scores": to_json(attribution.vector),
+        "ranking": [int(i) for i in attribution.ranking],
+        "model_calls": attribution.cost.model_calls,
+        "seconds": round(attribution.cost.seconds, 4),
     }
-    matrix = a.extras.get("matrix")  # type: ignore[attr-defined]
+
+
+def reasoning_json(attribution: Attribution, model: str) -> dict[str, object]:
+    """The one JSON object ``attribkit reasoning --json`` prints for ``attribution``."""
+    out: dict[str, object] = {
+        "problem": attribution.target.get("problem"),
+        "answer": attribution.target.get("answer"),
+        "model": model,
+        **attribution_json(attribution),
+    }
+    matrix = attribution.extras.get("matrix")
     if matrix is not None:
-        out["matrix"] = [
-            [None if v is None or not np.isfinite(v) else float(v) for v in row] for row in matrix
-        ]
+        out["matrix"] = to_json(np.asarray(matrix, dtype=float))
     return out
 
 
