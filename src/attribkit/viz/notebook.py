@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -152,6 +153,26 @@ def _ranked(att: Attribution, v: np.ndarray, limit: int = MAX_ROWS) -> str:
     return _bars(att, v, att.ranking, values=False, limit=limit)
 
 
+_CELL = "min-width:1.4em;height:1.4em;padding:0;border-radius:2px"
+
+
+def _grid_rows(m: np.ndarray, row_heads: list[str], title: Callable[[int, int, float], str]) -> str:
+    """Table rows of a heat map: each row's ready header cell, then one coloured cell per
+    value (its ``title(i, j, value)`` escaped), blank where the value is not finite."""
+    scale = _scale(m)
+    rows = []
+    for i, head in enumerate(row_heads):
+        cells = "".join(
+            f'<td style="{_CELL};background:{_colour(float(x), scale, 0.85)}" '
+            f'title="{_e(title(i, j, float(x)))}"></td>'
+            if math.isfinite(x)
+            else f'<td style="{_CELL}"></td>'
+            for j, x in enumerate(m[i])
+        )
+        rows.append(f"<tr>{head}{cells}</tr>")
+    return "".join(rows)
+
+
 def _token_map(att: Attribution) -> str:
     """Rows = generated tokens, columns = input tokens; blank cells for unscored pairs."""
     scores = np.asarray(att.scores, dtype=float)
@@ -161,8 +182,6 @@ def _token_map(att: Attribution) -> str:
     rows = [str(x) for x in target.get("row_labels") or []]
     if len(rows) != scores.shape[0]:
         rows = ["all rows"] if scores.shape[0] == 1 else [f"row {i}" for i in range(len(scores))]
-    scale = _scale(scores)
-    cell = "min-width:1.4em;height:1.4em;padding:0;border-radius:2px"
     head = "".join(
         f'<th style="writing-mode:vertical-rl;white-space:pre;{_MONO};font-weight:400;'
         "vertical-align:bottom;max-height:8em;overflow:hidden;padding:.1em 0;"
@@ -170,25 +189,21 @@ def _token_map(att: Attribution) -> str:
         f'title="{_e(f"input token #{j}")}">{_e(u.label)}</th>'
         for j, u in enumerate(att.units)
     )
-    body = []
-    for i, label in enumerate(rows):
-        cells = "".join(
-            f'<td style="{cell};background:{_colour(float(x), scale, 0.85)}" '
-            f'title="{_e(f"{label} ← {att.units[j].label}: {_fmt(float(x))}")}"></td>'
-            if math.isfinite(x)
-            else f'<td style="{cell}"></td>'
-            for j, x in enumerate(scores[i])
-        )
-        body.append(
-            f'<tr><th style="text-align:right;white-space:pre;{_MONO};font-weight:400;'
-            f'padding-right:.5em">{_e(label)}</th>{cells}</tr>'
-        )
+    body = _grid_rows(
+        scores,
+        [
+            f'<th style="text-align:right;white-space:pre;{_MONO};font-weight:400;'
+            f'padding-right:.5em">{_e(label)}</th>'
+            for label in rows
+        ],
+        lambda i, j, x: f"{rows[i]} ← {att.units[j].label}: {_fmt(x)}",
+    )
     return (
         '<div style="overflow:auto;max-height:32em;margin-top:.4em">'
         '<table style="border-collapse:separate;border-spacing:1px;font-size:.85em">'
         f'<thead><tr><th style="color:#6a737d;font-weight:400;text-align:right;'
         f'vertical-align:bottom;padding-right:.5em">generated ↓ · input →</th>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
+        f"<tbody>{body}</tbody></table></div>"
     )
 
 
@@ -205,33 +220,26 @@ def _sentence_matrix(att: Attribution) -> str | None:
         return None
     if m.shape != (n, n):
         return None
-    scale = _scale(m)
-    cell = "min-width:1.4em;height:1.4em;padding:0;border-radius:2px"
     th = f"{_MONO};font-weight:400;color:#444"
     head = "".join(
         f'<th style="{th}" title="{_e(f"#{j}: {u.label}")}">#{j}</th>'
         for j, u in enumerate(att.units)
     )
-    body = []
-    for i, u in enumerate(att.units):
-        cells = "".join(
-            f'<td style="{cell};background:{_colour(float(x), scale, 0.85)}" '
-            f'title="{_e(f"#{i} ← #{j}: {_fmt(float(x))}")}"></td>'
-            if math.isfinite(x)
-            else f'<td style="{cell}"></td>'
-            for j, x in enumerate(m[i])
-        )
-        body.append(
-            f'<tr><th style="{th};text-align:right;padding-right:.5em" '
-            f'title="{_e(u.label)}">#{i}</th>{cells}</tr>'
-        )
+    body = _grid_rows(
+        m,
+        [
+            f'<th style="{th};text-align:right;padding-right:.5em" title="{_e(u.label)}">#{i}</th>'
+            for i, u in enumerate(att.units)
+        ],
+        lambda i, j, x: f"#{i} ← #{j}: {_fmt(x)}",
+    )
     return (
         '<div style="margin-top:.4em"><b>Sentence × sentence</b> '
         '<span style="color:#6a737d">(row: the sentence affected; column: the sentence removed '
         "or suppressed; blank: no value)</span></div>"
         '<div style="overflow:auto;max-height:32em;margin-top:.2em">'
         '<table style="border-collapse:separate;border-spacing:1px;font-size:.85em">'
-        f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        f"<thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table></div>"
     )
 
 
