@@ -337,6 +337,80 @@ def select_heads_command(
         say(f"wrote {out}")
 
 
+@app.command("train-heads")
+def train_heads_command(
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        help="Cases, JSONL in the schema of context_qa/dev.jsonl (meta.split=val: validation).",
+    ),
+    out: Path = typer.Option(..., "--out", help="Where to write the heads file (JSON)."),
+    model: str = typer.Option("smollm2", "--model", help="Model name or local path."),
+    max_examples: int = typer.Option(0, "--max-examples", help="Use the first N cases (0: all)."),
+    cache: Path = typer.Option(
+        Path("~/.cache/attribkit/head_training"),
+        "--cache",
+        help="Folder of the per-case features and LOO targets (refits cost no model calls).",
+    ),
+    objectives: str = typer.Option(
+        "pearson,listwise", "--objectives", help="Fitting objectives to try, comma-separated."
+    ),
+    n_heads: str = typer.Option(
+        "8,16,24,32", "--n-heads", help="How many heads to keep: candidates, comma-separated."
+    ),
+    steps: int = typer.Option(1000, "--steps", help="Adam steps per fit."),
+    threads: int = typer.Option(0, "--threads", help="Torch threads (0: leave as is)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
+) -> None:
+    """Learn the attention-head weights of `attention_heads` on real QA cases (AT2: leave-one-out
+    targets, non-negative L1-normalised weights) and write the heads file (the format of
+    attribkit/data/heads/<model>.json). Costs 1 + (n + 1) passes per uncached case."""
+    from attribkit.core.errors import AttribkitError, InputError
+    from attribkit.methods.context.head_selection import dumps_heads
+    from attribkit.methods.context.head_training import read_cases, train_heads
+    from attribkit.methods.context.heads import load_heads
+    from attribkit.models import load
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    say = None if quiet else (lambda message: typer.echo(message, err=True))
+    try:
+        grid = [int(k) for k in n_heads.split(",") if k.strip()]
+        objs = [o.strip() for o in objectives.split(",") if o.strip()]
+        cases = read_cases(data, max_examples or None)
+        lm = load(model)
+        baselines = {}
+        try:
+            synthetic = load_heads(lm, variant="synthetic")
+            baselines["synthetic_heads"] = (synthetic["heads"], synthetic["weights"])
+        except InputError:
+            pass
+        spec = train_heads(
+            lm,
+            cases,
+            model_name=model,
+            data_name=str(data),
+            cache_dir=cache.expanduser() / model.replace("/", "_"),
+            objectives=objs,
+            n_heads_grid=grid,
+            steps=steps,
+            baselines=baselines,
+            log=say,
+        )
+    except (AttribkitError, ValueError) as e:
+        raise _fail(e) from None
+    spec["selection"]["command"] = (
+        f"attribkit train-heads --data {data} --out {out} --model {model}"
+        + (f" --max-examples {max_examples}" if max_examples else "")
+        + f" --objectives {','.join(objs)} --n-heads {','.join(map(str, grid))} --steps {steps}"
+    )
+    out.write_text(dumps_heads(spec), encoding="utf-8")
+    if say is not None:
+        say(f"wrote {out}")
+
+
 def _fail(e: Exception) -> typer.Exit:
     err_console.print(f"[red]error:[/red] {e}", highlight=False)
     return typer.Exit(2)

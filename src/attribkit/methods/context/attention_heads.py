@@ -2,10 +2,12 @@
 Chuang, Mądry, 'Learning to Attribute with Attention', 2025).
 
 One forward pass; each unit's score is a weighted sum, over the heads, of the attention mass the
-target rows put on the unit. The heads are selected per model by
-:func:`~attribkit.methods.context.head_selection.select_heads` and shipped as JSON in
-``attribkit/data/heads/<model>.json``; regenerate SmolLM2's file with
-``attribkit select-heads --model smollm2 --out PATH``.
+target rows put on the unit. The heads and weights ship per model as JSON in
+``attribkit/data/heads/<model>.json``: for SmolLM2 they are learned on real QA data by
+:func:`~attribkit.methods.context.head_training.train_heads` (``attribkit train-heads``; the
+file records the exact command). The heads selected on synthetic template cases by
+:func:`~attribkit.methods.context.head_selection.select_heads` (``attribkit select-heads``) ship
+as the variant ``<model>.synthetic.json``: ``attention_heads(task, heads="synthetic")``.
 """
 
 from __future__ import annotations
@@ -42,22 +44,25 @@ def attention_heads(
     The feature of head ``h`` for unit ``u`` is the attention summed over ``u``'s tokens and
     averaged over the rows that predict the target tokens (the response, or only the span's), as
     in AT2. With ``heads=None`` the heads and weights come from the model's shipped file
-    (:func:`load_heads`; InputError if there is none). ``heads=[(layer, head), ...]`` uses those
-    (``weights`` default to equal, 1/len); ``heads="all"`` averages every layer and head (the
-    naive baseline). Returns an Attribution over the task's units; ``extras["features"]`` holds
-    the per-head unit features. Costs one forward pass.
+    (:func:`load_heads`; InputError if there is none; for SmolLM2 the heads learned on real QA
+    data). ``heads="synthetic"`` (or another shipped variant name) reads the variant file
+    ``<model>.<variant>.json`` (for SmolLM2: the heads selected on synthetic template cases).
+    ``heads=[(layer, head), ...]`` uses those (``weights`` default to equal, 1/len);
+    ``heads="all"`` averages every layer and head (the naive baseline). Returns an Attribution
+    over the task's units; ``extras["features"]`` holds the per-head unit features. Costs one
+    forward pass.
     """
     check_units(task)
     lm = attention_lm(task)
     source = "given"
-    if heads is None:
+    if heads is None or (isinstance(heads, str) and heads != "all"):
         if weights is not None:
             raise InputError("weights= needs heads= (the (layer, head) pairs they weigh)")
-        spec = load_heads(lm)
-        heads, weights, source = spec["heads"], spec["weights"], f"file:{heads_path(lm).name}"
+        variant = None if heads is None else heads
+        spec = load_heads(lm, variant=variant)
+        path = heads_path(lm, variant)
+        heads, weights, source = spec["heads"], spec["weights"], f"file:{path.name}"
     head_list = all_heads(lm) if isinstance(heads, str) and heads == "all" else None
-    if isinstance(heads, str) and head_list is None:
-        raise InputError(f"heads must be None, 'all' or a list of (layer, head), got {heads!r}")
     head_list = head_list or check_heads(lm, heads)  # type: ignore[arg-type]
     if weights is None:
         w = np.full(len(head_list), 1.0 / len(head_list))
