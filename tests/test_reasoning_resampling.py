@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import attribkit as ak
 from attribkit.core.cost import Cost
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.methods.reasoning.resampling import (
@@ -412,3 +413,27 @@ def test_an_openai_compatible_endpoint_as_the_generator(tiny_lm):
         assert b["prompt"] == want
     assert a.cost.generated_tokens > 0 and a.params["embed"] == "none"
     assert a.cost.generated_tokens <= (n + 1) * 3 * 4
+
+
+# --- an endpoint that is down or slow: a clear error, never the key -----------------------------
+def test_unreachable_or_slow_endpoint_is_a_clear_error_without_the_key(tiny_lm):
+    import socket
+
+    from attribkit.models.http_lm import OpenAICompatibleLM
+    from attribkit.testing import TOY_TRACE
+    from test_adapters import serve
+
+    trace = ReasoningTrace("What is 2 + 3?", TOY_TRACE, answer="5")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = OpenAICompatibleLM(f"http://127.0.0.1:{port}", "tiny", api_key="sk-SECRET-123")
+    for method, params in (("resampling", {"rollouts": 2}), ("forced_answer", {})):
+        with pytest.raises(ScorerError, match="connection refused") as err:
+            ak.attribute_reasoning(down, trace, method, **params)
+        assert "sk-SECRET-123" not in str(err.value) + repr(down)
+    with serve(tiny_lm, delay=0.5) as server:
+        slow = OpenAICompatibleLM(server.url, "tiny", api_key="sk-SECRET-123", timeout=0.1)
+        with pytest.raises(ScorerError, match=r"did not answer within 0.1s") as err:
+            ak.attribute_reasoning(slow, trace, "resampling", rollouts=2, max_new_tokens=2)
+        assert "sk-SECRET-123" not in str(err.value)
