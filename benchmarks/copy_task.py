@@ -43,6 +43,13 @@ HELD_OUT = [
     ("Type the word orange.", "Orange", " orange"),
     ("Copy this word: piano", "Piano", " piano"),
 ]
+# Issue 24's form ("Say back the following word and nothing more: <word>"), on which ReAGent once
+# put its largest weight on ":". Not part of the tables above; benchmarks/reagent_vs_inseq.py
+# reports it as its own list. Not used to choose any default.
+ISSUE_FORM = [
+    (f"Say back the following word and nothing more: {w}", w.capitalize(), f" {w}")
+    for w in ("zebra", "lantern", "tiger", "violin")
+]
 METHODS = [
     ("occlusion", {}),
     ("saliency", {}),

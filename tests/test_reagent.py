@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from attribkit.core.errors import InputError
-from attribkit.methods.generation.reagent import lm_top1_replacements, probe_sequences, reagent
+from attribkit.methods.generation.reagent import (
+    _lm_sample_sampler,
+    _uniform_sampler,
+    lm_sample_candidates,
+    lm_top1_replacements,
+    probe_sequences,
+    reagent,
+)
 from attribkit.tasks.generation import GenerationTask
 from attribkit.testing import toy_generation_task, warm_template_cache
 
@@ -86,6 +93,100 @@ def test_lm_top1_never_proposes_the_original_or_special_tokens() -> None:
     assert not set(top1.tolist()) & set(task.lm.tokenizer.all_special_ids)
 
 
+def _vocab(task: GenerationTask) -> int:
+    return min(task.lm.model.get_input_embeddings().num_embeddings, len(task.lm.tokenizer))
+
+
+def test_random_samplers_never_draw_special_original_or_out_of_vocab_ids() -> None:
+    task = toy_generation_task()
+    ids = np.asarray(task.ids)
+    special = set(task.lm.tokenizer.all_special_ids)
+    with torch.no_grad():
+        logits = task.lm.model(input_ids=torch.tensor([task.ids])).logits[0]
+    cand, prob = lm_sample_candidates(task, logits)
+    assert cand.shape[0] == len(ids) and (cand != ids[:, None]).all()
+    np.testing.assert_allclose(prob.sum(1), 1.0)
+    for draw in (_lm_sample_sampler(cand, prob), _uniform_sampler(task)):
+        a = draw(task, np.random.default_rng(0), 64)
+        b = draw(task, np.random.default_rng(0), 64)
+        np.testing.assert_array_equal(a, b)  # seeded
+        assert a.shape == (64, len(ids))
+        assert (a >= 0).all() and (a < _vocab(task)).all()
+        assert not set(a.ravel().tolist()) & special
+        assert (a != ids[None]).mean() > 0.95  # lm_sample: never; uniform: by chance only
+    rng = np.random.default_rng(3)
+    lm_draws = _lm_sample_sampler(cand, prob)(task, np.random.default_rng(1), 64)
+    assert (lm_draws != ids[None]).all()
+    # a fresh draw per probe and position (the tiny model's own distributions are too peaked to
+    # show it: draw from flat candidate probabilities)
+    flat = _lm_sample_sampler(cand, np.full(prob.shape, 1 / prob.shape[1]))
+    for a in (flat(task, np.random.default_rng(2), 64), _uniform_sampler(task)(task, rng, 64)):
+        assert all(len(set(a[:, p])) > 1 for p in range(len(ids)))
+
+
+def _one_update(task: GenerationTask, **kw: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run one update step of one probe per row (no stop check); return the scores, each row's
+    replaced columns (rows × columns) and its probe's drop of the row value, from the model
+    calls recorded."""
+    warm_template_cache(task)
+    rec = _Recorder(task)
+    try:
+        a = reagent(task, n_probes=1, min_steps=5, max_steps=1, sampler="uniform", **kw)
+    finally:
+        rec.handle.remove()
+    original, *probes = rec.seqs  # the original pass, then one probe per row
+    assert len(probes) == task.n_rows
+    pos_unit = np.asarray(task.position_unit)
+    replaced = np.zeros((task.n_rows, task.n_units), bool)
+    for i, probe in enumerate(probes):
+        replaced[i, pos_unit[(probe != original) & (pos_unit >= 0)]] = True
+    with torch.no_grad():
+        f = task.row_values(task.forward_logits(torch.tensor(np.stack([original, *probes]))))
+    f = f.double().numpy()
+    return a.scores, replaced, np.array([(f[0, i], f[1 + i, i]) for i in range(task.n_rows)])
+
+
+def _softmax_of(replaced: np.ndarray, g: float) -> np.ndarray:
+    logit = np.where(replaced, g, -g)
+    return np.exp(logit - logit.max()) / np.exp(logit - logit.max()).sum()
+
+
+def test_importance_update_adds_the_target_drop_to_replaced_and_subtracts_it_from_kept() -> None:
+    task = toy_generation_task()
+    scores, replaced, f = _one_update(task)
+    vis = task.visible()
+    for i in range(task.n_rows):
+        assert replaced[i, vis[i]].any() and (~replaced[i, vis[i]]).any()
+        g = f[i, 0] - f[i, 1]  # delta="value": g(Δ) = the drop of log p(y_t)
+        want = _softmax_of(replaced[i, vis[i]], g)
+        np.testing.assert_allclose(scores[i, vis[i]], want, rtol=1e-5)
+
+
+def test_delta_prob_is_the_papers_probability_drop_through_the_logit() -> None:
+    task = toy_generation_task()
+    scores, replaced, f = _one_update(task, delta="prob")
+    vis = task.visible()
+    for i in range(task.n_rows):
+        d = np.exp(f[i, 0]) - np.exp(f[i, 1])
+        want = _softmax_of(replaced[i, vis[i]], np.log((1 + d) / (1 - d)))
+        np.testing.assert_allclose(scores[i, vis[i]], want, rtol=1e-5)
+    with pytest.raises(InputError):
+        reagent(GenerationTask(task.lm, task.prompt, task.response, target="logit"), delta="prob")
+
+
+def test_stopping_rule_stops_every_probe_at_the_first_check_when_the_target_always_hits() -> None:
+    task = toy_generation_task()
+    v = _vocab(task) + 100  # every token is in the top-k: the first check stops every probe
+    a = reagent(task, n_probes=3, min_steps=2, max_steps=50, top_k=v, sampler="uniform")
+    assert a.extras["steps"] == [2] * task.n_rows
+    assert a.extras["converged"] == [3] * task.n_rows
+    b = reagent(task, n_probes=3, min_steps=0, max_steps=50, top_k=v, sampler="uniform")
+    assert b.extras["steps"] == [0] * task.n_rows  # checked before the first update: uniform
+    vis = task.visible()
+    for i in range(task.n_rows):
+        np.testing.assert_allclose(b.scores[i, vis[i]], 1 / vis[i].sum())
+
+
 def test_cost_counts_every_sequence_and_call() -> None:
     task = toy_generation_task()
     warm_template_cache(task)  # built before counting: the formulas are the method's own passes
@@ -112,7 +213,14 @@ def test_custom_sampler_and_bad_parameters() -> None:
 
     a = reagent(task, sampler=fives, max_steps=3)
     assert a.params["sampler"] == "custom"
-    for bad in ({"ratio": 0.0}, {"n_probes": 0}, {"sampler": "roberta"}, {"max_steps": 0}):
+    bads = (
+        {"ratio": 0.0},
+        {"n_probes": 0},
+        {"sampler": "roberta"},
+        {"max_steps": 0},
+        {"delta": "kl"},
+    )
+    for bad in bads:
         with pytest.raises(InputError):
             reagent(task, **bad)
 

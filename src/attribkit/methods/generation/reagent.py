@@ -4,19 +4,32 @@ Zhao & Shan, 'ReAGent: A Model-agnostic Feature Attribution Method for Generativ
 Models', 2024 (arXiv 2402.00794). For every attributed row (generated token y_t) the inputs are
 the columns that row can see (prompt tokens and earlier generated tokens); chat-template tokens
 are never replaced. Each step replaces a random fraction of a probe's units with replacement
-tokens, measures Δp = p(y_t | x) − p(y_t | x̃) and adds +g(Δp) to the replaced units' logits and
-−g(Δp) to the kept ones (g(Δ) = ln((1+Δ)/(1−Δ))); importance = softmax of the logits. A probe
+tokens, measures the drop Δ of the target and adds +g(Δ) to the replaced units' logits and
+−g(Δ) to the kept ones (g(Δ) = ln((1+Δ)/(1−Δ))); importance = softmax of the logits. A probe
 stops once keeping only its current top-n units (all others replaced) still leaves y_t in the
 model's top-k predictions; the row's scores average the probes that stopped.
 
 Replacement tokens. The paper replaces tokens with RoBERTa predictions; the authors' released
 scripts (and Inseq's port) use a POS-tag sampler (a uniform draw among vocabulary tokens with the
-same NLTK POS tag). Neither works offline here: RoBERTa is a second model to download (and its
-ids are in another vocabulary) and the NLTK tagger is a separate data download. The default
-``"lm_top1"`` is the authors' ``inferential`` sampler with one fix: the explained model's own
-top-1 prediction at each position *excluding the original token* (and special tokens), computed
-once from one forward pass over the original sequence. ``"uniform"`` draws uniform vocabulary ids
-(special ids excluded) afresh for every probe.
+same NLTK POS tag), a fresh random draw for every replacement. Neither works offline here:
+RoBERTa is a second model to download (and its ids are in another vocabulary) and the NLTK tagger
+is a separate data download. The default ``"lm_sample"`` keeps both properties that matter: a
+plausible in-context token (the paper's LM prediction, here the explained model's own prediction
+from the original prefix, computed once from one forward pass) drawn afresh for every replacement
+(the released code's randomness): a draw from the model's top-50 tokens at that position,
+renormalised, the original token and special ids excluded. ``"lm_top1"`` (the default before
+issue 24) is the authors' ``inferential`` sampler with the original token excluded: one fixed
+replacement per position, so a position whose top-1 alternative is a near synonym or raises the
+target is always judged by that one counterfactual. ``"uniform"`` is the authors' uniform
+sampler (special ids excluded).
+
+The drop Δ. The paper and Inseq use the probability drop Δp = p(y_t | x) − p(y_t | x̃)
+(``delta="prob"``). It is bounded above by p(y_t | x), which is small for many rows (0.01–0.2 on
+SmolLM2's copy prompts), while a replacement that *raises* the target can give Δp near −1: the
+rare raises outweigh the drops and the kept tokens of those steps (often punctuation such as
+":") collect the weight. The default ``delta="value"`` uses the drop of the task's own target
+(log p(y_t) by default) through Δ = tanh(Δf/2), so that g(Δ) = Δf, the rule attribkit already
+applied to logit and contrastive targets: a 10× drop and a 1000× drop are told apart.
 """
 
 from __future__ import annotations
@@ -33,7 +46,10 @@ from attribkit.tasks.generation import GenerationTask
 
 # Δ is clipped to ±(1 − CLIP) so that g(Δ) = ln((1+Δ)/(1−Δ)) stays finite (|g| ≤ ~14.5).
 CLIP = 1e-6
-SAMPLERS = ("lm_top1", "uniform")
+DELTAS = ("value", "prob")
+SAMPLERS = ("lm_sample", "lm_top1", "uniform")
+# lm_sample draws among the explained model's SAMPLE_TOP most likely tokens at each position.
+SAMPLE_TOP = 50
 
 # A custom sampler: (task, rng, n) -> (n, positions) int array of replacement ids, one candidate
 # per position for each of n probes (only the entries at replaced positions are used). It must
@@ -65,6 +81,37 @@ def lm_top1_replacements(task: GenerationTask, logits: torch.Tensor) -> np.ndarr
         lg[:, special] = -torch.inf
     lg[torch.arange(len(ids)), ids.clamp(max=lg.shape[1] - 1)] = -torch.inf
     return lg.argmax(-1).cpu().numpy()
+
+
+def lm_sample_candidates(
+    task: GenerationTask, logits: torch.Tensor, top: int = SAMPLE_TOP
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, top) candidate ids and their probabilities (rows sum to 1): at position p
+    the model's ``top`` most likely tokens from the original prefix (logits at p − 1; position
+    0 takes position 0's logits), the original token and special ids excluded, renormalised.
+    ``logits``: (positions, V) of one forward pass over ``task.ids``. No model calls."""
+    ids = torch.tensor(task.ids, device=logits.device)
+    lg = logits.float().clone()
+    lg = torch.cat([lg[:1], lg[:-1]])
+    lg = lg[:, : _vocab_size(task)]
+    special = [i for i in _special_ids(task) if i < lg.shape[1]]
+    if special:
+        lg[:, special] = -torch.inf
+    lg[torch.arange(len(ids)), ids.clamp(max=lg.shape[1] - 1)] = -torch.inf
+    val, idx = lg.topk(min(top, lg.shape[1] - len(special) - 1), dim=-1)
+    return idx.cpu().numpy(), torch.softmax(val.double(), -1).cpu().numpy()
+
+
+def _lm_sample_sampler(cand: np.ndarray, prob: np.ndarray) -> Sampler:
+    cum = np.cumsum(prob, -1)
+    cum[:, -1] = 1.0
+
+    def draw(_task: GenerationTask, rng: np.random.Generator, n: int) -> np.ndarray:
+        u = rng.random((n, len(cand)))
+        k = (cum[None] < u[..., None]).sum(-1)
+        return np.take_along_axis(cand[None].repeat(n, 0), k[..., None], -1)[..., 0]
+
+    return draw
 
 
 def _uniform_sampler(task: GenerationTask) -> Sampler:
@@ -128,7 +175,7 @@ def _softmax(s: np.ndarray) -> np.ndarray:
 def reagent(
     task: GenerationTask,
     *,
-    sampler: str | Sampler = "lm_top1",
+    sampler: str | Sampler = "lm_sample",
     ratio: float = 0.3,
     n_probes: int = 8,
     keep_top: int = 3,
@@ -137,17 +184,18 @@ def reagent(
     max_steps: int = 100,
     batch_size: int = 256,
     seed: int = 0,
+    delta: str = "value",
 ) -> Attribution:
     """ReAGent importance of each visible column for each row (a distribution over the columns
     the row can see, summing to 1; NaN where it cannot see).
 
     Per row: ``n_probes`` probes start from zero logits; each step replaces ``ratio`` of the
-    row's columns (at least one, chosen at random) with ``sampler`` tokens (``"lm_top1"``,
-    ``"uniform"`` or a callable, see :data:`Sampler`) and updates the logits by ±g(Δ),
-    g(Δ) = ln((1+Δ)/(1−Δ)). Δ is the drop of the target probability: exp of the task's value
-    for a log-probability target, the value itself for a probability target, and
-    tanh(Δf/2) of the value's drop Δf for logit or contrastive targets (so g(Δ) = Δf: they are
-    unbounded). From ``min_steps`` on, each step also checks every running probe: keep its
+    row's columns (round(ratio · columns), at least one, chosen at random) with ``sampler``
+    tokens (``"lm_sample"``, ``"lm_top1"``, ``"uniform"`` or a callable, see :data:`Sampler`) and
+    updates the logits by ±g(Δ), g(Δ) = ln((1+Δ)/(1−Δ)). ``delta="value"``: Δ = tanh(Δf/2) of the
+    drop Δf of the task's value (log p(y_t) by default), so g(Δ) = Δf. ``delta="prob"``: the
+    paper's Δ = p(y_t | x) − p(y_t | x̃) (a log-probability or probability target without a foil).
+    From ``min_steps`` on, each step also checks every running probe: keep its
     top-``keep_top`` columns (at most columns − 1), replace all others; the probe stops when the
     generated token is still in the model's top-``top_k`` predictions at that row. ``keep_top=3``
     is the authors' sequence-level setting (their token-level config uses 8, Inseq 5). Rows run
@@ -156,8 +204,9 @@ def reagent(
     stopped. The update and the check of a step share one batched forward over all rows.
 
     ``extras``: ``steps`` (update steps per row), ``converged`` (stopped probes per row),
-    ``sampler``. Costs 1 forward pass (the original sequence, also the lm_top1 replacements) +
-    per step the running probes' updates and checks, batched (see the registration)."""
+    ``sampler``. Costs 1 forward pass (the original sequence, also the lm_sample / lm_top1
+    replacements) + per step the running probes' updates and checks, batched (see the
+    registration)."""
     if not 0.0 < ratio < 1.0:
         raise InputError("ratio must be in (0, 1): the fraction of columns each step replaces")
     for name, v, lo in (
@@ -170,6 +219,13 @@ def reagent(
     ):
         if not isinstance(v, int) or v < lo:
             raise InputError(f"{name} must be an integer ≥ {lo}, got {v!r}")
+    if delta not in DELTAS:
+        raise InputError(f"unknown delta {delta!r}: use one of {DELTAS}")
+    if delta == "prob" and (task.target_kind not in ("logprob", "prob") or task.foil is not None):
+        raise InputError(
+            "delta='prob' needs a log-probability or probability target without a foil; "
+            "use delta='value' for logit or contrastive targets"
+        )
     if isinstance(sampler, str) and sampler not in SAMPLERS:
         raise InputError(f"unknown sampler {sampler!r}: use one of {SAMPLERS} or a callable")
     rng = np.random.default_rng(seed)
@@ -186,7 +242,9 @@ def reagent(
         f0 = task.row_values(logits[None, n_p - 1 : -1])[0].double().cpu().numpy()  # (rows,)
         if not torch.isfinite(logits).all():
             raise ScorerError("the model gave non-finite logits; check the model's weights")
-        if sampler == "lm_top1":
+        if sampler == "lm_sample":
+            draw = _lm_sample_sampler(*lm_sample_candidates(task, logits))
+        elif sampler == "lm_top1":
             top1 = lm_top1_replacements(task, logits)
 
             def draw(_t: GenerationTask, _r: np.random.Generator, n: int) -> np.ndarray:
@@ -197,15 +255,15 @@ def reagent(
         else:
             draw = sampler  # type: ignore[assignment]
 
-        if task.target_kind in ("logprob", "prob") and task.foil is None:
+        if delta == "prob":
             to_p = np.exp if task.target_kind == "logprob" else (lambda v: v)
             p0 = to_p(f0)
 
-            def delta(i: int, f: np.ndarray) -> np.ndarray:
+            def drop(i: int, f: np.ndarray) -> np.ndarray:
                 return p0[i] - to_p(f)
         else:
 
-            def delta(i: int, f: np.ndarray) -> np.ndarray:
+            def drop(i: int, f: np.ndarray) -> np.ndarray:
                 return np.tanh((f0[i] - f) / 2)
 
         units = [np.flatnonzero(vis[i]) for i in range(n_rows)]
@@ -259,7 +317,7 @@ def reagent(
                     pending[i] = info[h]
                     continue
                 run, rep = info
-                g = _g(delta(i, v))[:, None]
+                g = _g(drop(i, v))[:, None]
                 upd = np.where(rep, g, -g) * vis[i][None]
                 newly = pending.get(i, np.zeros(0, int))
                 frozen = np.isin(run, newly)
@@ -287,6 +345,7 @@ def reagent(
         "min_steps": min_steps,
         "max_steps": max_steps,
         "seed": seed,
+        "delta": delta,
     }
     return task.result(
         scores,
