@@ -19,21 +19,28 @@ record with the dev cases, which come from HotpotQA dev and SQuAD 2.0 dev):
   ``f626fe886397c8c6b71fdb453707a1522b5c52dd`` (blob ``62cb4b9d…``): the first 10 articles of
   the official train file (Beyoncé … Solar_energy), 694 paragraphs.
 
-Rebuild (the raw files are read from the fetched bare git directories, or from plain files)::
+Rebuild (the raw files from the fetched bare git directories, or from
+``https://raw.githubusercontent.com/<repo>/<commit>/<file>``)::
 
     git -C /work/.mirror/OSU-NLP-Group+HippoRAG/repo show \\
         3d95d255a8db0c1699b853cfb4fbe5056708162d:data/hotpotqa_train.json > /tmp/hotpot_train.json
     git -C /work/.mirror/PhongNTDo+guide_train_MRC_transformers/repo show \\
         f626fe886397c8c6b71fdb453707a1522b5c52dd:train-v2.0.json > /tmp/squad_train.json
+    # all 280 cases (100 HotpotQA: 70 train + 30 val; 150 + 30 SQuAD)
     .venv/bin/python scripts/context_train_data.py --hotpot /tmp/hotpot_train.json \\
         --squad /tmp/squad_train.json --out /work/cache/context_train.jsonl
+    # exactly the cases the shipped smollm2 heads were fit and validated on
+    .venv/bin/python scripts/context_train_data.py --hotpot /tmp/hotpot_train.json \\
+        --squad /tmp/squad_train.json --only-ids src/attribkit/data/heads/smollm2.json \\
+        --out /work/cache/context_train_used.jsonl
 
 Conversion:
 
 * HotpotQA: each of the question's paragraphs is one passage (its sentences joined as given,
   title dropped). Both gold paragraphs are always kept; distractors are added in a seeded order
-  while the prompt stays within ``--max-tokens`` SmolLM2 tokens (default 1,200, to keep the
-  leave-one-out targets cheap); paragraph order is the record's order. Gold = the
+  while the prompt (chat-formatted, with the answer) stays within ``--max-tokens`` SmolLM2
+  tokens (default 700: about 5 paragraphs and 19 sentences; 1,200 tokens made the
+  leave-one-out targets cost ~70 s per case on the shared CPU); paragraph order is the record's order. Gold = the
   supporting-fact sentences. Records whose gold sentences or answer cannot be kept are dropped
   (yes/no answers are kept: the answer need not occur in the context).
 * SQuAD: answerable questions only; one question per paragraph (seeded choice); the paragraph is
@@ -41,6 +48,9 @@ Conversion:
   answer span.
 * Any record whose question text occurs in ``--dev`` (default
   ``../shared/data/context_qa/dev.jsonl``, when that file exists) is DROPPED.
+* ``--only-ids``: keep only the listed cases (the split is assigned first, so it is unchanged);
+  with the shipped heads file (``--only-ids src/attribkit/data/heads/smollm2.json``) this
+  rebuilds exactly the cases the shipped weights were fit and validated on.
 * Split: HotpotQA records are split by a seeded shuffle (``--hotpot-val`` to validation, the rest
   to training); SQuAD by article (``--squad-val-articles`` to validation) so that validation
   paragraphs share no article with training ones; ``--squad-train`` / ``--squad-val`` cap the
@@ -99,6 +109,15 @@ class PromptLength:
         prompt = PROMPT_TEMPLATE.format(context="\n\n".join(passages), query=query)
         answer_ids = self.lm.tokenizer(answer, add_special_tokens=False)["input_ids"]
         return len(self.lm.prompt_token_spans(prompt)) + len(answer_ids)
+
+
+def read_ids(path: Path) -> set[str]:
+    """Case ids from a text file (one a line) or a heads file (``selection.case_ids``)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        ids = json.loads(text)["selection"]["case_ids"]
+        return {i for split in ids.values() for i in split}
+    return {line.strip() for line in text.splitlines() if line.strip()}
 
 
 def convert_hotpot(
@@ -204,13 +223,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--squad", type=Path, required=True, help="SQuAD train JSON (raw)")
     ap.add_argument("--out", type=Path, default=Path("/work/cache/context_train.jsonl"))
     ap.add_argument("--dev", type=Path, default=DEFAULT_DEV, help="cases whose questions to drop")
-    ap.add_argument("--max-tokens", type=int, default=1200)
+    ap.add_argument("--max-tokens", type=int, default=700)
     ap.add_argument("--hotpot-val", type=int, default=30)
     ap.add_argument("--squad-train", type=int, default=150)
     ap.add_argument("--squad-val", type=int, default=30)
     ap.add_argument("--squad-val-articles", default=DEFAULT_VAL_ARTICLES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="smollm2", help="tokenizer for --max-tokens")
+    ap.add_argument(
+        "--only-ids",
+        type=Path,
+        default=None,
+        help="keep only these case ids (after the split is assigned): a text file of ids, one a "
+        "line, or a heads file whose selection.case_ids lists them (the cases it was fit on)",
+    )
     args = ap.parse_args(argv)
 
     if Path(args.out).resolve().is_relative_to(Path(__file__).resolve().parents[1]):
@@ -244,6 +270,14 @@ def main(argv: list[str] | None = None) -> None:
         for r in rows:
             r["meta"]["split"] = split
     rows = kept_h + s_train + s_val
+    if args.only_ids is not None:
+        wanted = read_ids(args.only_ids)
+        rows = [r for r in rows if r["id"] in wanted]
+        missing = wanted - {r["id"] for r in rows}
+        if missing:
+            raise SystemExit(
+                f"{len(missing)} ids of {args.only_ids} not produced: {sorted(missing)[:3]}"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as f:
         for r in rows:

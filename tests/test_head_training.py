@@ -216,7 +216,8 @@ def test_train_heads_command(tiny_lm, monkeypatch, tmp_path):
     spec = json.loads(text)
     assert len(spec["heads"]) == 2
     assert spec["selection"]["command"].startswith(
-        f"attribkit train-heads --data {data} --out {out} --model tiny --max-examples 3"
+        f"attribkit train-heads --data {data} --out {out} --model tiny --cache {tmp_path / 'cache'} "
+        "--max-examples 3"
     )
     bad = CliRunner().invoke(
         app, ["train-heads", "--data", str(tmp_path / "no.jsonl"), "--out", str(out)]

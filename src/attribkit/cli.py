@@ -195,7 +195,7 @@ def context_command(
 @app.command("methods")
 def methods_command(
     kind: str | None = typer.Option(
-        None, "--kind", help="Only this kind: perturbation, gradient, context, generation, image."
+        None, "--kind", help="Only this kind (perturbation, gradient, context, generation, ...)."
     ),
     as_json: bool = typer.Option(
         False, "--json", help="One JSON list: name, kind, takes, cost, cite, defaults, source."
@@ -219,13 +219,20 @@ def methods_command(
         typer.echo(json.dumps([s.to_dict() for s in specs], ensure_ascii=False, indent=1))
         return
     root = Path(__file__).resolve().parent.parent
-    table = Table("name", "kind", "cost", "paper", "source")
-    for column in (table.columns[0], table.columns[4]):
-        column.no_wrap = True
+    rows = []
     for spec in specs:
         source = Path(spec.source_file)
         shown = source.relative_to(root) if source.is_relative_to(root) else source
-        table.add_row(spec.name, spec.kind, spec.cost, spec.cite, str(shown))
+        rows.append((spec.name, spec.kind, spec.cost, spec.cite, str(shown)))
+    if not console.is_terminal:  # piped: whole fields, one method per block, nothing cut
+        for name, kind_, cost, cite, source in rows:
+            typer.echo(f"{name}  [{kind_}]  {source}\n  cost: {cost}\n  paper: {cite}")
+        return
+    table = Table("name", "kind", "cost", "paper", "source")
+    for column in (table.columns[0], table.columns[4]):
+        column.no_wrap = True
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 
@@ -402,7 +409,7 @@ def train_heads_command(
     except (AttribkitError, ValueError) as e:
         raise _fail(e) from None
     spec["selection"]["command"] = (
-        f"attribkit train-heads --data {data} --out {out} --model {model}"
+        f"attribkit train-heads --data {data} --out {out} --model {model} --cache {cache}"
         + (f" --max-examples {max_examples}" if max_examples else "")
         + f" --objectives {','.join(objs)} --n-heads {','.join(map(str, grid))} --steps {steps}"
     )

@@ -354,6 +354,16 @@ def _by_source(
     return out
 
 
+def _origins(cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct ``meta.origin`` records of the cases (where their raw data came from)."""
+    seen: list[dict[str, Any]] = []
+    for case in cases:
+        origin = case.get("meta", {}).get("origin")
+        if isinstance(origin, dict) and origin not in seen:
+            seen.append(origin)
+    return seen
+
+
 def train_heads(
     lm: Any,
     cases: Sequence[dict[str, Any]],
@@ -492,9 +502,11 @@ def train_heads(
             "steps": steps,
             "temperature": temperature,
             "data": data_name,
+            "data_sources": _origins(cases),
             "n_train": len(train),
             "n_val": len(val),
             "train_by_source": n_src(train),
+            "case_ids": {"train": [ex["id"] for ex in train], "val": [ex["id"] for ex in val]},
             "val_by_source": n_src(val),
             "template": "Context: {context}\n\nQuery: {query}",
             "chat": True,
