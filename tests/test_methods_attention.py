@@ -230,8 +230,14 @@ def test_select_heads_command_writes_the_heads_file(tiny_lm, monkeypatch, tmp_pa
     assert bad.exit_code == 2 and "family:n_sentences" in bad.stderr
 
 
-def test_shipped_smollm2_heads_file():
-    spec = load_heads("smollm2")
+def test_shipped_smollm2_heads_files():
+    learned = load_heads("smollm2")  # the default: weights learned on real QA (train-heads)
+    assert (learned["model"]["num_layers"], learned["model"]["num_heads"]) == (30, 9)
+    w = np.asarray(learned["weights"])
+    assert len(learned["heads"]) == len(w) and (w > 0).all() and abs(w.sum() - 1) < 1e-6
+    assert all(0 <= layer < 30 and 0 <= head < 9 for layer, head in learned["heads"])
+    assert "train-heads" in learned["selection"]["command"]
+    spec = load_heads("smollm2", variant="synthetic")  # selected on template cases
     assert spec["model"]["name"] == "smollm2"
     assert (spec["model"]["num_layers"], spec["model"]["num_heads"]) == (30, 9)
     assert len(spec["heads"]) == len(spec["weights"]) == 8
