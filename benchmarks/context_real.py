@@ -198,15 +198,22 @@ def run_method(lm: Any, case: dict[str, Any], response: str, label: str) -> dict
     """Attribute one case with one method on a fresh task: ranking, passes, seconds."""
     method, params, budget = {**METHODS, **HEAVY}[label]
     task = make_task(lm, case, response)
+    tokens = lm.tokens_processed
     t0 = time.perf_counter()
     attr = task.attribute(method, budget=budget, **params)
     seconds = time.perf_counter() - t0
+    tokens = lm.tokens_processed - tokens
     ranking = [int(i) for i in attr.ranking]
     if "pruned_scores" in attr.extras:
         from attribkit.methods.perturbation.tracllm import full_ranking
 
         ranking = [int(i) for i in full_ranking(attr)]
-    return {"ranking": ranking, "passes": int(attr.cost.forward_passes), "s": seconds}
+    return {
+        "ranking": ranking,
+        "passes": int(attr.cost.forward_passes),
+        "s": seconds,
+        "tokens": tokens / lm.count_tokens(task.prompt(), response),
+    }
 
 
 def has_synthetic_heads(lm: Any) -> bool:
@@ -307,6 +314,50 @@ def run(
     return rows
 
 
+def speed(lm: Any, cases: Sequence[dict[str, Any]], labels: Sequence[str], k: int) -> str:
+    """Cost side by side: the first ``k`` cases of each source, every method of ``labels`` and
+    leave-one-out run back to back on each case in this one process (so they share the
+    machine's load), gold answer as the response. A table of passes, tokens run (in units of
+    the full prompt + response) and seconds per case, and the speed-up over leave-one-out."""
+    got: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    seen: Counter[str] = Counter()
+    for case in cases:
+        seen[case["source"]] += 1
+        if seen[case["source"]] > k:
+            continue
+        for label in dict.fromkeys(["loo", *labels]):
+            got[(case["source"], label)].append(run_method(lm, case, case["answer"], label))
+    out = []
+    for (src, label), runs in got.items():
+        loo = got[(src, "loo")]
+        s, t = (float(np.mean([r[x] for r in runs])) for x in ("s", "tokens"))
+        s0, t0 = (float(np.mean([r[x] for r in loo])) for x in ("s", "tokens"))
+        passes = float(np.mean([r["passes"] for r in runs]))
+        out.append(
+            [
+                src,
+                label,
+                len(runs),
+                f"{passes:.1f}",
+                f"{t:.1f}",
+                f"{s:.2f}",
+                f"{s0 / s:.1f}×",
+                f"{t0 / t:.1f}×",
+            ]
+        )
+    header = [
+        "source",
+        "method",
+        "cases",
+        "passes",
+        "tokens ×prompt",
+        "s/case",
+        "vs LOO (s)",
+        "vs LOO (tokens)",
+    ]
+    return markdown_table(header, out)
+
+
 # --- table ------------------------------------------------------------------------------------
 def table(rows: list[dict[str, Any]]) -> str:
     """One row per (source, response, method): means over cases, with the case count."""
@@ -378,6 +429,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save", type=Path, default=None, help="append rows here (JSONL); resumes")
     ap.add_argument("--load", type=Path, nargs="*", default=[], help="only tabulate these files")
+    ap.add_argument(
+        "--speed", type=int, default=0, help="also time LOO and --methods back to back on K cases"
+    )
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -401,9 +455,14 @@ def main() -> None:
             caps[name] = int(cap)
         responses = args.response.split(",")
         rows = old + run(lm, cases, responses, labels, args.save, old, say, caps)
+        if args.speed:
+            speed_table = speed(lm, cases, [x for x in labels if x not in HEAVY], args.speed)
     print(environment(["attribkit", "torch", "transformers"], args.threads))
     print()
     print(table(rows))
+    if not args.load and args.speed:
+        print()
+        print(speed_table)
 
 
 if __name__ == "__main__":
