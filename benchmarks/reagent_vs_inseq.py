@@ -162,6 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 generation prompts, 1 token")
     parser.add_argument("--gen", type=int, default=20, help="generation prompts (of 20)")
+    parser.add_argument("--lists", default="train,held-out,issue form", help="copy lists to run")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=2, help="greedy response tokens")
@@ -180,6 +181,7 @@ def main() -> None:
     rationalizer = make_inseq(lm, args.inseq_max_steps) if "inseq" in configs else None
     n_gen, n_tok = (4, 1) if args.quick else (args.gen, args.tokens)
     copy_lists = {"train": PROMPTS, "held-out": HELD_OUT, "issue form": ISSUE_FORM}
+    copy_lists = {k: v for k, v in copy_lists.items() if k in args.lists.split(",")}
     items: list[tuple[str, Any, str | None]] = []
     for name, prompts in copy_lists.items():
         for prompt, response, word in prompts:
@@ -194,8 +196,9 @@ def main() -> None:
     for seed in range(args.seeds):
         for cfg in configs:
             out = []
-            for _, task, _ in items:
+            for j, (_, task, _) in enumerate(items):
                 out.append(run_one(cfg, lm, task, seed, rationalizer))
+                print(f"  {cfg} {j + 1}/{len(items)} {out[-1]['seconds']:.0f} s", file=sys.stderr)
             results[cfg].append(out)
             print(f"seed {seed} {cfg}: {sum(o['seconds'] for o in out):.0f} s", file=sys.stderr)
 
