@@ -360,10 +360,22 @@ def speed(lm: Any, cases: Sequence[dict[str, Any]], labels: Sequence[str], k: in
 
 # --- table ------------------------------------------------------------------------------------
 def table(rows: list[dict[str, Any]]) -> str:
-    """One row per (source, response, method): means over cases, with the case count."""
+    """One row per (source, response, method): means over cases, with the case count. Within a
+    (source, response) the methods that ran on most cases are compared on the same cases (those
+    where every one of them ran); methods capped to a few cases (``--caps``) keep theirs."""
+    per: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for r in rows:
+        per[(r["source"], r["response"])][r["method"]].add(r["id"])
+    common = {}
+    for key, methods in per.items():
+        most = max(len(ids) for ids in methods.values())
+        full = [ids for ids in methods.values() if len(ids) > most / 2]
+        common[key] = set.intersection(*full)
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[(r["source"], r["response"], r["method"])].append(r)
+        key = (r["source"], r["response"])
+        if r["id"] in common[key] or len(per[key][r["method"]]) <= len(common[key]) / 2:
+            groups[(*key, r["method"])].append(r)
     loo_s = {
         (src, mode): np.mean([r["s"] for r in g])
         for (src, mode, m), g in groups.items()

@@ -51,9 +51,22 @@ def test_each_context_method_ranks_the_needle_first_on_the_real_model(smollm2, m
         smollm2, CONTEXT, QUERY, response="His favourite colour is teal.", method=method, **params
     )
     assert int(attribution.ranking[0]) == ANSWER_SENTENCE, attribution
-    if method == "auto":
-        assert attribution.params["method"] == "attention_heads"
-        assert attribution.cost.forward_passes == 1
+    if method == "auto":  # 8 sentences: a short context, heads verified by leave-one-out
+        assert attribution.params["method"] == "hybrid"
+        assert attribution.cost.forward_passes <= 6
+
+
+@pytest.mark.model
+def test_auto_reads_the_heads_alone_on_a_long_context(smollm2):
+    from attribkit.methods.context.auto import LONG
+    from attribkit.tasks.context_cases import make_cases
+
+    case = make_cases("needle", LONG + 4, 1, seed=5)[0]
+    task = ak.ContextTask(smollm2, case.text, case.query, case.response, units=case.context)
+    attribution = task.attribute("auto")
+    assert attribution.params["method"] == "attention_heads"
+    assert attribution.cost.forward_passes == 1
+    assert int(attribution.ranking[0]) in case.gold
 
 
 @pytest.mark.model

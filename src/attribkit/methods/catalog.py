@@ -106,8 +106,8 @@ BUILTIN: tuple[MethodSpec, ...] = (
         "auto",
         "attribkit.methods.context.auto:auto",
         "context",
-        cost="1 forward pass when attention heads were selected for the model (attention_heads), else n + 1 (loo)",
-        cite="attribkit's default, chosen by measurement on real questions (benchmarks/context_real.py: HotpotQA and SQuAD with gold evidence): the learned attention heads beat leave-one-out's and word overlap's precision@1 at 1 forward pass",
+        cost="with a heads file for the model: at most 6 forward passes up to 16 units (hybrid), 1 beyond (attention_heads); without one n + 1 (loo)",
+        cite="attribkit's default, chosen by measurement on real questions (benchmarks/context_real.py: HotpotQA and SQuAD with gold evidence): verified heads on short contexts, the learned attention heads alone on long ones",
     ),
     MethodSpec(
         "contextcite",
