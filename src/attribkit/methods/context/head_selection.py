@@ -21,9 +21,8 @@ from attribkit.methods.context.attention_reading import (
     all_heads,
     attention_lm,
     head_unit_features,
-    model_shape,
 )
-from attribkit.methods.context.heads import HEADS_FORMAT, HEADS_VERSION
+from attribkit.methods.context.heads import heads_file_header
 
 __all__ = [
     "DEFAULT_EVAL",
@@ -150,16 +149,8 @@ def select_heads(
     order = np.lexsort((-rr, -hits))  # P@1 first, then MRR
     chosen = [heads[i] for i in order[: min(n_heads, len(heads))]]
     weights = [1.0 / len(chosen)] * len(chosen)
-    shape = model_shape(lm)
     return {
-        "format": HEADS_FORMAT,
-        "version": HEADS_VERSION,
-        "model": {
-            "name": getattr(lm, "name", None),
-            "architecture": type(getattr(lm, "model", lm)).__name__,
-            "num_layers": shape[0] if shape else None,
-            "num_heads": shape[1] if shape else None,
-        },
+        **heads_file_header(lm),
         "heads": [list(h) for h in chosen],
         "weights": weights,
         "selection": {

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from attribkit.core.errors import InputError
-from attribkit.methods.context.attention_reading import all_heads, head_unit_features, model_shape
-from attribkit.methods.context.heads import HEADS_FORMAT, HEADS_VERSION
+from attribkit.methods.context.attention_reading import all_heads, head_unit_features
+from attribkit.methods.context.heads import heads_file_header
 
 __all__ = [
     "OBJECTIVES",
@@ -450,7 +450,6 @@ def train_heads(
     candidates.sort(key=lambda c: c[0], reverse=True)
     _, objective, k, idx, wk, w_full, fit_s, balanced = candidates[0]
     chosen = [heads[i] for i in idx]
-    shape = model_shape(lm)
     uniform = np.full(len(heads), 1.0 / len(heads))
     results = {
         "learned": {"train": _by_source(train, wk, idx), "val": _by_source(val, wk, idx)},
@@ -476,14 +475,7 @@ def train_heads(
         for s in sorted({str(ex.get("source")) for ex in rows})
     }
     return {
-        "format": HEADS_FORMAT,
-        "version": HEADS_VERSION,
-        "model": {
-            "name": getattr(lm, "name", None),
-            "architecture": type(getattr(lm, "model", lm)).__name__,
-            "num_layers": shape[0] if shape else None,
-            "num_heads": shape[1] if shape else None,
-        },
+        **heads_file_header(lm),
         "heads": [list(h) for h in chosen],
         "weights": [float(x) for x in wk],
         "selection": {

@@ -19,7 +19,14 @@ from typing import Any
 from attribkit.core.errors import InputError
 from attribkit.methods.context.attention_reading import model_shape
 
-__all__ = ["HEADS_FORMAT", "HEADS_VERSION", "heads_path", "heads_variants", "load_heads"]
+__all__ = [
+    "HEADS_FORMAT",
+    "HEADS_VERSION",
+    "heads_file_header",
+    "heads_path",
+    "heads_variants",
+    "load_heads",
+]
 
 HEADS_FORMAT = "attribkit.heads"
 HEADS_VERSION = 1
@@ -33,6 +40,22 @@ def _heads_key(name: str) -> str:
 
 def _model_name(model: Any) -> str:
     return model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
+
+
+def heads_file_header(lm: Any) -> dict[str, Any]:
+    """The fields every heads file starts with: format, version and the model's identity (name,
+    architecture, layers, heads per layer) that :func:`load_heads` checks. No model calls."""
+    shape = model_shape(lm)
+    return {
+        "format": HEADS_FORMAT,
+        "version": HEADS_VERSION,
+        "model": {
+            "name": getattr(lm, "name", None),
+            "architecture": type(getattr(lm, "model", lm)).__name__,
+            "num_layers": shape[0] if shape else None,
+            "num_heads": shape[1] if shape else None,
+        },
+    }
 
 
 def heads_path(model: Any, variant: str | None = None) -> Any:
