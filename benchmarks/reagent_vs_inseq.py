@@ -240,9 +240,7 @@ def main() -> None:
         rows.append(row)
     header = [
         "config",
-        "copy hits train",
-        "held-out",
-        "issue form",
+        *(f"copy hits {k}" for k in copy_lists),
         "top-1 = Inseq's (copy rows)",
         "(gen rows)",
         "Spearman vs Inseq (copy)",
