@@ -35,7 +35,9 @@ def _check_same_units(a: Attribution, b: Attribution) -> None:
             )
 
 
-def _corr(fn: Any, x: np.ndarray, y: np.ndarray) -> float:
+def rank_correlation(fn: Any, x: np.ndarray, y: np.ndarray) -> float:
+    """``fn(x, y).statistic`` (a scipy correlation), NaN for fewer than two points or a
+    constant side. No model calls."""
     if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
         return float("nan")  # undefined for fewer than two points or a constant ranking
     with warnings.catch_warnings():
@@ -43,7 +45,8 @@ def _corr(fn: Any, x: np.ndarray, y: np.ndarray) -> float:
         return float(fn(x, y).statistic)
 
 
-def _top(v: np.ndarray, k: int) -> set[int]:
+def top_indices(v: np.ndarray, k: int) -> set[int]:
+    """The indices of the ``k`` largest values (ties: earlier first). No model calls."""
     return set(np.argsort(-v, kind="stable")[:k].tolist())
 
 
@@ -66,11 +69,11 @@ def agreement(a: Attribution, b: Attribution, k: int = 5) -> dict[str, float]:
     x, y = va[ok], vb[ok]
     m = int(ok.sum())
     k_eff = min(int(k), m)
-    overlap = len(_top(x, k_eff) & _top(y, k_eff)) / k_eff if k_eff else float("nan")
+    overlap = len(top_indices(x, k_eff) & top_indices(y, k_eff)) / k_eff if k_eff else float("nan")
     sign = float(np.mean(np.sign(x) == np.sign(y))) if m else float("nan")
     return {
-        "spearman": _corr(stats.spearmanr, x, y),
-        "kendall": _corr(stats.kendalltau, x, y),
+        "spearman": rank_correlation(stats.spearmanr, x, y),
+        "kendall": rank_correlation(stats.kendalltau, x, y),
         "top_k_overlap": float(overlap),
         "sign_agreement": sign,
         "k": k_eff,

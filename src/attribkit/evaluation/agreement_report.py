@@ -22,6 +22,7 @@ from scipy import stats
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.errors import InputError
+from attribkit.evaluation.agreement import rank_correlation, top_indices
 
 METRICS = ("kendall", "spearman", "top_k_overlap")
 Rows = Literal["each", "sum"]
@@ -32,26 +33,18 @@ CAVEAT = (
 )
 
 
-def _corr(fn: Any, x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
-        return math.nan  # undefined for fewer than two units or a constant ranking
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(fn(x, y).statistic)
-
-
-def _top(v: np.ndarray, k: int) -> set[int]:
-    return set(np.argsort(-v, kind="stable")[:k].tolist())
-
-
 def _pair(x: np.ndarray, y: np.ndarray, k: int) -> tuple[float, float, float]:
     """(Kendall τ-b, Spearman ρ, top-k overlap) over the entries finite in both vectors."""
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
     m = len(x)
     k_eff = min(k, m)
-    overlap = len(_top(x, k_eff) & _top(y, k_eff)) / k_eff if k_eff else math.nan
-    return _corr(stats.kendalltau, x, y), _corr(stats.spearmanr, x, y), overlap
+    overlap = len(top_indices(x, k_eff) & top_indices(y, k_eff)) / k_eff if k_eff else math.nan
+    return (
+        rank_correlation(stats.kendalltau, x, y),
+        rank_correlation(stats.spearmanr, x, y),
+        overlap,
+    )
 
 
 def _vectors(att: Attribution, rows: Rows, absolute: bool) -> np.ndarray:

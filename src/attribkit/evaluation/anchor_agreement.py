@@ -23,6 +23,7 @@ from scipy import stats
 from attribkit.core.attribution import Attribution
 from attribkit.core.errors import InputError
 from attribkit.core.jsonio import to_json
+from attribkit.evaluation.agreement import top_indices
 
 METRICS = ("spearman", "partial_spearman", "top_k_overlap")
 BASELINES = ("position", "length", "random", "tag_prior")
@@ -69,14 +70,10 @@ def partial_spearman(x: np.ndarray, y: np.ndarray, position: np.ndarray) -> floa
     return float(np.dot(ex, ey) / (np.linalg.norm(ex) * np.linalg.norm(ey)))
 
 
-def _top(v: np.ndarray, k: int) -> set[int]:
-    return set(np.argsort(-v, kind="stable")[:k].tolist())
-
-
 def top_k_overlap(x: np.ndarray, y: np.ndarray, k: int) -> float:
     """|top_k(x) ∩ top_k(y)| / k, k capped at the number of points (ties: earlier first)."""
     k = min(int(k), len(x))
-    return len(_top(np.asarray(x), k) & _top(np.asarray(y), k)) / k if k else math.nan
+    return len(top_indices(np.asarray(x), k) & top_indices(np.asarray(y), k)) / k if k else math.nan
 
 
 def _measures(score: np.ndarray, lab: np.ndarray, pos: np.ndarray, k: int) -> np.ndarray:
