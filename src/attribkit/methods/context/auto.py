@@ -5,7 +5,7 @@ Short contexts (at most ``LONG`` units) run ``hybrid``: the learned attention he
 units and leave-one-out verifies the top four, which costs about what leave-one-out costs there
 and beat the heads alone on SQuAD paragraphs (precision@1 0.86 vs 0.75). Long contexts run the
 learned ``attention_heads`` alone: one forward pass, and on HotpotQA's ~45 sentences the best
-precision@1 of every method tried (0.86; leave-one-out 0.71 at ~42 passes). A model without a
+precision@1 of the model-based methods tried (0.81; leave-one-out 0.73 at ~43 passes). A model without a
 heads file runs leave-one-out."""
 
 from __future__ import annotations
