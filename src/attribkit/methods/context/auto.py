@@ -4,7 +4,7 @@
 Short contexts (at most ``LONG`` units) run ``hybrid``: the learned attention heads rank the
 units and leave-one-out verifies the top four, which costs about what leave-one-out costs there
 and beat the heads alone on SQuAD paragraphs (precision@1 0.86 vs 0.75). Long contexts run the
-learned ``attention_heads`` alone: one forward pass, and on HotpotQA's ~45 sentences the best
+learned ``attention_heads`` alone: one forward pass, and on HotpotQA's ~40 sentences the best
 precision@1 of the model-based methods tried (0.81; leave-one-out 0.73 at ~43 passes). A model without a
 heads file runs leave-one-out."""
 
