@@ -83,9 +83,8 @@ def demo(
 def read_context_file(path: Path) -> str | list[str]:
     """Plain text (returned as is; passages are separated by blank lines) or JSONL with one
     ``{"text": ...}`` passage per line (returned as a list)."""
-    import json
-
     from attribkit.core.errors import InputError
+    from attribkit.core.jsonio import jsonl_lines
 
     try:
         raw = path.read_text(encoding="utf-8")
@@ -95,13 +94,7 @@ def read_context_file(path: Path) -> str | list[str]:
     if not (path.suffix == ".jsonl" or (lines and lines[0].lstrip().startswith("{"))):
         return raw
     passages = []
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{number} is not valid JSON ({e.msg})") from e
+    for number, record in jsonl_lines(raw, path):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise InputError(
                 f'{path}:{number} has no "text" string; write one {{"text": ...}} per line'

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -46,3 +48,17 @@ def unit_vector(scores: Any) -> np.ndarray:
     v = np.nansum(s, axis=0)
     v[np.isnan(s).all(axis=0)] = np.nan
     return v
+
+
+def jsonl_lines(text: str, source: object) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for every non-blank line of the JSONL ``text``, numbered
+    from 1; InputError ``"<source>:<line> is not valid JSON (...)"`` on a malformed line."""
+    from attribkit.core.errors import InputError
+
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{source}:{number} is not valid JSON ({e.msg})") from e

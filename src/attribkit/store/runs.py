@@ -31,7 +31,7 @@ import numpy as np
 from attribkit.core.attribution import Attribution, task_kind
 from attribkit.core.cost import Cost
 from attribkit.core.errors import InputError, StoreError
-from attribkit.core.jsonio import to_json
+from attribkit.core.jsonio import jsonl_lines, to_json
 
 SCHEMA_VERSION = 1
 RUN_FORMAT = "attribkit.run"
@@ -476,42 +476,35 @@ class RunStore:
         """Add the runs of a JSONL export (one transaction); runs already present (same id, or
         same dataset record and method) are skipped. Returns the number added."""
         rows = []
-        with Path(path).open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{path}:{n} is not valid JSON ({e})") from e
-                if not isinstance(rec, dict) or rec.get("format") != RUN_FORMAT:
-                    raise InputError(f"{path}:{n} is not an attribkit run (format {RUN_FORMAT!r})")
-                if rec.get("version") != SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{path}:{n} was exported with run schema version {rec.get('version')}; "
-                        f"this attribkit reads version {SCHEMA_VERSION}"
-                    )
-                Attribution.from_dict(rec["attribution"])  # validates the stored result
-                span = rec.get("span")
-                rows.append(
-                    (
-                        rec["id"],
-                        float(rec["created"]),
-                        rec["task"],
-                        rec["model"],
-                        rec["method"],
-                        rec.get("dataset"),
-                        rec.get("key"),
-                        rec.get("parent"),
-                        None if not span else int(span[0]),
-                        None if not span else int(span[1]),
-                        json.dumps(rec.get("params") or {}, ensure_ascii=False),
-                        json.dumps(rec.get("inputs") or {}, ensure_ascii=False),
-                        json.dumps(rec.get("cost") or {}),
-                        json.dumps(rec.get("tags") or {}, ensure_ascii=False),
-                        json.dumps(rec["attribution"], ensure_ascii=False),
-                    )
+        for n, rec in jsonl_lines(Path(path).read_text(encoding="utf-8"), path):
+            if not isinstance(rec, dict) or rec.get("format") != RUN_FORMAT:
+                raise InputError(f"{path}:{n} is not an attribkit run (format {RUN_FORMAT!r})")
+            if rec.get("version") != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path}:{n} was exported with run schema version {rec.get('version')}; "
+                    f"this attribkit reads version {SCHEMA_VERSION}"
                 )
+            Attribution.from_dict(rec["attribution"])  # validates the stored result
+            span = rec.get("span")
+            rows.append(
+                (
+                    rec["id"],
+                    float(rec["created"]),
+                    rec["task"],
+                    rec["model"],
+                    rec["method"],
+                    rec.get("dataset"),
+                    rec.get("key"),
+                    rec.get("parent"),
+                    None if not span else int(span[0]),
+                    None if not span else int(span[1]),
+                    json.dumps(rec.get("params") or {}, ensure_ascii=False),
+                    json.dumps(rec.get("inputs") or {}, ensure_ascii=False),
+                    json.dumps(rec.get("cost") or {}),
+                    json.dumps(rec.get("tags") or {}, ensure_ascii=False),
+                    json.dumps(rec["attribution"], ensure_ascii=False),
+                )
+            )
         with self._write() as db:
             before = db.total_changes
             db.executemany(f"INSERT OR IGNORE {_INSERT}", rows)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from attribkit.core.errors import InputError
+from attribkit.core.jsonio import jsonl_lines
 from attribkit.methods.context.attention_reading import all_heads, head_unit_features
 from attribkit.methods.context.heads import heads_file_header
 
@@ -63,17 +64,11 @@ def read_cases(path: str | Path, max_examples: int | None = None) -> list[dict[s
     if not p.is_file():
         raise InputError(f"no case file at {p}")
     cases = []
-    for k, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            case = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{p}:{k + 1} is not JSON: {e}") from None
+    for number, case in jsonl_lines(p.read_text(encoding="utf-8"), p):
         missing = {"context_passages", "query", "answer"} - set(case)
         if missing:
-            raise InputError(f"{p}:{k + 1} lacks {sorted(missing)}")
-        case.setdefault("id", f"line{k + 1}")
+            raise InputError(f"{p}:{number} lacks {sorted(missing)}")
+        case.setdefault("id", f"line{number}")
         case.setdefault("gold_sentences", [])
         case.setdefault("meta", {})
         cases.append(case)
