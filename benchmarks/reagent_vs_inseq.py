@@ -39,6 +39,7 @@ Run: ``.venv/bin/python benchmarks/reagent_vs_inseq.py [--quick] [--seeds 1] [--
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -168,6 +169,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=2, help="greedy response tokens")
     parser.add_argument("--inseq-max-steps", type=int, default=100)
     parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=",".join(CONFIGS))
+    parser.add_argument(
+        "--save",
+        type=Path,
+        help="JSONL of per-prompt results, appended as each finishes; a rerun with the same "
+        "file skips what it holds (so a long Inseq run survives a crash)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import warnings
@@ -191,13 +198,18 @@ def main() -> None:
     for prompt in gen_prompts()[:n_gen]:
         items.append(("gen", GenerationTask(lm, prompt, max_new_tokens=n_tok), None))
 
+    saved = _load_saved(args.save)
     # results[cfg][seed] = list over items
     results: dict[str, list[list[dict[str, Any]]]] = {c: [] for c in configs}
     for seed in range(args.seeds):
         for cfg in configs:
             out = []
-            for j, (_, task, _) in enumerate(items):
-                out.append(run_one(cfg, lm, task, seed, rationalizer))
+            for j, (name, task, _) in enumerate(items):
+                key = (cfg, seed, name, task.prompt, tuple(task.response_ids))
+                if key not in saved:
+                    saved[key] = run_one(cfg, lm, task, seed, rationalizer)
+                    _append_saved(args.save, key, saved[key])
+                out.append(saved[key])
                 print(f"  {cfg} {j + 1}/{len(items)} {out[-1]['seconds']:.0f} s", file=sys.stderr)
             results[cfg].append(out)
             print(f"seed {seed} {cfg}: {sum(o['seconds'] for o in out):.0f} s", file=sys.stderr)
@@ -267,6 +279,31 @@ def main() -> None:
         detail.append(cells)
     print()
     print(markdown_table(["copy prompt (seed 0)", *configs], detail))
+
+
+def _load_saved(path: Path | None) -> dict[tuple, dict[str, Any]]:
+    """Results saved by earlier runs, keyed by (config, seed, list, prompt, response ids)."""
+    if path is None or not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        key = (r["config"], r["seed"], r["list"], r["prompt"], tuple(r["response_ids"]))
+        scores = np.array([[np.nan if v is None else v for v in row] for row in r["scores"]])
+        out[key] = {"scores": scores, "seconds": r["seconds"], "passes": r["passes"]}
+    return out
+
+
+def _append_saved(path: Path | None, key: tuple, result: dict[str, Any]) -> None:
+    if path is None:
+        return
+    cfg, seed, name, prompt, response_ids = key
+    scores = [[v if np.isfinite(v) else None for v in row] for row in result["scores"].tolist()]
+    record = {"config": cfg, "seed": seed, "list": name, "prompt": prompt}
+    record |= {"response_ids": list(response_ids), "scores": scores}
+    record |= {"seconds": result["seconds"], "passes": result["passes"]}
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def _spread(values: list[int]) -> str:
