@@ -2,7 +2,9 @@
 
 Images have their own: insertion/deletion with LeRF, SRG and a random-order reference
 (:func:`insertion_deletion`), the subset (area) protocol, pointing games, the DiFull / DiPart /
-GridPG grid settings (:class:`GridModel`, :func:`evaluate_grid`) and AggAtt figures."""
+GridPG grid settings (:class:`GridModel`, :func:`evaluate_grid`) and AggAtt figures.
+Multi-agent failure attribution is scored the Who&When way, exact and official
+(:func:`who_when_score`), beside trivial baselines (:func:`baseline_predictions`)."""
 
 from attribkit.evaluation.aggatt import AggAtt, aggatt, aggatt_figure
 from attribkit.evaluation.agreement import agreement, agreement_matrix
@@ -32,6 +34,14 @@ from attribkit.evaluation.image_curves import (
     pointing_game,
     subset_curves,
 )
+from attribkit.evaluation.who_when import (
+    WhoWhenScore,
+    baseline_predictions,
+    cross_fitted_majority,
+    read_predictions,
+    who_when_score,
+    write_predictions,
+)
 
 __all__ = [
     "AggAtt",
@@ -44,13 +54,16 @@ __all__ = [
     "GridModel",
     "Grids",
     "ImageCurves",
+    "WhoWhenScore",
     "aggatt",
     "aggatt_figure",
     "agreement",
     "agreement_matrix",
     "agreement_report",
     "anchor_agreement",
+    "baseline_predictions",
     "comprehensiveness",
+    "cross_fitted_majority",
     "deletion",
     "deletion_insertion",
     "energy_pointing_game",
@@ -62,6 +75,9 @@ __all__ = [
     "make_grids",
     "mask_fidelity",
     "pointing_game",
+    "read_predictions",
     "subset_curves",
     "sufficiency",
+    "who_when_score",
+    "write_predictions",
 ]

@@ -1,5 +1,6 @@
 """Tasks: a model, an input and a target assembled into a scorer, plus the entry points."""
 
+from attribkit.tasks.agents import AgentLog, AgentTask, Turn, TurnUnits, attribute_agents
 from attribkit.tasks.context import (
     ContextTask,
     attribute_context,
@@ -19,14 +20,19 @@ from attribkit.tasks.reasoning import ReasoningTask, ReasoningTrace, attribute_r
 
 __all__ = [
     "FAMILIES",
+    "AgentLog",
+    "AgentTask",
     "ContextCase",
     "ContextTask",
     "GenerationTask",
     "ImageTask",
     "ReasoningTask",
     "ReasoningTrace",
+    "Turn",
+    "TurnUnits",
     "aggregate_columns",
     "aggregate_rows",
+    "attribute_agents",
     "attribute_context",
     "attribute_generation",
     "attribute_image",
