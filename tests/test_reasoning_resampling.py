@@ -327,8 +327,52 @@ def test_the_default_embedder_is_minilm_else_the_local_lm_else_none(monkeypatch)
     a = resampling(task, rollouts=4)  # a non-local LM and no MiniLM: no counterfactual
     assert a.params["embed"] == "none" and "matrix" not in a.extras
     local = toy_reasoning_task()
-    b = resampling(local, rollouts=2, max_new_tokens=2, extract="last_word")
-    assert b.params["embed"] == "mean_pooled_lm"
+    with pytest.warns(UserWarning, match="no similarity threshold is calibrated"):
+        b = resampling(local, rollouts=2, max_new_tokens=2, extract="last_word")
+    assert b.params["embed"] == "mean_pooled_lm" and b.params["similarity"] == 0.8
+
+
+def test_the_lm_embedder_uses_its_calibrated_threshold(monkeypatch):
+    from attribkit.methods.reasoning import resampling as module
+
+    local = toy_reasoning_task()
+    monkeypatch.setitem(module.LM_SIMILARITY, local.lm.name, 0.95)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a calibrated LM does not warn
+        b = resampling(local, rollouts=2, max_new_tokens=2, extract="last_word", embed="lm")
+    assert b.params["similarity"] == 0.95
+    c = resampling(local, rollouts=2, max_new_tokens=2, extract="last_word", similarity=0.5)
+    assert c.params["similarity"] == 0.5  # an explicit threshold wins
+
+
+def test_calibrate_similarity_recovers_a_rescaled_threshold():
+    """An embedder whose cosines are a monotone squeeze of the reference's (cos' = 0.9 + 0.1 cos)
+    reproduces the reference split exactly at 0.9 + 0.1 * 0.8 = 0.98."""
+    from attribkit.models.embedding import calibrate_similarity
+
+    rng = np.random.default_rng(0)
+    docs = [[f"d{d}s{i}" for i in range(12)] for d in range(4)]
+    base = {s: rng.normal(size=6) for doc in docs for s in doc}
+    for doc in docs:  # plant near-duplicates so some pairs pass 0.8
+        base[doc[3]] = base[doc[1]] + 0.1 * rng.normal(size=6)
+        base[doc[7]] = base[doc[5]] + 0.1 * rng.normal(size=6)
+
+    def reference(texts):
+        v = np.array([base[t] for t in texts])
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def squeezed(texts):  # unit vectors u' with u'·v' = 0.9 + 0.1 u·v
+        u = reference(texts)
+        return np.hstack([np.sqrt(0.1) * u, np.full((len(u), 1), np.sqrt(0.9))])
+
+    out = calibrate_similarity(squeezed, docs, reference=reference, window=11)
+    assert out["f1"] == 1.0 and out["similar"] >= 8
+    cos = [reference(d) @ reference(d).T for d in docs]
+    similar = [c[a, b] for c in cos for a in range(12) for b in range(a + 1, 12) if c[a, b] >= 0.8]
+    assert len(similar) == out["similar"]
+    assert out["threshold"] == pytest.approx(0.9 + 0.1 * min(similar), abs=1e-9)
+    with pytest.raises(InputError, match="at least 2 sentences"):
+        calibrate_similarity(squeezed, [["one"]], reference=reference)
 
 
 def test_minilm_embeddings_are_unit_length_and_put_paraphrases_above_the_threshold():

@@ -4,6 +4,12 @@ Conmy, 'Thought Anchors: Which LLM Reasoning Steps Matter?', 2025).
 
 The paper samples 100 forced answers after each prefix and compares answer distributions; this is
 its teacher-forced, deterministic reading: one log-probability per prefix, no sampling.
+
+What is scored: the answer's own tokens right after the cue, which ends in ``\boxed{`` — the
+closing ``}`` is not part of the response. Scoring it would add log p(``}`` | answer), which
+measures where the answer *ends* rather than which answer the model commits to (for a multi-digit
+answer, "12" followed by "}" penalises a model still hesitating between "12" and "123"); the
+paper compares the answers it extracted from forced samples, which have no brace either.
 """
 
 from __future__ import annotations

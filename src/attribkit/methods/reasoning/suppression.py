@@ -77,7 +77,9 @@ def _token_kl(
     = KL(p_base ‖ p_masked_i) of the next-token distribution at sequence position ``keep[k]``
     (every position from the one predicting the trace's first token to the one predicting the
     answer's last), the base logits at ``keep``, each sentence's token positions and the answer's.
-    Counts N + 1 forward passes and one batch per model call on ``task.meter``."""
+    Counts N + 1 forward passes and one batch per model call on ``task.meter``. Memory: the base
+    logits plus one batch of logits (each pass's KL is taken as its batch comes back), so a
+    2,048-token trace does not hold N + 1 full-vocabulary logit tables at once."""
     lm = task.lm
     model = getattr(lm, "model", None)
     if model is None or not hasattr(lm, "_prompt_offsets"):
@@ -103,7 +105,8 @@ def _token_kl(
     keep_t = torch.as_tensor(keep, device=dev)
     size = max(1, int(batch_size or getattr(task, "batch_size", 8) or 8))
     meter = task.meter.cost
-    rows: list[torch.Tensor] = []
+    base: torch.Tensor | None = None
+    kls: list[torch.Tensor] = []  # one KL row per masked pass; logits are dropped per chunk
     order: list[int | None] = [None, *range(n)]  # None: the unmasked pass
     with torch.no_grad():
         for start in range(0, n + 1, size):
@@ -126,9 +129,11 @@ def _token_kl(
                     "the model returned non-finite logits; check the model weights and dtype "
                     "(float16 on CPU can overflow)"
                 )
-            rows.extend(logits.unbind(0))
-    base = rows[0]
-    kl = torch.stack([_kl(base, r, temperature) for r in rows[1:]])
+            if base is None:
+                base, logits = logits[0], logits[1:]
+            kls.extend(_kl(base, r, temperature) for r in logits.unbind(0))
+    assert base is not None
+    kl = torch.stack(kls)
     return kl.cpu().numpy().astype(float), base.float().cpu().numpy(), sentences, answer, keep
 
 
