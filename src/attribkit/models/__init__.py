@@ -1,22 +1,37 @@
-"""Model adapters: a local HF language model, any torch classifier, any Python callable, and a
-language model behind an OpenAI-compatible HTTP endpoint."""
+"""Model adapters: a local HF language model, any torch classifier, any Python callable, a
+language model behind an OpenAI-compatible HTTP endpoint, and judges (an OpenAI-compatible chat
+endpoint, or a local language model by constrained choice)."""
 
 from attribkit.models.blackbox import CallableModel
 from attribkit.models.classifier import TorchClassifier
 from attribkit.models.http_lm import OpenAICompatibleLM
 from attribkit.models.image import ImageClassifier, imagenet_labels, prepare_image
+from attribkit.models.judge import (
+    ChatJudge,
+    Judge,
+    Judgement,
+    LocalJudge,
+    Verdict,
+    judge_from_env,
+)
 from attribkit.models.lm import LanguageModel
 from attribkit.models.loading import LOADERS, cache_root, load, register_loader
 
 __all__ = [
     "LOADERS",
     "CallableModel",
+    "ChatJudge",
     "ImageClassifier",
+    "Judge",
+    "Judgement",
     "LanguageModel",
+    "LocalJudge",
     "OpenAICompatibleLM",
     "TorchClassifier",
+    "Verdict",
     "cache_root",
     "imagenet_labels",
+    "judge_from_env",
     "load",
     "prepare_image",
     "register_loader",

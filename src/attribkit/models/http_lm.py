@@ -3,7 +3,9 @@
 :class:`OpenAICompatibleLM` offers the scoring interface of the local
 :class:`~attribkit.models.lm.LanguageModel` (``generate``, ``token_logprobs``, ``logprob``) for a
 model served elsewhere — vLLM, llama.cpp server, any server implementing ``POST /v1/completions``
-with ``echo`` and ``logprobs``. It uses only the standard library (``urllib.request`` + ``json``).
+with ``echo`` and ``logprobs``. It uses only the standard library (``urllib.request`` + ``json``):
+:func:`post_json` is the one HTTP call, shared with the chat judge
+(:class:`~attribkit.models.judge.ChatJudge`).
 
 Scoring a response sends ``prompt_format(prompt) + response`` with ``echo=True``,
 ``logprobs=1`` and ``max_tokens=0``: the server returns the log-probability of every token of the
@@ -33,7 +35,7 @@ from attribkit.core.errors import InputError, ScorerError
 from attribkit.models.pairs import broadcast_pairs
 from attribkit.models.sampling import check_sampling
 
-__all__ = ["OpenAICompatibleLM"]
+__all__ = ["OpenAICompatibleLM", "RequestFailed", "api_root", "post_json"]
 
 _NEEDS_ECHO = (
     "token log-probabilities need a completions endpoint that supports `echo` together with "
@@ -45,6 +47,90 @@ _NEEDS_ECHO = (
 def _excerpt(text: str, n: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def api_root(base_url: str) -> str:
+    """The server root of an OpenAI-compatible ``base_url``: trailing ``/`` and ``/v1`` removed
+    (endpoints are ``root + "/v1/..."``). Raises InputError unless it is an http(s) URL."""
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise InputError(f"base_url must start with http:// or https://, got {base_url!r}")
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
+class RequestFailed(ScorerError):
+    """An HTTP request that got no usable answer. ``status`` is the HTTP status code when the
+    server answered with an error (None when it did not answer), ``timed_out`` whether the wait
+    ran out, ``retry_after`` the seconds a ``Retry-After`` header asked for (else None)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        timed_out: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.timed_out, self.retry_after = status, timed_out, retry_after
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        value = float(headers.get("Retry-After")) if headers is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value is not None and value >= 0 else None
+
+
+def post_json(
+    url: str, body: Any, headers: dict[str, str] | None = None, timeout: float = 60
+) -> Any:
+    """POST ``body`` as JSON to ``url`` and return the decoded JSON answer (standard library
+    only; no model calls counted: the caller counts). ``headers`` are added to the JSON
+    content-type headers.
+
+    Every failure raises :class:`RequestFailed` (a :class:`~attribkit.core.errors.ScorerError`)
+    naming the URL and what went wrong: connection refused, no answer within ``timeout``
+    seconds, an HTTP error status (with an excerpt of the body), or an answer that is not JSON.
+    The message never contains the request's headers."""
+    data = json.dumps(body).encode("utf-8")
+    sent = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
+    req = urllib.request.Request(url, data=data, headers=sent, method="POST")
+    late = f"{url} did not answer within {timeout}s; raise timeout= or check the server"
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as e:
+        try:
+            detail = e.read().decode("utf-8", "replace")
+        except Exception:  # the body is only a hint
+            detail = ""
+        raise RequestFailed(
+            f"{url} answered HTTP {e.code} {e.reason}: {_excerpt(detail) or '(empty body)'}",
+            status=e.code,
+            retry_after=_retry_after(e.headers),
+        ) from e
+    except urllib.error.URLError as e:
+        reason = e.reason
+        if isinstance(reason, ConnectionRefusedError):
+            raise RequestFailed(
+                f"could not connect to {url}: connection refused; is the server running "
+                "and is base_url (host and port) right?"
+            ) from e
+        if isinstance(reason, (TimeoutError, socket.timeout)):
+            raise RequestFailed(late, timed_out=True) from e
+        raise RequestFailed(f"could not reach {url}: {reason}") from e
+    except TimeoutError as e:
+        raise RequestFailed(late, timed_out=True) from e
+    except (ConnectionError, OSError) as e:
+        raise RequestFailed(f"the connection to {url} failed: {e}") from e
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RequestFailed(
+            f"{url} did not answer with JSON: {_excerpt(raw.decode('utf-8', 'replace'))}"
+        ) from e
 
 
 class OpenAICompatibleLM(CostMeter):
@@ -77,8 +163,7 @@ class OpenAICompatibleLM(CostMeter):
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise InputError(f"base_url must start with http:// or https://, got {base_url!r}")
+        root = api_root(base_url)
         if "{prompt}" not in prompt_format:
             raise InputError(
                 f"prompt_format {prompt_format!r} has no {{prompt}} field; write where the prompt goes"
@@ -92,9 +177,6 @@ class OpenAICompatibleLM(CostMeter):
             ) from e
         if max_workers < 1:
             raise InputError("max_workers must be >= 1")
-        root = base_url.rstrip("/")
-        if root.endswith("/v1"):
-            root = root[: -len("/v1")]
         self.base_url, self.model, self.api_key = root, model, api_key
         self.url = root + "/v1/completions"
         self.prompt_format, self.timeout, self.max_workers = prompt_format, timeout, max_workers
@@ -114,52 +196,16 @@ class OpenAICompatibleLM(CostMeter):
     def _post(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """POST ``body`` to the completions endpoint; return (first choice, whole answer).
         Counts one batch; the caller counts forward passes."""
-        data = json.dumps({"model": self.model, **self.extra_body, **body}).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
+        payload = {"model": self.model, **self.extra_body, **body}
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            try:
-                detail = e.read().decode("utf-8", "replace")
-            except Exception:  # the body is only a hint
-                detail = ""
-            hint = ""
-            if e.code in (400, 422) and body.get("echo"):
-                hint = f" ({_NEEDS_ECHO})"
-            raise ScorerError(
-                f"{self.url} answered HTTP {e.code} {e.reason}: {_excerpt(detail) or '(empty body)'}"
-                f"{hint}"
-            ) from e
-        except urllib.error.URLError as e:
-            reason = e.reason
-            if isinstance(reason, ConnectionRefusedError):
-                raise ScorerError(
-                    f"could not connect to {self.url}: connection refused; is the server running "
-                    "and is base_url (host and port) right?"
-                ) from e
-            if isinstance(reason, (TimeoutError, socket.timeout)):
-                raise ScorerError(
-                    f"{self.url} did not answer within {self.timeout}s; raise timeout= or check the server"
-                ) from e
-            raise ScorerError(f"could not reach {self.url}: {reason}") from e
-        except TimeoutError as e:
-            raise ScorerError(
-                f"{self.url} did not answer within {self.timeout}s; raise timeout= or check the server"
-            ) from e
-        except (ConnectionError, OSError) as e:
-            raise ScorerError(f"the connection to {self.url} failed: {e}") from e
+            out = post_json(self.url, payload, headers, self.timeout)
+        except RequestFailed as e:
+            if e.status in (400, 422) and body.get("echo"):
+                raise RequestFailed(f"{e} ({_NEEDS_ECHO})", status=e.status) from e
+            raise
         with self._lock:
             self.cost.batches += 1
-        try:
-            out = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ScorerError(
-                f"{self.url} did not answer with JSON: {_excerpt(raw.decode('utf-8', 'replace'))}"
-            ) from e
         choices = out.get("choices") if isinstance(out, dict) else None
         if not choices or not isinstance(choices[0], dict):
             raise ScorerError(
