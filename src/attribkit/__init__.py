@@ -6,12 +6,16 @@ The public API, re-exported here, is stable:
   :class:`ImageUnits`), :class:`Scorer`, :class:`GradientScorer`, :class:`Attribution`,
   :class:`Cost`, :class:`Budget`, :func:`attribute`, :func:`list_methods`, :func:`register`;
 - models: :func:`load`, :class:`LanguageModel`, :class:`TorchClassifier`,
-  :class:`CallableModel`, :class:`OpenAICompatibleLM`;
+  :class:`CallableModel`, :class:`OpenAICompatibleLM`; judges for failure attribution:
+  :class:`ChatJudge` (any OpenAI-compatible chat endpoint), :class:`LocalJudge` (constrained
+  choice by log-probability), :func:`judge_from_env`, :class:`Judgement`, :class:`Verdict`;
 - tasks: :func:`attribute_context`, :class:`ContextTask`, :func:`attribute_generation`,
   :class:`GenerationTask`, :func:`aggregate_rows`, :func:`aggregate_columns`,
   :func:`attribute_image`, :class:`ImageTask` (images: :class:`ImageClassifier`,
   ``load("efficientnet-lite0")``), :func:`attribute_reasoning`, :class:`ReasoningTask`,
-  :class:`ReasoningTrace` (chains of thought, Thought Anchors problem folders);
+  :class:`ReasoningTrace` (chains of thought, Thought Anchors problem folders),
+  :func:`attribute_agents`, :class:`AgentTask`, :class:`AgentLog`, :class:`Turn`,
+  :class:`TurnUnits` (multi-agent logs, Who&When files);
 - token-level LM analysis: :func:`direct_logit_attribution`, :func:`grains_vectors` and
   :func:`steer` (GrAInS steering);
 - images: :func:`attribute_image`, :class:`ImageTask`, :class:`ImageClassifier`,
@@ -20,7 +24,10 @@ The public API, re-exported here, is stable:
 - evaluation: :func:`deletion`, :func:`insertion`, :func:`deletion_insertion`,
   :func:`comprehensiveness`, :func:`sufficiency`, :func:`eraser`, :func:`agreement`,
   :func:`agreement_matrix`, :func:`agreement_report`, :func:`anchor_agreement` (reasoning steps vs
-  reference importances, beside position/length/random/tag-prior baselines); for images :func:`insertion_deletion`,
+  reference importances, beside position/length/random/tag-prior baselines),
+  :func:`who_when_score` (failure attribution: exact and official Who&When scoring),
+  :func:`write_predictions`, :func:`baseline_predictions`, :func:`cross_fitted_majority`; for
+  images :func:`insertion_deletion`,
   :func:`subset_curves`, :func:`pointing_game`, :class:`GridModel`, :func:`make_grids`,
   :func:`evaluate_grid`, :func:`grid_localization`, :func:`aggatt`, :func:`aggatt_figure`;
 - viz: :func:`save_html`, :func:`print_attribution`, :func:`print_token_attribution`,
@@ -37,13 +44,16 @@ from attribkit.core import add_methods as _add_methods
 from attribkit.evaluation import (
     AnchorAgreement,
     GridModel,
+    WhoWhenScore,
     aggatt,
     aggatt_figure,
     agreement,
     agreement_matrix,
     agreement_report,
     anchor_agreement,
+    baseline_predictions,
     comprehensiveness,
+    cross_fitted_majority,
     deletion,
     deletion_insertion,
     eraser,
@@ -55,6 +65,8 @@ from attribkit.evaluation import (
     pointing_game,
     subset_curves,
     sufficiency,
+    who_when_score,
+    write_predictions,
 )
 from attribkit.methods.catalog import BUILTIN as _BUILTIN
 from attribkit.methods.generation.dla import direct_logit_attribution
@@ -63,20 +75,31 @@ from attribkit.methods.image.craft import CraftConcepts, concept_importance, fit
 from attribkit.methods.image.smoothing import smooth_attribution
 from attribkit.models import (
     CallableModel,
+    ChatJudge,
     ImageClassifier,
+    Judge,
+    Judgement,
     LanguageModel,
+    LocalJudge,
     OpenAICompatibleLM,
     TorchClassifier,
+    Verdict,
+    judge_from_env,
     load,
 )
 from attribkit.tasks import (
+    AgentLog,
+    AgentTask,
     ContextTask,
     GenerationTask,
     ImageTask,
     ReasoningTask,
     ReasoningTrace,
+    Turn,
+    TurnUnits,
     aggregate_columns,
     aggregate_rows,
+    attribute_agents,
     attribute_context,
     attribute_generation,
     attribute_image,
@@ -88,6 +111,22 @@ from attribkit.viz.image import overlay, save_overlay
 _add_methods(_BUILTIN)  # the built-in methods, one explicit list
 
 __all__ = [
+    "AgentLog",
+    "AgentTask",
+    "ChatJudge",
+    "Judge",
+    "Judgement",
+    "LocalJudge",
+    "Verdict",
+    "judge_from_env",
+    "Turn",
+    "TurnUnits",
+    "WhoWhenScore",
+    "attribute_agents",
+    "baseline_predictions",
+    "cross_fitted_majority",
+    "who_when_score",
+    "write_predictions",
     "AnchorAgreement",
     "anchor_agreement",
     "CraftConcepts",
