@@ -36,6 +36,7 @@ __all__ = [
     "ToyKind",
     "check_method",
     "iter_checks",
+    "toy_agents_task",
     "toy_context_task",
     "toy_generation_task",
     "toy_gradient_scorer",
@@ -273,6 +274,33 @@ def toy_reasoning_task(text: str = TOY_TRACE, lm: Any = None, answer: str = "5")
     return ReasoningTask(lm, ReasoningTrace(TOY_PROBLEM, text, answer=answer))
 
 
+TOY_LOG = (
+    ("User", "Find the cheapest of three train tickets: 12, 9 and 15 euros."),
+    ("Planner", "Searcher, list the prices; Verifier, check the minimum."),
+    ("Searcher", "The prices are 12, 19 and 15 euros."),
+    ("Verifier", "The minimum of 12, 19 and 15 is 12."),
+    ("Planner", "The cheapest ticket costs 12 euros."),
+)
+
+
+def toy_agents_task(turns: Any = TOY_LOG, lm: Any = None, judge: bool = True) -> Any:
+    """An :class:`~attribkit.tasks.agents.AgentTask` on the tiny language model: a 5-turn log of
+    4 agents (a planted misreading at step 2) whose last turn is the scored outcome (so 4 turn
+    units), with a :class:`~attribkit.models.judge.LocalJudge` on the same model unless
+    ``judge=False``. No real model behind it."""
+    from attribkit.models.judge import LocalJudge
+    from attribkit.tasks.agents import AgentLog, AgentTask
+
+    lm = lm if lm is not None else tiny_language_model()
+    log = AgentLog(
+        [{"agent": a, "content": c} for a, c in turns],
+        ground_truth="9 euros",
+        mistake_agent="Searcher",
+        mistake_step=2 if len(turns) > 2 else None,
+    )
+    return AgentTask(log, lm=lm, judge=LocalJudge(lm) if judge else None)
+
+
 def toy_generation_task(
     prompt: str = "the cat sat on the mat", response: str = "the cat", lm: Any = None
 ) -> Any:
@@ -376,6 +404,11 @@ def _counted_reasoning_task() -> tuple[Any, Any]:
     return toy_reasoning_task(lm=lm), _CountingModel(lm.model)
 
 
+def _counted_agents_task() -> tuple[Any, Any]:
+    lm = tiny_language_model()
+    return toy_agents_task(lm=lm), _CountingModel(lm.model)
+
+
 def _counted_generation_task() -> tuple[Any, Any]:
     task = toy_generation_task()
     return task, _CountingModel(task.lm.model)
@@ -433,6 +466,11 @@ TOY_KINDS: dict[str, ToyKind] = {
         _counted_reasoning_task,
         lambda p: (toy_reasoning_task(text="I need to add 2 and 3."), p),  # one sentence
         lambda: _nan_embeddings(toy_reasoning_task()),
+    ),
+    "agents": ToyKind(
+        _counted_agents_task,
+        lambda p: (toy_agents_task(turns=TOY_LOG[:2]), p),  # one turn before the outcome
+        lambda: _nan_embeddings(toy_agents_task()),
     ),
     "image": ToyKind(
         _counted_image_task,
