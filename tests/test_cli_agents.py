@@ -1,0 +1,89 @@
+"""`attribkit agents`: one log (decision, JSON contract), a folder with --evaluate (official
+prediction file, baselines), errors, and no log text in anything printed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import attribkit.models
+from attribkit.cli import app
+
+runner = CliRunner()
+SECRET = "ZQX-SECRET-7731"  # planted in the log text: must never be printed
+
+
+def _write_log(path, mistake_step: int = 2, n: int = 5) -> None:
+    agents = ["User", "Planner", "Searcher", "Verifier", "Planner", "Searcher"]
+    history = [
+        {"name": agents[i % len(agents)], "role": "assistant", "content": f"Turn {i}: {SECRET}."}
+        for i in range(n)
+    ]
+    path.write_text(
+        json.dumps(
+            {
+                "question": f"A question {SECRET}?",
+                "ground_truth": SECRET,
+                "history": history,
+                "mistake_agent": agents[mistake_step % len(agents)],
+                "mistake_step": str(mistake_step),
+            }
+        )
+    )
+
+
+@pytest.fixture
+def use_tiny(tiny_lm, monkeypatch):
+    monkeypatch.setattr(attribkit.models, "load", lambda name="smollm2", **kw: tiny_lm)
+
+
+def test_one_log_json_contract(tmp_path, use_tiny):
+    path = tmp_path / "3.json"
+    _write_log(path)
+    result = runner.invoke(app, ["agents", str(path), "--method", "loo", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["id"] == "3.json" and out["method"] == "loo"
+    assert len(out["units"]) == len(out["scores"]) == 4  # the last turn is the outcome
+    assert out["units"][2]["text"] == "Step 2 - Searcher"
+    assert out["decision"]["step"] in range(4) and out["gold"] == {"agent": "Searcher", "step": 2}
+    assert set(out["agent_scores"]) == {"User", "Planner", "Searcher", "Verifier"}
+    assert out["model_calls"] == 5
+    assert SECRET not in result.output
+
+
+def test_evaluate_a_folder_writes_official_predictions(tmp_path, use_tiny):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(6):
+        _write_log(logs / f"{i}.json", mistake_step=1 + i % 3)
+    pred = tmp_path / "pred.txt"
+    args = ["agents", str(logs), "--method", "loo", "--evaluate", "--predictions", str(pred)]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["logs"] == 6 and report["failed"] == []
+    for row in ("loo", "random", "most_turns", "majority (5-fold)"):
+        for scoring in ("exact", "official"):
+            assert 0 <= report[row][scoring]["metrics"]["agent"]["mean"] <= 1
+    text = pred.read_text()
+    assert text.count("Prediction for") == 6 and "Agent Name:" in text
+    assert SECRET not in result.output
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 0 and "official" in plain.stdout and SECRET not in plain.output
+
+
+def test_errors(tmp_path, use_tiny):
+    path = tmp_path / "1.json"
+    _write_log(path)
+    r = runner.invoke(app, ["agents", str(tmp_path), "--method", "loo"])
+    assert r.exit_code == 2 and "--evaluate" in r.output
+    r = runner.invoke(app, ["agents", str(path), "--evaluate"])
+    assert r.exit_code == 2 and "folder" in r.output
+    r = runner.invoke(app, ["agents", str(path), "--judge-url", "http://127.0.0.1:9"])
+    assert r.exit_code == 2 and "--judge-model" in r.output
+    (tmp_path / "bad.json").write_text('{"nothing": 1}')
+    r = runner.invoke(app, ["agents", str(tmp_path / "bad.json"), "--method", "loo"])
+    assert r.exit_code == 2 and "unknown log format" in r.output
