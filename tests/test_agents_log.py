@@ -249,7 +249,7 @@ def test_bad_logs(tmp_path: Path) -> None:
 def test_bad_tasks(tiny_lm: Any) -> None:
     with pytest.raises(ak.InputError, match="outcome='gold' needs the log's ground truth"):
         AgentTask(make_log(ground_truth=None), outcome="gold")
-    with pytest.raises(ak.InputError, match="one turn"):
+    with pytest.raises(ak.InputError, match="it is step 0"):
         AgentTask(AgentLog([{"agent": "A", "content": "x"}]))
     with pytest.raises(ak.InputError, match="no language model"):
         ak.attribute(AgentTask(make_log()), "loo")
@@ -364,3 +364,24 @@ def test_every_shared_who_when_log_loads() -> None:
         )
         speaks = [log.agent_at(log.mistake_step) == log.mistake_agent for log in logs]  # type: ignore[arg-type]
         assert sum(speaks) >= 0.85 * len(logs)
+
+
+def test_final_outcome_skips_trailing_terminate_turns(tiny_lm):
+    from attribkit.tasks.agents import AgentLog, AgentTask, final_turn
+
+    turns = [
+        {"agent": "User", "content": "Add 2 and 2."},
+        {"agent": "Solver", "content": "2 + 2 = 5."},
+        {"agent": "Solver", "content": "The answer is 5."},
+        {"agent": "Terminal", "content": "TERMINATE"},
+        {"agent": "Terminal", "content": "  "},
+    ]
+    log = AgentLog(turns)
+    assert final_turn(log) == 2
+    task = AgentTask(log, lm=tiny_lm)
+    assert task.outcome_step == 2 and task.n_units == 2
+    assert task.outcome_text == "The answer is 5."
+    only_control = AgentLog([{"agent": "A", "content": "TERMINATE"}, {"agent": "B", "content": ""}])
+    assert final_turn(only_control) is None
+    with pytest.raises(ak.InputError, match="bare TERMINATE"):
+        AgentTask(only_control, lm=tiny_lm)

@@ -150,12 +150,11 @@ def test_backtrace_on_the_stand_in() -> None:
         "reason": "no influence edge: no turn reaches the final answer",
     }
 
-    # a closing TERMINATE turn (no anchor) is scored as the outcome, but the backtrace starts at
-    # the latest turn an edge enters: the answer turn, step 4, which as the root scores 0
+    # a closing TERMINATE turn is not the outcome (the task skips it): the same backtrace
     turns = [*seats_log().turns, {"agent": "Planner", "content": "TERMINATE"}]
     closing = backtrace(AgentTask(AgentLog(turns), lm=gold_lm()), suspicion="none")
     assert closing.extras["root"] == 4 and closing.extras["path"] == [2, 4]
-    np.testing.assert_allclose(closing.scores, [0, 0, 1, 1, 0])
+    np.testing.assert_allclose(closing.scores, [0, 0, 1, 1])
 
     # with the gold outcome the final turn is a unit but, being the root (the symptom), scores 0
     gold = backtrace(AgentTask(seats_log(), lm=gold_lm(), outcome="gold"))

@@ -299,4 +299,33 @@ BUILTIN: tuple[MethodSpec, ...] = (
         cost="1 forward pass over the trace with eager attention (each layer's attention reduced to sentence blocks inside a hook; stops after the last layer of the given heads)",
         cite="Bogdan, Macar, Nanda & Conmy, 'Thought Anchors: Which LLM Reasoning Steps Matter?', 2025 (receiver heads: vertical scores over sentences >= 4 later, top-20 heads by kurtosis, layer 0 excluded)",
     ),
+    # --- agents: failure attribution over multi-agent logs ---------------------------------------
+    MethodSpec(
+        "turn_loo",
+        "attribkit.methods.agents.turn_loo:turn_loo",
+        "agents",
+        cost="n + 1 forward passes for n turns (1 full pass whose key-value cache the n ablations reuse up to the removed turn); prompts already scored are free",
+        cite="Zhang, Yin et al., 'Which Agent Causes Task Failures and When? On Automated Failure Attribution of LLM Multi-Agent Systems', ICML 2025 (the task; here a judge-free turn ablation of log p(outcome)); Ma et al., 'Automatic Failure Attribution and Critical Step Prediction Method for Multi-Agent Systems Based on Causal Inference', 2025",
+    ),
+    MethodSpec(
+        "prefix_drop",
+        "attribkit.methods.agents.prefix_drop:prefix_drop",
+        "agents",
+        cost="n + 1 forward passes (the prefixes turns 0..i), each reusing the full pass's key-value cache",
+        cite="Bogdan, Macar, Nanda & Conmy, 'Thought Anchors', 2025 (the forced-answer curve) applied to Who&When (Zhang, Yin et al., ICML 2025)",
+    ),
+    MethodSpec(
+        "agent_shapley",
+        "attribkit.methods.agents.agent_shapley:agent_shapley",
+        "agents",
+        cost="2^A forward passes for A agents (exact Shapley over coalitions, turn 0 always kept) + n_a ablations of the top agent's turns",
+        cite="Ma, Zhu, Guo, Shi, Shen, Liu & Liang, 'Automatic Failure Attribution and Critical Step Prediction Method for Multi-Agent Systems Based on Causal Inference', 2025 (agent-level Shapley; step as in Who&When's hybrid, ICML 2025)",
+    ),
+    MethodSpec(
+        "backtrace",
+        "attribkit.methods.agents.backtrace:backtrace",
+        "agents",
+        cost="lexical edges: 0 passes; ablation edges: (n - 1)(n + 2)/2 scorings; plus n + 1 forward passes for turn_loo suspicion (the default)",
+        cite="the information-dependency idea of GraphTracer (Zhang, Shi, Gu et al., arXiv 2510.10581, 2025, withdrawn: an idea, not a reproduction); Thought Anchors' suppression at turn level (2025)",
+    ),
 )

@@ -56,6 +56,7 @@ __all__ = [
     "agent_of_role",
     "attribute_agents",
     "decision_from_scores",
+    "final_turn",
 ]
 
 DEFAULT_METHOD = "turn_loo"
@@ -447,6 +448,19 @@ def _agent_scores(scores: Any, units: Sequence[Unit]) -> dict[str, float]:
 
 
 # --- the task -------------------------------------------------------------------------------------
+_CONTROL = re.compile(r"\W*(terminate|exit)?\W*", re.IGNORECASE)
+
+
+def final_turn(log: AgentLog) -> int | None:
+    """The step of the log's last substantive turn: trailing turns that are empty or a bare
+    control word (``TERMINATE``, AG2's end-of-chat signal; ``exit``) are skipped. None when every
+    turn is. No model calls."""
+    for step in range(len(log) - 1, -1, -1):
+        if not _CONTROL.fullmatch(log.turns[step].content):
+            return step
+    return None
+
+
 class AgentTask(Task):
     """One multi-agent log to attribute a failure in (task kind ``"agents"``: the agent methods,
     and every perturbation method on :meth:`scorer`).
@@ -458,9 +472,11 @@ class AgentTask(Task):
     the key-value cache of the full prompt for every prompt sharing a prefix with it (local
     LMs). The outcome is
 
-    - ``"final"`` (default): the content of the last turn, the system's own final answer. It
-      is the scored response, so the last turn is left OUT of the prompt and of the units: the
-      units are turns 0..n-2 (a one-turn log has nothing to attribute);
+    - ``"final"`` (default): the content of the last substantive turn (:func:`final_turn`:
+      trailing empty or bare ``TERMINATE`` turns, AG2's end-of-chat signal, are skipped), the
+      system's own final answer. It is the scored response, so it and the turns after it are
+      left OUT of the prompt and of the units: the units are the turns before it (a log whose
+      first turn is its last substantive one has nothing to attribute);
     - ``"gold"``: the log's ground truth (InputError if it has none); the units are all turns;
     - any other string: that text; the units are all turns.
 
@@ -527,20 +543,21 @@ class AgentTask(Task):
         self.outcome_kind = outcome if outcome in _OUTCOMES else "given"
         n = len(self.log)
         if outcome == "final":
-            if n < 2:
+            last = final_turn(self.log)
+            if last is None:
                 raise InputError(
-                    "with outcome='final' the last turn is the scored answer and the turns "
-                    "before it are the units, but this log has one turn; pass outcome='gold' "
+                    "outcome='final' scores the last substantive turn, but every turn is empty "
+                    "or a bare TERMINATE; pass outcome='gold' or the text to score"
+                )
+            if last < 1:
+                raise InputError(
+                    "with outcome='final' the last substantive turn is the scored answer and the "
+                    f"turns before it are the units, but it is step {last}; pass outcome='gold' "
                     "or a text, or a longer log"
                 )
-            text = self.log.turns[-1].content
-            if not text.strip():
-                raise InputError(
-                    f"the last turn (step {n - 1}) is empty, so outcome='final' has nothing to "
-                    "score; pass outcome='gold' or the text to score"
-                )
-            steps: list[int] = list(range(n - 1))
-            self.outcome_step: int | None = n - 1
+            text = self.log.turns[last].content
+            steps: list[int] = list(range(last))
+            self.outcome_step: int | None = last
         elif outcome == "gold":
             if self.log.ground_truth is None or not self.log.ground_truth.strip():
                 raise InputError(

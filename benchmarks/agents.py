@@ -1,0 +1,256 @@
+"""Failure attribution on Who&When's logs: which agent, at which step (issue 18).
+
+Logs: the shared Who&When files (``/work/shared/data/who_and_when/Who&When/<family>/*.json``,
+found by pattern), per family (Algorithm-Generated, Hand-Crafted). **They embed GAIA questions and
+answers that must not be reshared: this script prints and saves ids, agents' names, steps and
+numbers only, never a log's text.**
+
+Rows, per family and setting (``without`` / ``with`` the gold answer):
+
+* trivial rules from the same scoring code (:func:`attribkit.baseline_predictions`): random
+  (seed 0), most turns (not the last speaker) and its first turn, most turns without terminal
+  agents, step 0, and the majority gold agent fitted on the other folds (5-fold,
+  :func:`attribkit.cross_fitted_majority`);
+* each judge-free method (``--methods``, default ``turn_loo,prefix_drop,agent_shapley,backtrace``)
+  read by SmolLM2-135M: without the gold answer they score the system's own final answer (the
+  last turn: ``outcome="final"``), with it the gold answer (``outcome="gold"``);
+* judge methods (``--judge-methods``, default none: ``all_at_once,step_by_step,binary_search,
+  hybrid,a2p``) with the local constrained-choice judge on SmolLM2 — a **plumbing check, 135M**,
+  not a judge — or, when ``ATTRIBKIT_JUDGE_URL``/``ATTRIBKIT_JUDGE_MODEL`` (and optionally
+  ``ATTRIBKIT_JUDGE_KEY_ENV``) are set, the endpoint judge.
+
+Columns: agent and step accuracy (exact, bootstrap 95 % interval over logs), step within ±1,
+joint, MRR of the gold step (methods that rank turns), the official ``evaluate.py`` agent and
+step accuracies (substring rules, all logs in the denominator), then forward passes, judge calls,
+generated tokens and seconds per log. A method "works" only if the lower bound of its exact
+interval clears the best trivial rule's accuracy on the same logs (agent and step separately).
+
+Logs over SmolLM2's 8,192-token window are cut to ``--max-turn-chars`` characters per turn (400;
+recorded in each result); a log that still does not fit, or that a method refuses (one agent for
+agent Shapley), is a failed prediction and counts as wrong.
+
+Results are appended per (family, setting, method, log) to ``--save`` (JSONL; a rerun skips
+what it holds) and ``--load`` tabulates saved rows without a model.
+
+Run: ``.venv/bin/python benchmarks/agents.py [--families Algorithm-Generated] [--limit K]
+[--methods ...] [--judge-methods ...] [--threads 2] --save /tmp/agents.jsonl``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import attribkit as ak
+from _table import environment, markdown_table
+from attribkit.core.errors import AttribkitError
+
+DATA = Path("/work/shared/data/who_and_when/Who&When")
+FAMILIES = ("Algorithm-Generated", "Hand-Crafted")
+METHODS = ("turn_loo", "prefix_drop", "agent_shapley", "backtrace")
+RULES = ("random", "most_turns", "most_turns_no_terminal", "first_turn")
+
+
+def load_logs(family: str, limit: int | None) -> list[ak.AgentLog]:
+    """The family's logs, sorted by file id, the first ``limit``; each read by ``AgentLog``."""
+    logs = ak.AgentLog.from_dir(DATA / family)
+    return logs[:limit] if limit else logs
+
+
+def run_one(
+    lm: Any, judge: Any, log: ak.AgentLog, method: str, setting: str, max_chars: int
+) -> dict[str, Any]:
+    """One method on one log: the prediction (agent, step, ranking of steps) and its cost, or
+    the reason it failed (counted wrong)."""
+    outcome = "gold" if setting == "with" else "final"
+    t0 = time.perf_counter()
+    try:
+        try:
+            task = ak.AgentTask(
+                log, lm=lm, judge=judge, outcome=outcome, with_answer=setting == "with"
+            )
+        except AttribkitError:  # over the window: cut the turns, as recorded in the result
+            task = ak.AgentTask(
+                log,
+                lm=lm,
+                judge=judge,
+                outcome=outcome,
+                with_answer=setting == "with",
+                max_turn_chars=max_chars,
+            )
+        result = task.attribute(method)
+    except AttribkitError as e:
+        return {"failed": type(e).__name__, "seconds": time.perf_counter() - t0}
+    decision = result.extras.get("decision") or {}
+    steps = [int(u.meta["step"]) for u in result.units]
+    ranking = [steps[int(i)] for i in result.ranking]
+    return {
+        "agent": decision.get("agent"),
+        "step": decision.get("step"),
+        "ranking": ranking,
+        "truncated": task.max_turn_chars is not None,
+        "passes": result.cost.forward_passes,
+        "judge_calls": result.cost.judge_calls,
+        "generated_tokens": result.cost.generated_tokens,
+        "seconds": result.cost.seconds,
+    }
+
+
+def tabulate(rows: list[dict[str, Any]], families: list[str], limit: int | None) -> None:
+    """Print one table per family and setting from the saved rows."""
+    for family in families:
+        logs = load_logs(family, limit)
+        ids = [log.id for log in logs]
+        settings = sorted({r["setting"] for r in rows if r["family"] == family})
+        for setting in settings:
+            mine = {
+                (r["method"], r["id"]): r
+                for r in rows
+                if r["family"] == family and r["setting"] == setting
+            }
+            methods = sorted({m for m, _ in mine}, key=lambda m: (m not in METHODS, m))
+            table, best = [], {"agent": 0.0, "step": 0.0}
+            candidates: dict[str, tuple[list[Any], str]] = {
+                f"rule: {rule}": (ak.baseline_predictions(logs, rule), "rule") for rule in RULES
+            }
+            if len(logs) >= 5:
+                candidates["rule: majority (5-fold)"] = (ak.cross_fitted_majority(logs), "rule")
+            for m in methods:
+                got = [mine.get((m, i)) for i in ids]
+                if any(g is None for g in got):
+                    continue  # only methods run on every log of the table
+                preds = [None if g.get("failed") else g for g in got]
+                candidates[m] = (preds, "method")
+            scores = {}
+            for name, (preds, kind) in candidates.items():
+                exact = ak.who_when_score(preds, logs)
+                official = ak.who_when_score(preds, logs, scoring="official")
+                scores[name] = (exact, official, kind)
+                if kind == "rule":
+                    best = {k: max(best[k], exact[k]) for k in best}
+            for name, (exact, official, kind) in scores.items():
+                m = exact.metrics
+
+                def cell(key: str, m: dict = m) -> str:
+                    v = m[key]
+                    return f"{100 * v['mean']:.1f} [{100 * v['lo']:.0f}, {100 * v['hi']:.0f}]"
+
+                cost = ["", "", "", "", ""]
+                works = ""
+                if kind == "method":
+                    got = [mine[(name, i)] for i in ids]
+                    n = len(got)
+                    failed = sum(bool(g.get("failed")) for g in got)
+                    cost = [
+                        f"{sum(g.get('passes', 0) for g in got) / n:.1f}",
+                        f"{sum(g.get('judge_calls', 0) for g in got) / n:.1f}",
+                        f"{sum(g.get('generated_tokens', 0) for g in got) / n:.0f}",
+                        f"{sum(g['seconds'] for g in got) / n:.1f}",
+                        f"{failed} / {sum(bool(g.get('truncated')) for g in got)}",
+                    ]
+                    works = ", ".join(k for k in ("agent", "step") if m[k]["lo"] > best[k]) or "no"
+                table.append(
+                    [
+                        name,
+                        cell("agent"),
+                        cell("step"),
+                        cell("step_within_1"),
+                        cell("joint"),
+                        f"{m['mrr']['mean']:.3f}" if "mrr" in m else "",
+                        f"{100 * official['agent']:.1f}",
+                        f"{100 * official['step']:.1f}",
+                        *cost,
+                        works,
+                    ]
+                )
+            print(f"\n### {family}, {setting} the gold answer: {len(logs)} logs\n")
+            print(
+                markdown_table(
+                    [
+                        "row",
+                        "agent % [95 %]",
+                        "step %",
+                        "step ±1 %",
+                        "joint %",
+                        "MRR",
+                        "official agent %",
+                        "official step %",
+                        "passes / log",
+                        "judge calls / log",
+                        "gen. tokens / log",
+                        "s / log",
+                        "failed / truncated",
+                        "works (clears best rule)",
+                    ],
+                    table,
+                )
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--settings", default="without,with", help="without,with the gold answer")
+    ap.add_argument("--methods", default=",".join(METHODS), help="judge-free methods")
+    ap.add_argument("--judge-methods", default="", help="judge methods (local judge or endpoint)")
+    ap.add_argument("--limit", type=int, default=None, help="first K logs per family")
+    ap.add_argument("--max-turn-chars", type=int, default=400)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--save", type=Path, default=None, help="append each result here (JSONL)")
+    ap.add_argument("--load", action="store_true", help="only tabulate the rows in --save")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if not DATA.is_dir():
+        sys.exit(f"{DATA} is absent: the shared Who&When logs are needed")
+    families = [f for f in args.families.split(",") if f]
+    settings = [s for s in args.settings.split(",") if s]
+    methods = [m for m in args.methods.split(",") if m]
+    judge_methods = [m for m in args.judge_methods.split(",") if m]
+    rows: list[dict[str, Any]] = []
+    if args.save is not None and args.save.exists():
+        rows = [json.loads(line) for line in args.save.read_text().splitlines() if line.strip()]
+    print(environment(["attribkit", "torch", "transformers"], args.threads))
+    if not args.load:
+        lm = ak.load("smollm2")
+        endpoint = ak.judge_from_env()
+        judge = endpoint if endpoint is not None else ak.LocalJudge(lm)
+        label = judge.name if endpoint is not None else "local judge (plumbing check, 135M)"
+        print(f"reader {lm.name}; judge: {label}")
+        done = {(r["family"], r["setting"], r["method"], r["id"]) for r in rows}
+        for family in families:
+            logs = load_logs(family, args.limit)
+            for setting in settings:
+                for method in [*methods, *judge_methods]:
+                    t0 = time.perf_counter()
+                    for log in logs:
+                        key = (family, setting, method, log.id)
+                        if key in done:
+                            continue
+                        row = {"family": family, "setting": setting, "method": method}
+                        row |= {"id": log.id}
+                        row |= run_one(lm, judge, log, method, setting, args.max_turn_chars)
+                        rows.append(row)
+                        if args.save is not None:
+                            with args.save.open("a") as f:
+                                f.write(json.dumps(row) + "\n")
+                    print(
+                        f"- {family} / {setting} / {method}: {time.perf_counter() - t0:.0f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    tabulate(rows, families, args.limit)
+    if os.environ.get("ATTRIBKIT_JUDGE_URL") is None and judge_methods:
+        print("\nJudge rows used the local judge: a plumbing check on a 135M model, not a judge.")
+
+
+if __name__ == "__main__":
+    main()
