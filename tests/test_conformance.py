@@ -22,10 +22,10 @@ from attribkit.core.gradient import GradientScorer
 from attribkit.core.registry import MethodSpec, check_units, list_methods
 from attribkit.core.scorer import Scorer
 from attribkit.testing import (
-    TOY_PARAMS,
     check_method,
     iter_checks,
     toy_gradient_scorer,
+    toy_params,
     toy_scorer,
 )
 
@@ -35,7 +35,7 @@ METHODS = [spec.name for spec in SPECS if spec.kind != "generation"]
 
 @pytest.mark.parametrize("spec", SPECS, ids=[f"{s.kind}:{s.name}" for s in SPECS])
 def test_registered_method_conforms(spec: MethodSpec) -> None:
-    check_method(spec, **TOY_PARAMS.get(spec.name, {}))
+    check_method(spec, **toy_params(spec.kind, spec.name))
 
 
 @pytest.mark.parametrize(

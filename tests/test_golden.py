@@ -38,7 +38,7 @@ def _toy(kind: str) -> Any:
 def _run_registered(kind: str, name: str) -> ak.Attribution:
     """The method through the one dispatcher, as a user calls it: ``ak.attribute(toy, name)``."""
     spec = ak.get_method(name, kind=kind)
-    params = dict(testing.TOY_PARAMS.get(name, {}))
+    params = testing.toy_params(kind, name)
     if "seed" in inspect.signature(spec.fn).parameters:
         params.setdefault("seed", 0)
     toy = _toy(kind)

@@ -41,6 +41,7 @@ __all__ = [
     "toy_generation_task",
     "toy_gradient_scorer",
     "toy_image_task",
+    "toy_params",
     "toy_reasoning_task",
     "toy_scorer",
 ]
@@ -52,7 +53,7 @@ ToyScorer = Any  # a Scorer, a GradientScorer or a ContextTask
 TOY_PARAMS: dict[str, dict[str, Any]] = {
     "attention_heads": {"heads": [(0, 1), (1, 2)]},
     "attntrace": {"B": 4},
-    "hybrid": {"heads": [(0, 1), (1, 2)]},
+    "context:hybrid": {"heads": [(0, 1), (1, 2)]},
     "smdl": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
     "lima": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
     "receiver_heads": {"proximity": 1, "top_k": 2},  # 4 toy sentences, 2 layers
@@ -65,6 +66,12 @@ TOY_PARAMS: dict[str, dict[str, Any]] = {
         "extract": "last_word",
     },
 }
+
+
+def toy_params(kind: str, name: str) -> dict[str, Any]:
+    """The toy parameters of method ``name`` of ``kind``: ``TOY_PARAMS["kind:name"]`` when a name
+    is shared by several kinds, else ``TOY_PARAMS[name]``, else none. A copy."""
+    return dict(TOY_PARAMS.get(f"{kind}:{name}", TOY_PARAMS.get(name, {})))
 
 
 class _Counted:
@@ -283,6 +290,15 @@ TOY_LOG = (
 )
 
 
+def _tiny_long_lm() -> Any:
+    """The tiny language model with a 2,048-position window: the judges' prompts run past its
+    512 positions, and its rotary positions take any length, so only the limit changes (shorter
+    prompts score the same)."""
+    lm = tiny_language_model()
+    lm.model.config.max_position_embeddings = 2048
+    return lm
+
+
 def toy_agents_task(turns: Any = TOY_LOG, lm: Any = None, judge: bool = True) -> Any:
     """An :class:`~attribkit.tasks.agents.AgentTask` on the tiny language model: a 5-turn log of
     4 agents (a planted misreading at step 2) whose last turn is the scored outcome (so 4 turn
@@ -291,7 +307,7 @@ def toy_agents_task(turns: Any = TOY_LOG, lm: Any = None, judge: bool = True) ->
     from attribkit.models.judge import LocalJudge
     from attribkit.tasks.agents import AgentLog, AgentTask
 
-    lm = lm if lm is not None else tiny_language_model()
+    lm = lm if lm is not None else _tiny_long_lm()
     log = AgentLog(
         [{"agent": a, "content": c} for a, c in turns],
         ground_truth="9 euros",
@@ -405,7 +421,7 @@ def _counted_reasoning_task() -> tuple[Any, Any]:
 
 
 def _counted_agents_task() -> tuple[Any, Any]:
-    lm = tiny_language_model()
+    lm = _tiny_long_lm()
     return toy_agents_task(lm=lm), _CountingModel(lm.model)
 
 

@@ -301,6 +301,41 @@ BUILTIN: tuple[MethodSpec, ...] = (
     ),
     # --- agents: failure attribution over multi-agent logs ---------------------------------------
     MethodSpec(
+        "all_at_once",
+        "attribkit.methods.agents.all_at_once:all_at_once",
+        "agents",
+        cost="1 judge call (a local judge: one forward pass per agent and per step option, A + n)",
+        cite="Zhang, Yin et al., 'Which Agent Causes Task Failures and When? On Automated Failure Attribution of LLM Multi-Agent Systems', ICML 2025 (all-at-once)",
+    ),
+    MethodSpec(
+        "step_by_step",
+        "attribkit.methods.agents.step_by_step:step_by_step",
+        "agents",
+        cost="at most n judge calls (i* + 1, stopping at the first Yes); a local judge: 2 forward passes per call",
+        cite="Zhang, Yin et al., 'Which Agent Causes Task Failures and When? On Automated Failure Attribution of LLM Multi-Agent Systems', ICML 2025 (step-by-step)",
+    ),
+    MethodSpec(
+        "binary_search",
+        "attribkit.methods.agents.binary_search:binary_search",
+        "agents",
+        cost="at most ceil(log2 n) judge calls (at least floor(log2 n)); a local judge: 2 forward passes per call",
+        cite="Zhang, Yin et al., 'Which Agent Causes Task Failures and When? On Automated Failure Attribution of LLM Multi-Agent Systems', ICML 2025 (binary search)",
+    ),
+    MethodSpec(
+        "hybrid",
+        "attribkit.methods.agents.hybrid:hybrid",
+        "agents",
+        cost="1 + at most n_a judge calls (all-at-once, then step-by-step over the n_a turns of its agent); a local judge: A + n, then 2 forward passes per step call",
+        cite="Zhang, Yin et al., 'Which Agent Causes Task Failures and When? On Automated Failure Attribution of LLM Multi-Agent Systems', ICML 2025 (hybrid, Table 3: all-at-once for the agent, step-by-step for the step)",
+    ),
+    MethodSpec(
+        "a2p",
+        "attribkit.methods.agents.a2p:a2p",
+        "agents",
+        cost="1 judge call (a local judge: A + n forward passes)",
+        cite="West et al., 'Abduct, Act, Predict: Scaffolding Causal Inference for Automated Failure Attribution in Multi-Agent Systems', 2025 (abduction, action, prediction on Who&When's all-at-once)",
+    ),
+    MethodSpec(
         "turn_loo",
         "attribkit.methods.agents.turn_loo:turn_loo",
         "agents",
