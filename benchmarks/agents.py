@@ -229,9 +229,9 @@ def main() -> None:
         for family in families:
             logs = load_logs(family, args.limit)
             for setting in settings:
-                for method in [*methods, *judge_methods]:
+                for k, log in enumerate(logs):  # log-major: a partial run covers every method
                     t0 = time.perf_counter()
-                    for log in logs:
+                    for method in [*methods, *judge_methods]:
                         key = (family, setting, method, log.id)
                         if key in done:
                             continue
@@ -243,7 +243,8 @@ def main() -> None:
                             with args.save.open("a") as f:
                                 f.write(json.dumps(row) + "\n")
                     print(
-                        f"- {family} / {setting} / {method}: {time.perf_counter() - t0:.0f} s",
+                        f"- {family} / {setting} / log {k + 1}/{len(logs)}: "
+                        f"{time.perf_counter() - t0:.0f} s",
                         file=sys.stderr,
                         flush=True,
                     )
