@@ -15,11 +15,13 @@ import numpy as np
 
 from attribkit.core.cost import Cost, measure
 from attribkit.core.errors import InputError
+from attribkit.core.registry import check_units
 from attribkit.methods.agents.prompts import (
     AGENT_FIELD,
     ANSWER_FIELD,
     NO,
     STEP_FIELD,
+    SYSTEM_ALL_AT_ONCE,
     YES,
     reply_reason,
     step_prompt,
@@ -33,6 +35,7 @@ __all__ = [
     "StepScan",
     "agent_max",
     "ask_agent_step",
+    "ask_once",
     "judged_cost",
     "scan_steps",
     "unit_scores",
@@ -230,3 +233,24 @@ def scan_steps(run: JudgeRun, steps: Sequence[int], system: str | None) -> StepS
             scan.found, scan.reason = s, reply_reason(j.text, ("Reason",))
             break
     return scan
+
+
+def ask_once(task: Any, method: str, prompt_for: Any, label: str, system: bool) -> Any:
+    """The one-call methods (all-at-once, A2P): ask the judge once with ``prompt_for(log,
+    with_answer)`` for the agent and the step, and return the task's Attribution of the reply
+    (per-turn step log-probabilities from a local judge, else 1 for the chosen step and 0
+    elsewhere; the decision labelled ``label``). Costs 1 judge call."""
+    run = JudgeRun(task, method)
+    check_units(run.task)
+    prompt = prompt_for(run.log, run.with_answer)
+    with judged_cost(run.task) as cost:
+        got = ask_agent_step(run, prompt, SYSTEM_ALL_AT_ONCE if system else None)
+    return run.task.result(
+        unit_scores(run.task, got.step_scores, 0.0),
+        method,
+        run.params(system=system),
+        cost,
+        decision=got.decision(label),
+        agent_scores=got.agent_scores,
+        **run.extras(),
+    )

@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from attribkit.core.attribution import Attribution
-from attribkit.core.registry import check_units
-from attribkit.methods.agents._judged import JudgeRun, ask_agent_step, judged_cost, unit_scores
-from attribkit.methods.agents.prompts import SYSTEM_ALL_AT_ONCE, a2p_prompt
+from attribkit.methods.agents._judged import ask_once
+from attribkit.methods.agents.prompts import a2p_prompt
 
 __all__ = ["a2p"]
 
@@ -32,17 +31,4 @@ def a2p(task: Any, *, system: bool = True) -> Attribution:
 
     Costs 1 judge call (a local judge: one forward pass per agent and per step option).
     """
-    run = JudgeRun(task, "a2p")
-    check_units(run.task)
-    prompt = a2p_prompt(run.log, run.with_answer)
-    with judged_cost(run.task) as cost:
-        got = ask_agent_step(run, prompt, SYSTEM_ALL_AT_ONCE if system else None)
-    return run.task.result(
-        unit_scores(run.task, got.step_scores, 0.0),
-        "a2p",
-        run.params(system=system),
-        cost,
-        decision=got.decision("A2P"),
-        agent_scores=got.agent_scores,
-        **run.extras(),
-    )
+    return ask_once(task, "a2p", a2p_prompt, "A2P", system)

@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from attribkit.core.attribution import Attribution
-from attribkit.core.registry import check_units
-from attribkit.methods.agents._judged import JudgeRun, ask_agent_step, judged_cost, unit_scores
-from attribkit.methods.agents.prompts import SYSTEM_ALL_AT_ONCE, all_at_once_prompt
+from attribkit.methods.agents._judged import ask_once
+from attribkit.methods.agents.prompts import all_at_once_prompt
 
 __all__ = ["all_at_once"]
 
@@ -32,17 +31,4 @@ def all_at_once(task: Any, *, system: bool = True) -> Attribution:
 
     Costs 1 judge call (a local judge: one forward pass per agent and per step option).
     """
-    run = JudgeRun(task, "all_at_once")
-    check_units(run.task)
-    prompt = all_at_once_prompt(run.log, run.with_answer)
-    with judged_cost(run.task) as cost:
-        got = ask_agent_step(run, prompt, SYSTEM_ALL_AT_ONCE if system else None)
-    return run.task.result(
-        unit_scores(run.task, got.step_scores, 0.0),
-        "all_at_once",
-        run.params(system=system),
-        cost,
-        decision=got.decision("all-at-once"),
-        agent_scores=got.agent_scores,
-        **run.extras(),
-    )
+    return ask_once(task, "all_at_once", all_at_once_prompt, "all-at-once", system)
