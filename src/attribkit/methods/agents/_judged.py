@@ -16,6 +16,7 @@ import numpy as np
 from attribkit.core.cost import Cost, measure
 from attribkit.core.errors import InputError
 from attribkit.core.registry import check_units
+from attribkit.methods.agents._common import agent_task
 from attribkit.methods.agents.prompts import (
     AGENT_FIELD,
     ANSWER_FIELD,
@@ -43,12 +44,7 @@ __all__ = [
 
 
 def _judge_task(task: Any, method: str) -> AgentTask:
-    if not isinstance(task, AgentTask):
-        raise InputError(
-            f"{method} attributes a multi-agent log with a judge: pass an AgentTask "
-            f"(AgentTask(log, judge=...) or attribkit.attribute_agents(log, method={method!r}, "
-            f"judge=...)), got {type(task).__name__}"
-        )
+    task = agent_task(task, method)
     if task.judge is None:
         raise InputError(
             f"{method} asks a judge, but the task has none: pass judge=ChatJudge(...) or "
