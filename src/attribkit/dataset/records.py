@@ -14,7 +14,17 @@ One record per line; blank lines are ignored. The fields depend on the task
   (optional), "id": ... (optional)}`` (a chain of thought ``text`` and the final ``answer`` it
   leads to), or ``{"folder": str, "answer": ... (optional), "id": ... (optional)}`` naming a
   Thought Anchors problem folder (a relative path is read from the JSONL file's folder; its
-  ``gt_answer`` is the answer unless the record gives one).
+  ``gt_answer`` is the answer unless the record gives one);
+- ``agents``: ``{"log": str, "outcome": "final" | "gold" (optional), "max_turn_chars": int
+  (optional), "with_answer": bool (optional), "id": ... (optional)}`` where ``log`` is a
+  multi-agent log file (a Who&When log, a JSON list of turns or ``{"turns": [...]}``; a relative
+  path is read from the JSONL file's folder), or the turns inline: ``{"turns": [{"agent": str,
+  "content": str}, ...], "question", "ground_truth", "mistake_agent", "mistake_step"
+  (optional), ...}``. ``outcome`` is what judge-free methods score (default ``final``: the last
+  substantive turn; ``gold``: the ground truth), ``max_turn_chars`` cuts every turn, and
+  ``with_answer`` shows judge methods the gold answer. The log is read and checked (turns,
+  gold step in range, an outcome it can score) while validating. The inputs stored with an
+  agents run hold ids, agents and steps only, never a turn's text, the question or an answer.
 
 Every record gets a *key* that identifies it in a run store: ``str(id)`` when the line has an
 id, else a hash of the record's content as written (so it does not change when lines are
@@ -39,6 +49,7 @@ __all__ = [
     "SCHEMAS",
     "Record",
     "RecordSchema",
+    "agent_log",
     "content_key",
     "read_records",
     "reasoning_trace",
@@ -57,7 +68,10 @@ class Record:
     ``prompt``/``response`` (generation), ``image``/``image_path``/``target`` (image;
     ``image`` as written, ``image_path`` the absolute file path or ``skimage:NAME``),
     ``problem``/``text``/``answer``/``chunks`` or ``folder``/``folder_path`` (reasoning;
-    ``folder`` as written, ``folder_path`` absolute).
+    ``folder`` as written, ``folder_path`` absolute), ``log``/``log_path`` or
+    ``turns``/``question``/``ground_truth``/``mistake_agent``/``mistake_step``, with
+    ``outcome``/``max_turn_chars``/``with_answer`` (agents; ``log`` as written, ``log_path``
+    absolute).
     """
 
     key: str
@@ -78,6 +92,16 @@ class Record:
     chunks: tuple[str, ...] | None = None
     folder: str | None = None
     folder_path: str | None = None
+    log: str | None = None
+    log_path: str | None = None
+    turns: tuple[dict[str, Any], ...] | None = None
+    question: str | None = None
+    ground_truth: str | None = None
+    mistake_agent: str | None = None
+    mistake_step: int | str | None = None
+    outcome: str | None = None
+    max_turn_chars: int | None = None
+    with_answer: bool | None = None
 
     @property
     def where(self) -> str:
@@ -90,6 +114,16 @@ class Record:
             return {"prompt": self.prompt, "response": self.response, "id": self.id}
         if self.task == "image":
             return {"image": self.image, "target": self.target, "id": self.id}
+        if self.task == "agents":  # ids, agents and steps only: no turn text
+            return {
+                "log": self.log,
+                "outcome": self.outcome or "final",
+                "max_turn_chars": self.max_turn_chars,
+                "with_answer": bool(self.with_answer),
+                "mistake_agent": self.mistake_agent,
+                "mistake_step": self.mistake_step,
+                "id": self.id,
+            }
         if self.task == "reasoning":
             out: dict[str, Any] = {"problem": self.problem, "text": self.text}
             out.update(answer=self.answer, id=self.id)
@@ -279,6 +313,103 @@ def _reasoning_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str
     return fields
 
 
+def agent_log(record: Record) -> Any:
+    """The :class:`~attribkit.tasks.agents.AgentLog` of an agents record (read from its log
+    file, or built from its turns). InputError when it is not valid. No model calls."""
+    from attribkit.tasks.agents import AgentLog
+
+    if record.log_path is not None:
+        return AgentLog.from_file(record.log_path)
+    return AgentLog(
+        list(record.turns or ()),
+        question=record.question,
+        ground_truth=record.ground_truth,
+        mistake_agent=record.mistake_agent,
+        mistake_step=record.mistake_step,
+        meta={} if record.id is None else {"id": str(record.id)},
+    )
+
+
+_LOG_FIELDS = ("question", "ground_truth", "mistake_agent", "mistake_step")
+_OUTCOMES = ("final", "gold")
+
+
+def _agents_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, Any]:
+    from attribkit.tasks.agents import AgentTask
+
+    fields: dict[str, Any] = {}
+    if "log" in obj and "turns" in obj:
+        raise _fail(where, 'give either "log" (a log file) or "turns" (the turns inline), not both')
+    if "log" in obj:
+        clash = [k for k in _LOG_FIELDS if k in obj]
+        if clash:
+            raise _fail(
+                where,
+                f'"{clash[0]}" goes with inline "turns"; a "log" file carries its own question, '
+                "ground truth and mistake: remove the field",
+            )
+        name = _text(obj, "log", where, "a multi-agent log file", required=True)
+        assert name is not None
+        resolved = (folder / Path(name).expanduser()).resolve()
+        if not resolved.is_file():
+            raise _fail(
+                where,
+                f"no log file at {resolved} (a relative path is read from the dataset's folder "
+                f"{folder}); give a Who&When log or a JSON list of turns",
+            )
+        fields.update(log=name, log_path=str(resolved))
+    elif "turns" in obj:
+        turns = obj["turns"]
+        if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+            raise _fail(
+                where, '"turns" must be a list of objects {"agent": "...", "content": "..."}'
+            )
+        if not turns:
+            raise _fail(where, '"turns" is empty: give at least one turn {"agent", "content"}')
+        fields["turns"] = tuple(turns)
+        for key in ("question", "ground_truth", "mistake_agent"):
+            value = obj.get(key)
+            if value is not None and not isinstance(value, str):
+                raise _fail(where, f'"{key}" must be a string, got {type(value).__name__}')
+            fields[key] = value
+        step = obj.get("mistake_step")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int | str)):
+            raise _fail(
+                where, f'"mistake_step" must be a 0-based step number, got {type(step).__name__}'
+            )
+        fields["mistake_step"] = step
+    else:
+        raise _fail(
+            where,
+            'missing "log" (a multi-agent log file) or "turns" (a list of {"agent", "content"})',
+        )
+    outcome = obj.get("outcome")
+    if outcome is not None and outcome not in _OUTCOMES:
+        raise _fail(
+            where,
+            f'"outcome" must be "final" (the last turn) or "gold" (the ground truth), got '
+            f"{outcome!r}",
+        )
+    chars = obj.get("max_turn_chars")
+    if chars is not None and (isinstance(chars, bool) or not isinstance(chars, int) or chars < 1):
+        raise _fail(
+            where, f'"max_turn_chars" must be a positive number of characters, got {chars!r}'
+        )
+    with_answer = obj.get("with_answer")
+    if with_answer is not None and not isinstance(with_answer, bool):
+        raise _fail(where, f'"with_answer" must be true or false, got {with_answer!r}')
+    fields.update(outcome=outcome, max_turn_chars=chars, with_answer=with_answer)
+    try:  # the log and the outcome it can score, without a model
+        AgentTask(
+            agent_log(Record(key="", line=0, task="agents", **fields)),
+            outcome=outcome or "final",
+            max_turn_chars=chars,
+        )
+    except InputError as e:
+        raise _fail(where, str(e)) from None
+    return fields
+
+
 @dataclass(frozen=True)
 class RecordSchema:
     """The fields of one task's records: ``parse(obj, where, folder)`` validates a JSON object
@@ -289,6 +420,8 @@ class RecordSchema:
     example: str
     parse: Callable[[dict[str, Any], str, Path], dict[str, Any]]
     key_fields: tuple[str, ...]
+    #: a record with any of these fields (and only this schema's) looks like one of this task's
+    markers: tuple[str, ...] = ()
 
 
 #: The record schema of each dataset task.
@@ -323,6 +456,36 @@ SCHEMAS: dict[str, RecordSchema] = {
         _reasoning_fields,
         ("problem", "text", "answer", "chunks", "folder"),
     ),
+    "agents": RecordSchema(
+        "agents",
+        (
+            "log",
+            "turns",
+            "question",
+            "ground_truth",
+            "mistake_agent",
+            "mistake_step",
+            "outcome",
+            "max_turn_chars",
+            "with_answer",
+            "id",
+        ),
+        '{"log": "logs/1.json", "outcome": "final" (optional), "id": ... (optional)} or '
+        '{"turns": [{"agent": "...", "content": "..."}, ...], "id": ... (optional)}',
+        _agents_fields,
+        (
+            "log",
+            "turns",
+            "question",
+            "ground_truth",
+            "mistake_agent",
+            "mistake_step",
+            "outcome",
+            "max_turn_chars",
+            "with_answer",
+        ),
+        markers=("log", "turns"),
+    ),
 }
 
 #: The keys a context record may have (the other tasks: ``SCHEMAS[task].fields``).
@@ -333,8 +496,10 @@ def _other_task(keys: set[str], task: str) -> str:
     """`` (... run with --task X)`` when the record's fields are those of another task."""
     for other, schema in SCHEMAS.items():
         main = set(schema.fields) - {"id", "response", "target"}
-        if other != task and main <= keys <= set(schema.fields):
-            return f"; this looks like a {other} record: run with --task {other}"
+        looks = main <= keys if not schema.markers else bool(keys & set(schema.markers))
+        if other != task and looks and keys <= set(schema.fields):
+            article = "an" if other[0] in "aeiou" else "a"
+            return f"; this looks like {article} {other} record: run with --task {other}"
     return ""
 
 

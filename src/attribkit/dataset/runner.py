@@ -9,8 +9,10 @@ flight. Records run here (``backend="local"``) or on a Ray actor pool (``backend
 A *dataset task* turns one record into ``(Attribution, inputs, span Attributions)`` (optionally
 followed by the model calls it spent) on a loaded model: ``context`` (a response traced to its
 context), ``generation`` (each generated token to the input tokens), ``image`` (a class to the
-regions of an image) and ``reasoning`` (a final answer to the sentences of a chain of thought); adding one is one function plus an entry in :data:`TASKS` (and a record
-schema in :data:`attribkit.dataset.records.SCHEMAS`).
+regions of an image), ``reasoning`` (a final answer to the sentences of a chain of thought) and
+``agents`` (a multi-agent failure to the turns and agents of its log); adding one is one
+function plus an entry in :data:`TASKS` (and a record schema in
+:data:`attribkit.dataset.records.SCHEMAS`).
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from attribkit.core.errors import AttribkitError, InputError
 from attribkit.dataset.records import (
     SKIMAGE,
     Record,
+    agent_log,
     read_records,
     reasoning_trace,
     skimage_loader,
 )
+from attribkit.tasks.agents import DEFAULT_METHOD as AGENTS_METHOD
 from attribkit.tasks.context import DEFAULT_METHOD
 from attribkit.tasks.generation import DEFAULT_METHOD as GENERATION_METHOD
 from attribkit.tasks.reasoning import DEFAULT_METHOD as REASONING_METHOD
@@ -188,6 +192,52 @@ def _reasoning_record(
     return attribution, inputs, []
 
 
+def _agents_record(
+    lm: Any,
+    record: Record,
+    *,
+    method: str,
+    units: str,
+    spans: bool,
+    params: Mapping[str, Any],
+) -> tuple[Attribution, dict[str, Any], list[Attribution]]:
+    """The ``agents`` task: attribute the failure of the record's multi-agent log to its turns
+    and agents (judge-free methods read it with ``lm``; judge methods ask ``params["judge"]``
+    when given, else a :class:`~attribkit.models.judge.LocalJudge` on ``lm``). The stored inputs
+    hold the log's id, its size and its gold mistake (agent, step), never its text. No span
+    results."""
+    from attribkit.tasks.agents import AgentTask
+
+    p = dict(params)
+    judge = p.pop("judge", None)
+    if judge is None:
+        from attribkit.models.judge import LocalJudge
+
+        try:
+            judge = LocalJudge(lm)
+        except InputError:  # not a local language model: judge-free methods only
+            judge = None
+    log = agent_log(record)
+    task = AgentTask(
+        log,
+        lm=lm,
+        judge=judge,
+        outcome=record.outcome or "final",
+        with_answer=bool(record.with_answer),
+        max_turn_chars=record.max_turn_chars,
+    )
+    attribution = task.attribute(method, **p)
+    inputs = record.inputs()
+    inputs.update(
+        log_id=log.id,
+        n_turns=len(log),
+        agents=log.agents,
+        mistake_agent=log.mistake_agent,
+        mistake_step=log.mistake_step,
+    )
+    return attribution, inputs, []
+
+
 #: Dataset tasks by name.
 TASKS: dict[str, DatasetTask] = {
     "context": DatasetTask("context", _context_record, DEFAULT_METHOD),
@@ -216,6 +266,14 @@ TASKS: dict[str, DatasetTask] = {
         method_kinds=("reasoning", "perturbation"),
         units=("sentences",),
         schema="reasoning",
+    ),
+    "agents": DatasetTask(
+        "agents",
+        _agents_record,
+        AGENTS_METHOD,
+        method_kinds=("agents", "perturbation"),
+        units=("turns",),
+        schema="agents",
     ),
 }
 
@@ -533,8 +591,11 @@ def run_dataset(
     ``"context"`` (a response traced to the sentences or passages of its context; default
     method ``auto``), ``"generation"`` (each generated token traced to the input tokens;
     default ``integrated_gradients``), ``"image"`` (an image class traced to image regions;
-    default ``grad_cam``) or ``"reasoning"`` (a final answer traced to the sentences of its
-    chain of thought; default ``forced_answer``). The whole file is validated first (:func:`read_records`). Records
+    default ``grad_cam``), ``"reasoning"`` (a final answer traced to the sentences of its
+    chain of thought; default ``forced_answer``) or ``"agents"`` (a multi-agent failure traced to
+    the turns and agents of its log; default ``turn_loo``; judge methods use
+    ``params["judge"]``, else a local judge on the model). The whole file is validated first
+    (:func:`read_records`). Records
     already stored for ``(dataset, key, method)`` are skipped, so running again resumes an
     interrupted run; each finished record is written at once with its span results (context
     only, ``spans=True``: one per response sentence). ``dataset`` defaults to the file name,
@@ -556,7 +617,7 @@ def run_dataset(
     from attribkit.store.runs import open as open_store
 
     if task not in TASKS:
-        raise InputError(f"unknown task {task!r}; choose one of: {', '.join(sorted(TASKS))}")
+        raise InputError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     spec = TASKS[task]

@@ -8,11 +8,12 @@ nothing fetched from the network) and a JSON API:
   values each filter can take;
 - ``GET /api/runs/{id}`` — one run: summary, parameters, inputs, its Attribution dict, one score
   per unit (``vector``), how to draw it (``view``, from the task kind the Attribution records:
-  ``context``, ``generation``, ``image``, ``reasoning``; ``features``, ``text`` or ``generic``
-  for a bare Scorer's result), a generation run's token matrix (``tokens``), an image run's map
-  over its image (``overlay``, a PNG data URL), a reasoning run's problem, answer and
-  sentence×sentence matrix (``reasoning``), its stored span results, the character ranges of its
-  response's sentences, and the other runs on the same input (to compare with);
+  ``context``, ``generation``, ``image``, ``reasoning``, ``agents``; ``features``, ``text`` or
+  ``generic`` for a bare Scorer's result), a generation run's token matrix (``tokens``), an
+  image run's map over its image (``overlay``, a PNG data URL), a reasoning run's problem, answer
+  and sentence×sentence matrix (``reasoning``), an agents run's agent totals, decision, gold
+  (when stored) and dependency path (``agents``), its stored span results, the character ranges
+  of its response's sentences, and the other runs on the same input (to compare with);
 - ``POST /api/runs/{id}/span`` ``{"start": s, "end": e}`` — the sources of one span of a context
   run's response: a stored span result when there is one, else (with a live model) computed,
   stored and returned with ``live: true`` and its cost; 409 when neither is possible;
@@ -136,7 +137,8 @@ def view_kind(run: StoredRun) -> str:
     ``context`` (the response traced to its context, with span queries), ``generation`` (a
     token heat map), ``image`` (the map over the image), ``reasoning`` (the problem, the chain
     of thought shaded by sentence, the answer and, when the method gives one, the
-    sentence×sentence matrix); for a bare Scorer's result (no task)
+    sentence×sentence matrix), ``agents`` (a multi-agent log's turns shaded by score, the
+    agents' totals and the decision); for a bare Scorer's result (no task)
     by its units: ``features`` (signed bars), ``image`` (image units over the stored picture),
     ``text`` (text units over their text); else ``generic`` (a ranked list)."""
     data = run.data
@@ -156,6 +158,8 @@ def view_kind(run: StoredRun) -> str:
         return "image" if image else "generic"
     if task == "reasoning":
         return "reasoning" if text and has_ranges else "generic"
+    if task == "agents":
+        return "agents" if units else "generic"
     if units and all("box" in u for u in units) and image:
         return "image"
     if inp.get("kind") == "features" or (
@@ -240,15 +244,99 @@ def reasoning_payload(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def _unit_at_step(units: list[dict[str, Any]], step: int | None) -> int | None:
+    """The position of the unit of turn ``step``, or None when no unit is that turn."""
+    if step is None:
+        return None
+    for i, u in enumerate(units):
+        if _int_or_none((u.get("meta") or {}).get("step")) == step:
+            return i
+    return None
+
+
+def agents_payload(data: dict[str, Any], inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An agents run's ``totals`` (``[agent, total]`` pairs from ``extras["agent_scores"]``,
+    highest first; None for a non-finite total), ``decision`` (``agent``, ``step``, ``reason``
+    and ``unit``: the index of the decided turn, None when it is not a unit), ``gold``
+    (``agent``, ``step``, ``unit``, from ``mistake_agent``/``mistake_step`` in the target or the
+    run's stored inputs; None when neither has them), ``path`` (backtrace's steps from the
+    decided turn to the root, each ``{"step", "agent"}``; empty without one), ``n_turns`` and
+    ``outcome_step`` (the scored final turn, left out of the units). Labels, agents and steps
+    only: an agents run holds no turn text."""
+    units = [u if isinstance(u, dict) else {} for u in data.get("units") or []]
+    extras = data.get("extras") or {}
+    target = data.get("target") if isinstance(data.get("target"), dict) else {}
+    inp = data.get("input") or {}
+    raw = extras.get("agent_scores")
+    order = {
+        str((u.get("meta") or {}).get("agent")): i for i, u in reversed(list(enumerate(units)))
+    }
+    totals: list[tuple[str, float | None]] = []
+    if isinstance(raw, dict):
+        totals = [(str(k), _finite(v)) for k, v in raw.items()]
+    totals.sort(key=lambda kv: (kv[1] is None, -(kv[1] or 0.0), order.get(kv[0], len(order))))
+    raw_decision = extras.get("decision") if isinstance(extras.get("decision"), dict) else None
+    decision = None
+    if raw_decision is not None:
+        step = _int_or_none(raw_decision.get("step"))
+        agent = raw_decision.get("agent")
+        decision = {
+            "agent": None if agent is None else str(agent),
+            "step": step,
+            "reason": str(raw_decision.get("reason") or ""),
+            "unit": _unit_at_step(units, step),
+        }
+    gold = None
+    for source in (target, inputs or {}):
+        if source.get("mistake_agent") is not None or source.get("mistake_step") is not None:
+            agent, step = source.get("mistake_agent"), _int_or_none(source.get("mistake_step"))
+            gold = {
+                "agent": None if agent is None else str(agent),
+                "step": step,
+                "unit": _unit_at_step(units, step),
+            }
+            break
+    agent_of = {
+        _int_or_none((u.get("meta") or {}).get("step")): str((u.get("meta") or {}).get("agent"))
+        for u in units
+    }
+    path = []
+    for s in extras.get("path") or []:
+        step = _int_or_none(s)
+        if step is not None:
+            path.append({"step": step, "agent": agent_of.get(step)})
+    return {
+        "totals": [[a, v] for a, v in totals],
+        "decision": decision,
+        "gold": gold,
+        "path": path,
+        "n_turns": _int_or_none(inp.get("n_turns")),
+        "outcome_step": _int_or_none(target.get("outcome_step")),
+    }
+
+
 def _view_payload(run: StoredRun, view: str) -> dict[str, Any]:
     """What a view needs beyond the Attribution dict: a generation run's token matrix, an
-    image run's overlay, a reasoning run's problem, answer and matrix."""
+    image run's overlay, a reasoning run's problem, answer and matrix, an agents run's
+    totals, decision, gold and path."""
     if view == "generation":
         return {"tokens": token_matrix(run.data)}
     if view == "image":
         return {"overlay": overlay_png(run)}
     if view == "reasoning":
         return {"reasoning": reasoning_payload(run.data)}
+    if view == "agents":
+        return {"agents": agents_payload(run.data, run.inputs)}
     return {}
 
 
@@ -262,6 +350,8 @@ def _input_key(data: dict[str, Any]) -> str:
         inp["response"] = target.get("response")
         inp["class"] = target.get("class")
         inp["answer"] = target.get("answer")  # a reasoning run's answer
+        if target.get("kind") == "agent_outcome":  # what an agents run scored
+            inp["outcome"] = [target.get("outcome"), target.get("outcome_step")]
     labels = [u.get("label") for u in data.get("units") or []]
     blob = json.dumps([inp, labels], sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -671,6 +761,7 @@ __all__ = [
     "CSP",
     "BackgroundServer",
     "Viewer",
+    "agents_payload",
     "create_app",
     "overlay_png",
     "reasoning_payload",

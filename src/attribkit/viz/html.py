@@ -140,6 +140,24 @@ def _table(att: Attribution, v: np.ndarray, order: np.ndarray, scale: float) -> 
     )
 
 
+def _agents_meta(att: Attribution) -> list[tuple[str, str]]:
+    """An agents result's decision (agent, step, reason) and agents' totals (highest first) as
+    header rows; agents, steps and scores only (an agents result holds no turn text)."""
+    rows: list[tuple[str, str]] = []
+    decision = att.extras.get("decision")
+    if isinstance(decision, dict):
+        text = f"agent {decision.get('agent')}, step {decision.get('step')}"
+        if decision.get("reason"):
+            text += f" ({decision['reason']})"
+        rows.append(("decision", text))
+    totals = att.extras.get("agent_scores")
+    if isinstance(totals, dict) and totals:
+        vals = {a: float(t) if isinstance(t, int | float) else math.nan for a, t in totals.items()}
+        ordered = sorted(vals, key=lambda a: -vals[a] if math.isfinite(vals[a]) else math.inf)
+        rows.append(("agents", ", ".join(f"{a} {_fmt(vals[a])}" for a in ordered)))
+    return rows
+
+
 def attribution_html(attribution: Attribution, title: str | None = None) -> str:
     """Return a complete, self-contained HTML page showing ``attribution``.
 
@@ -165,6 +183,8 @@ def attribution_html(attribution: Attribution, title: str | None = None) -> str:
         ("cost", str(att.cost)),
         ("max |score|", _fmt(scale) if scale else "n/a"),
     ]
+    if att.task == "agents":
+        meta += _agents_meta(att)
     n_nan = int(np.isnan(v).sum())
     if n_nan:
         meta.append(("unscored", f"{n_nan} unit(s), shown last and unshaded"))

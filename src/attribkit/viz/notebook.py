@@ -5,7 +5,11 @@ shaded by its score (query and response above it); a generation result as a toke
 (one row per generated token, one column per input token, blank where a row cannot see the
 column); an image result as its map over the image beside the image; a reasoning result as
 its problem, its chain of thought shaded by sentence, its answer and, when the method gives one
-(``extras["matrix"]``), the sentence×sentence matrix as a heat map grid; a bare Scorer's result
+(``extras["matrix"]``), the sentence×sentence matrix as a heat map grid; an agents result
+(failure attribution over a multi-agent log) as its decision (agent, step, reason; the gold
+mistake beside it when the target records one), its turns (their labels: an agents result holds
+no turn text) shaded by score with the decided turn marked, and its agents' totals, highest
+first; a bare Scorer's result
 over features (task None) as signed horizontal bars; anything else as its text with shaded units,
 or a ranked table. Inline styles only, no script; every piece of text (tokens, labels, the
 prompt, the response, the target, the method) is escaped with ``html.escape(..., quote=True)``.
@@ -243,6 +247,111 @@ def _sentence_matrix(att: Attribution) -> str | None:
     )
 
 
+_BADGE = "display:inline-block;font-size:.78em;font-weight:600;padding:0 .5em;border-radius:4px"
+_DECIDED = f'<span style="{_BADGE};background:#fde7d6;color:#8a3a06">decision</span>'
+_GOLD = f'<span style="{_BADGE};background:#dcf3e2;color:#1a5c2b">gold</span>'
+_CELL_PAD = "padding:.15em .6em"
+
+
+def _step_of(value: Any) -> int | None:
+    """A turn's step as an int (ints and strings of digits), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float | np.number) else math.nan
+
+
+def _agents(att: Attribution, v: np.ndarray) -> str:
+    """An agents result: the decision (and the gold mistake when the target records one), the
+    turns' labels shaded by score (decided and gold turns marked) and the agents' totals,
+    highest first."""
+    target = att.target if isinstance(att.target, dict) else {}
+    raw = att.extras.get("decision")
+    decision = raw if isinstance(raw, dict) else {}
+    d_agent, d_step = decision.get("agent"), _step_of(decision.get("step"))
+    gold = target.get("mistake_agent") is not None or target.get("mistake_step") is not None
+    g_agent, g_step = target.get("mistake_agent"), _step_of(target.get("mistake_step"))
+
+    def shown(x: Any) -> str:
+        return "none" if x is None else _e(x)
+
+    parts = ['<div style="margin-top:.4em;border-left:4px solid #b4460a;padding:.3em .8em">']
+    if decision:
+        parts.append(f"{_DECIDED} agent <b>{shown(d_agent)}</b> at step <b>{shown(d_step)}</b>")
+        if decision.get("reason"):
+            parts.append(
+                f'<div style="color:#444;white-space:pre-wrap">{_e(decision["reason"])}</div>'
+            )
+    else:
+        parts.append("no decision recorded")
+    if gold:
+        parts.append(
+            f'<div style="margin-top:.2em">{_GOLD} agent <b>{shown(g_agent)}</b> at step '
+            f"<b>{shown(g_step)}</b></div>"
+        )
+    path = [s for s in (_step_of(x) for x in att.extras.get("path") or []) if s is not None]
+    if path:
+        chain = " → ".join(f"Step {s}" for s in path)
+        parts.append(f'<div style="color:#444">dependency path: {_e(chain)}</div>')
+    parts.append("</div>")
+
+    scale, rows = _scale(v), []
+    for i, unit in enumerate(att.units):
+        score, step = float(v[i]), _step_of(unit.meta.get("step"))
+        decided = bool(decision) and step is not None and step == d_step
+        is_gold = gold and step is not None and step == g_step
+        marks = (_DECIDED if decided else "") + (_GOLD if is_gold else "")
+        edge = "box-shadow:inset 4px 0 0 #b4460a;font-weight:600;" if decided else ""
+        dashed = "" if math.isfinite(score) else "outline:1px dashed #999;"
+        rows.append(
+            f'<tr style="background:{_colour(score, scale)};{edge}{dashed}" '
+            f'title="{_e(f"turn {i} · score {_fmt(score)}")}">'
+            f'<td style="{_CELL_PAD};white-space:pre-wrap;word-break:break-word">'
+            f'{_e(unit.label)}</td><td style="padding:.15em .4em">{marks}</td>'
+            f'<td style="{_CELL_PAD};text-align:right;font-variant-numeric:tabular-nums">'
+            f"{_e(_fmt(score))}</td></tr>"
+        )
+    parts.append(
+        '<div style="margin-top:.4em"><b>Turns</b> <span style="color:#6a737d">(each shaded by '
+        "its score)</span></div>"
+        f'<table style="border-collapse:collapse;margin-top:.2em">{"".join(rows)}</table>'
+    )
+
+    totals = att.extras.get("agent_scores")
+    if isinstance(totals, dict) and totals:
+        first = {u.meta.get("agent"): i for i, u in reversed(list(enumerate(att.units)))}
+
+        def key(kv: tuple[Any, Any]) -> tuple[bool, float, int]:
+            x = _number(kv[1])
+            return (not math.isfinite(x), -x if math.isfinite(x) else 0.0, first.get(kv[0], 0))
+
+        agent_rows = []
+        for agent, total in sorted(totals.items(), key=key):
+            marks = (_DECIDED if decision and agent == d_agent else "") + (
+                _GOLD if gold and agent == g_agent else ""
+            )
+            agent_rows.append(
+                f'<tr><td style="{_CELL_PAD};font-weight:600;white-space:pre-wrap;'
+                f'word-break:break-word">{_e(agent)}</td><td style="padding:.15em .4em">{marks}'
+                f'</td><td style="{_CELL_PAD};text-align:right;'
+                f'font-variant-numeric:tabular-nums">{_e(_fmt(_number(total)))}</td></tr>'
+            )
+        parts.append(
+            '<div style="margin-top:.4em"><b>Agents</b> <span style="color:#6a737d">(total of '
+            "their turns' scores)</span></div>"
+            f'<table style="border-collapse:collapse;margin-top:.2em">{"".join(agent_rows)}'
+            "</table>"
+        )
+    return "".join(parts)
+
+
 def _image(att: Attribution) -> str | None:
     """The map over the image beside the image (PNG data URLs), or None without both."""
     from attribkit.core.errors import InputError
@@ -299,6 +408,8 @@ def notebook_html(attribution: Attribution) -> str:
         if target.get("answer") is not None:
             body.append(_block("Answer", str(target["answer"])))
         body.append(_sentence_matrix(att) or "")
+    elif att.task == "agents":
+        body.append(_agents(att, v))
     elif att.task == "image":
         body.append(_image(att) or "")
         body.append(_ranked(att, v, limit=10))

@@ -280,6 +280,128 @@
     return el("div", { class: "token-scroll" }, el("table", { class: "token-map reasoning-matrix" }, el("thead", {}, head), body));
   }
 
+  // An agents run: the turns of the log as their labels ("Step i - agent"; an agents run keeps
+  // no turn text), each shaded by its score; the decided turn and, when stored, the gold turn
+  // marked; the scored final turn (left out of the units) closes the list.
+  function agentTurns(run) {
+    const a = run.attribution;
+    const info = run.agents || {};
+    const decided = info.decision ? info.decision.unit : null;
+    const gold = info.gold ? info.gold.unit : null;
+    const list = el("ol", { class: "turns" });
+    const nodes = a.units.map((u, i) => {
+      const meta = u.meta || {};
+      const classes = ["turn", "unit"];
+      if (i === decided) classes.push("turn-decided");
+      if (i === gold) classes.push("turn-gold");
+      const node = el(
+        "li",
+        { class: classes.join(" "), data: { unit: String(i) } },
+        el("span", { class: "turn-label" }, u.label),
+        el("span", { class: "turn-marks" }, i === decided ? el("span", { class: "badge decided-badge" }, "decision") : null, i === gold ? el("span", { class: "badge gold-badge" }, "gold") : null),
+        el("span", { class: "score" }, "")
+      );
+      node.dataset.agent = meta.agent === undefined ? "" : String(meta.agent);
+      list.appendChild(node);
+      return node;
+    });
+    const steps = (a.input || {}).steps || [];
+    if (Number.isInteger(info.outcome_step) && !steps.includes(info.outcome_step)) {
+      list.appendChild(el("li", { class: "turn turn-outcome muted" }, el("span", { class: "turn-label" }, `Step ${info.outcome_step}`), el("span", { class: "turn-marks" }, "the scored final answer (not attributed)")));
+    }
+    function paint(vector, ranking) {
+      paintUnits(nodes, vector, ranking, "turn");
+      nodes.forEach((node, i) => {
+        node.querySelector(".score").textContent = fmt(vector[i]);
+      });
+    }
+    paint(run.vector, a.ranking || []);
+    return { node: list, paint };
+  }
+
+  function agentTotals(info) {
+    const totals = info.totals || [];
+    const d = info.decision || {};
+    const g = info.gold || {};
+    const scale = maxAbs(totals.map((t) => t[1]));
+    const body = el("tbody");
+    totals.forEach(([agent, total], r) => {
+      const fill = el("span", { class: "fill " + (total !== null && total < 0 ? "neg" : "pos") });
+      fill.style.width = total === null ? "0" : `${(50 * Math.min(1, Math.abs(total) / scale)).toFixed(1)}%`;
+      if (total !== null && total < 0) fill.style.right = "50%";
+      else fill.style.left = "50%";
+      const classes = ["agent-row"];
+      if (agent === d.agent) classes.push("agent-decided");
+      if (agent === g.agent) classes.push("agent-gold");
+      const row = el(
+        "tr",
+        { class: classes.join(" ") },
+        el("td", { class: "num" }, String(r + 1)),
+        el("td", { class: "agent-name" }, agent, agent === d.agent ? el("span", { class: "badge decided-badge" }, "decision") : null, agent === g.agent ? el("span", { class: "badge gold-badge" }, "gold") : null),
+        el("td", { class: "num agent-total" }, fmt(total)),
+        el("td", { class: "bar" }, el("span", { class: "track wide", "aria-hidden": "true" }, fill))
+      );
+      row.dataset.agent = agent;
+      body.appendChild(row);
+    });
+    return el(
+      "table",
+      { class: "runs agent-totals" },
+      el("thead", {}, el("tr", {}, ["#", "Agent", "Total", ""].map((h) => el("th", {}, h)))),
+      body
+    );
+  }
+
+  function agentDecision(info) {
+    const d = info.decision;
+    const g = info.gold;
+    const none = (x) => (x === null || x === undefined ? "none" : String(x));
+    const box = el("div", { class: "decision", role: "note" });
+    if (!d) {
+      box.appendChild(el("div", { class: "decision-line" }, "No decision recorded."));
+    } else {
+      box.appendChild(
+        el(
+          "div",
+          { class: "decision-line" },
+          el("span", { class: "badge decided-badge" }, "decision"),
+          " agent ",
+          el("span", { class: "decision-agent" }, none(d.agent)),
+          " at step ",
+          el("span", { class: "decision-step" }, none(d.step))
+        )
+      );
+      if (d.reason) box.appendChild(el("div", { class: "decision-reason" }, d.reason));
+    }
+    if (g) {
+      const hit = (ok) => el("span", { class: "match " + (ok ? "yes" : "no") }, ok ? "✓" : "✗");
+      box.appendChild(
+        el(
+          "div",
+          { class: "gold-line" },
+          el("span", { class: "badge gold-badge" }, "gold"),
+          " agent ",
+          el("span", { class: "gold-agent" }, none(g.agent)),
+          d && g.agent !== null ? [" ", hit(d.agent === g.agent)] : null,
+          " at step ",
+          el("span", { class: "gold-step" }, none(g.step)),
+          d && g.step !== null ? [" ", hit(d.step === g.step)] : null
+        )
+      );
+    }
+    if (info.path && info.path.length) {
+      box.appendChild(
+        el(
+          "div",
+          { class: "agent-path" },
+          "Dependency path: ",
+          info.path.map((p) => `Step ${p.step}` + (p.agent === null || p.agent === undefined ? "" : ` - ${p.agent}`)).join(" → ")
+        )
+      );
+    }
+    return box;
+  }
+
   function generationText(target) {
     const t = target && typeof target === "object" ? target : {};
     return el(
@@ -361,6 +483,7 @@
       paintUnits(nodes, vector, ranking);
       return { node: box, paint: (v, r) => paintUnits(nodes, v, r) };
     }
+    if (run.view === "agents") return agentTurns(run);
     if (run.view === "generation") return { node: tokenHeatmap(run.tokens) };
     if (run.view === "image") return { node: run.overlay ? imageMap(run) : imageOverlay(run, units, vector) };
     if (run.view === "features") return { node: featureBars(units, vector) };
@@ -497,6 +620,21 @@
         );
       }
       blocks.push(el("h2", {}, "Ranked sentences"), rankList(a.units, run.vector, ranking, 20));
+    } else if (run.view === "agents") {
+      const info = run.agents || {};
+      blocks = [
+        agentDecision(info),
+        el("div", { class: "cols" },
+          el("div", { class: "col-main" },
+            el("h2", {}, "Turns ", el("span", { class: "hint" }, "each turn shaded by its score")),
+            legend(maxAbs(run.vector), "orange: more to blame for the failure, blue: less"),
+            view.node
+          ),
+          el("div", { class: "col-side" }, el("h2", {}, "Agents ", el("span", { class: "hint" }, "total of their turns' scores")), agentTotals(info))
+        ),
+        el("h2", {}, "Ranked turns"),
+        rankList(a.units, run.vector, ranking, 20),
+      ];
     } else {
       const withMap = run.view === "image" && run.overlay;
       blocks = [
@@ -727,6 +865,9 @@
         : null,
       target && typeof target === "object" && target.prompt !== undefined
         ? el("p", { class: "qa-line" }, el("b", {}, "Prompt: "), String(target.prompt), el("br"), el("b", {}, "Response: "), String(target.response))
+        : null,
+      target && typeof target === "object" && data.a.view === "agents"
+        ? el("p", { class: "qa-line" }, `Log ${String((data.a.attribution.input || {}).log_id || "(no id)")} · ${String((data.a.attribution.input || {}).n_turns)} turns · outcome: ${String(target.outcome)}`)
         : null,
       data.a.view === "image" ? classCaption(target) : null,
       data.same_input ? null : el("p", { class: "warn" }, "These runs have the same units but not the same target; read the agreement with care."),
