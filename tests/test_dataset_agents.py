@@ -220,3 +220,20 @@ def test_killed_agents_run_resumes(tmp_path: Path, tiny_model_dir: Path) -> None
     with run_store.open(db) as runs:
         keys = sorted(r.key for r in runs.query())
     assert keys == sorted(r.key for r in read_records(data, "agents"))
+
+
+def test_a_judge_method_asks_the_local_judge(tmp_path: Path) -> None:
+    short = [{"agent": a, "content": c} for a, c in (("A", "x 1"), ("B", "y 2"), ("A", "z 3"))]
+    data = write_jsonl(tmp_path / "a.jsonl", [{"turns": short, "id": "s"}])
+    db = tmp_path / "runs.db"
+    lm = tiny_language_model()
+    summary = run_dataset(data, db, task="agents", model=lm, method="step_by_step", progress=False)
+    assert (summary.stored, summary.failed) == (1, [])
+    with run_store.open(db) as runs:
+        (run,) = runs.query()
+        assert run.attribution.target["judge"] == "local:tiny"
+        assert run.cost.judge_calls >= 1 and set(run.attribution.extras["decision"]) == {
+            "agent",
+            "step",
+            "reason",
+        }
