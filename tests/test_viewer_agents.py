@@ -16,7 +16,7 @@ import pytest
 import attribkit.store as store_mod
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost
-from attribkit.testing import toy_agents_task
+from attribkit.tasks.agents import AgentLog, AgentTask
 from attribkit.viz.html import attribution_html
 from attribkit.viz.notebook import notebook_html
 
@@ -35,7 +35,8 @@ GOLD = {"mistake_agent": HOSTILE_AGENT, "mistake_step": 2}
 
 @pytest.fixture(scope="module")
 def results(tiny_lm):
-    task = toy_agents_task(turns=LOG, lm=tiny_lm, judge=False)
+    log = AgentLog([{"agent": a, "content": c} for a, c in LOG], **GOLD)
+    task = AgentTask(log, lm=tiny_lm)  # its target carries the gold mistake (names and a step)
     scores = np.array([0.5, -0.25, 2.0, 1.0])
     hostile = task.result(
         scores,
@@ -128,7 +129,9 @@ def test_agents_payload_without_gold_and_with_odd_totals(results):
     from attribkit.viewer.server import agents_payload
 
     data = results["loo"].to_dict()
-    info = agents_payload(data)  # no inputs: no gold
+    for key in GOLD:
+        data["target"].pop(key)
+    info = agents_payload(data)  # neither the target nor inputs: no gold
     assert info["gold"] is None
     totals = results["loo"].extras["agent_scores"]
     assert [a for a, _ in info["totals"]] == sorted(totals, key=lambda a: -totals[a])
@@ -155,7 +158,7 @@ def test_notebook_shows_decision_turns_and_totals_escaped(results):
         assert out.count("<tr ") == len(a.units)  # one shaded row per turn
         for _, content in LOG:
             assert content not in out
-        assert "gold" not in out  # the Attribution records no gold mistake
+        assert out.count(">gold</span>") == 3  # the target's gold: its line, turn and agent
     hostile = notebook_html(results["hostile"])
     assert "&lt;script&gt;window.__pwned=2&lt;/script&gt;" in hostile
     assert "&lt;img src=x onerror=alert(1)&gt;" in hostile
@@ -164,11 +167,11 @@ def test_notebook_shows_decision_turns_and_totals_escaped(results):
     section = hostile[hostile.index("<b>Agents</b>") :]
     positions = [section.index(n) for n in names]
     assert positions == sorted(positions)
-    # a gold mistake in the target is shown beside the decision
+    # without a gold mistake in the target, no gold line
     d = results["hostile"].to_dict()
-    d["target"] = {**d["target"], **GOLD}
-    gold = notebook_html(Attribution.from_dict(d))
-    assert gold.count(">gold</span>") == 3  # the gold line, its turn and its agent
+    for key in GOLD:
+        d["target"].pop(key)
+    assert "gold" not in notebook_html(Attribution.from_dict(d))
 
 
 def test_html_report_names_the_decision_and_the_agents(results):

@@ -453,17 +453,20 @@ def run_dataset_command(
         'generation {"prompt", "response"?, "id"?}; image {"image", "target"?, "id"?} (a file '
         "path relative to the JSONL file, or skimage:NAME); reasoning "
         '{"problem", "text", "answer"?, "id"?} or {"folder", "id"?} (a Thought Anchors problem '
-        "folder relative to the JSONL file).",
+        'folder relative to the JSONL file); agents {"log" (a log file relative to the JSONL '
+        'file) | "turns", "outcome"?, "max_turn_chars"?, "with_answer"?, "id"?}.',
     ),
     store: Path = typer.Option(..., "--store", help="Run store the results are written to."),
     task: str = typer.Option(
-        "context", "--task", help="What to attribute: context, generation, image or reasoning."
+        "context",
+        "--task",
+        help="What to attribute: context, generation, image, reasoning or agents.",
     ),
     method: str | None = typer.Option(
         None,
         "--method",
         help="Attribution method (default: context auto, generation integrated_gradients, "
-        "image grad_cam, reasoning forced_answer).",
+        "image grad_cam, reasoning forced_answer, agents turn_loo).",
     ),
     model: str | None = typer.Option(
         None,

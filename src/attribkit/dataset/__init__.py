@@ -2,8 +2,10 @@
 on a Ray actor pool.
 
 Every task kind has a record schema (:mod:`attribkit.dataset.records`): ``context``
-(``context``, ``query``, ``response``?), ``generation`` (``prompt``, ``response``?) and ``image``
-(``image``: a file path or ``skimage:NAME``; ``target``?), each with an optional ``id``.
+(``context``, ``query``, ``response``?), ``generation`` (``prompt``, ``response``?), ``image``
+(``image``: a file path or ``skimage:NAME``; ``target``?), ``reasoning`` (``problem``, ``text``,
+``answer``? or ``folder``) and ``agents`` (``log``: a log file, or ``turns``; ``outcome``?,
+``max_turn_chars``?, ``with_answer``?), each with an optional ``id``.
 
 >>> from attribkit.dataset import run_dataset
 >>> summary = run_dataset("records.jsonl", "runs.db", method="loo")  # doctest: +SKIP

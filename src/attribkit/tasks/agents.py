@@ -612,6 +612,8 @@ class AgentTask(Task):
             "model": None if self.lm is None else getattr(self.lm, "name", type(self.lm).__name__),
             "judge": judge_name,
             "log_id": self.log.id,
+            "mistake_agent": self.log.mistake_agent,  # the annotation (names and a step only)
+            "mistake_step": self.log.mistake_step,
             "question_in_prompt": self.log.question is not None,
             "template": self.template,
             "cue": self.cue,
