@@ -11,8 +11,9 @@ Rows, per family and setting (``without`` / ``with`` the gold answer):
   (seed 0), most turns (not the last speaker) and its first turn, most turns without terminal
   agents, step 0, and the majority gold agent fitted on the other folds (5-fold,
   :func:`attribkit.cross_fitted_majority`);
-* each judge-free method (``--methods``, default ``turn_loo,prefix_drop,agent_shapley,backtrace``)
-  read by SmolLM2-135M: without the gold answer they score the system's own final answer (the
+* each judge-free method (``--methods``, default ``turn_loo,prefix_drop,agent_shapley,backtrace``;
+  also ``backtrace_lexical``, the influence-graph backtrace with no model at all) read by
+  SmolLM2-135M: without the gold answer they score the system's own final answer (the
   last turn: ``outcome="final"``), with it the gold answer (``outcome="gold"``);
 * judge methods (``--judge-methods``, default none: ``all_at_once,step_by_step,binary_search,
   hybrid,a2p``) with the local constrained-choice judge on SmolLM2 — a **plumbing check, 135M**,
@@ -58,6 +59,8 @@ DATA = Path("/work/shared/data/who_and_when/Who&When")
 FAMILIES = ("Algorithm-Generated", "Hand-Crafted")
 METHODS = ("turn_loo", "prefix_drop", "agent_shapley", "backtrace")
 RULES = ("random", "most_turns", "most_turns_no_terminal", "first_turn")
+#: benchmark rows that are a registered method with parameters
+VARIANTS = {"backtrace_lexical": ("backtrace", {"suspicion": "none"})}  # model-free: 0 passes
 
 
 def load_logs(family: str, limit: int | None) -> list[ak.AgentLog]:
@@ -87,7 +90,8 @@ def run_one(
                 with_answer=setting == "with",
                 max_turn_chars=max_chars,
             )
-        result = task.attribute(method)
+        name, params = VARIANTS.get(method, (method, {}))
+        result = task.attribute(name, **params)
     except AttribkitError as e:
         return {"failed": type(e).__name__, "seconds": time.perf_counter() - t0}
     decision = result.extras.get("decision") or {}
