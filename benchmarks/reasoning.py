@@ -1,11 +1,14 @@
 """Reasoning-step attribution: SmolLM2's proxies vs Thought Anchors' counterfactual importance.
 
-A reduced first version of the benchmark of issue 17. Traces: the shipped Thought Anchors
-problem folders (``/work/shared/data/thought_anchors/<model>/<kind>_base_solution/problem_<id>``,
-every folder :meth:`attribkit.ReasoningTrace.from_folder` accepts), each cut to its first
-``--sentences`` sentences (default 12) with ``trace.head(n)``, so that SmolLM2-135M runs every
-method in minutes on 2 CPU cores. The issue's target is the first 2,048 tokens of each trace;
-this is much less (a few hundred tokens), and the labels are those of the kept sentences.
+The benchmark of issue 17. Traces: the shipped Thought Anchors problem folders
+(``/work/shared/data/thought_anchors/<model>/<kind>_base_solution/problem_<id>``, every folder
+:meth:`attribkit.ReasoningTrace.from_folder` accepts), each cut to its longest head within
+``--tokens`` tokens (the issue's size: 2,048, prompt and answer included) or to its first
+``--sentences`` sentences (default 12, a quick run); the labels are those of the kept sentences.
+``--with-matrix`` keeps only the traces with a shipped 14B suppression matrix and compares the
+``suppression`` matrix with it at matched distance (:func:`matched_distance_rho`, beside word
+overlap and random matrices). ``--cache DIR`` saves each Attribution as it finishes and reuses
+it on a rerun (long runs survive a crash).
 
 Methods (``--methods``, default ``forced_answer,suppression,receiver_heads``), each on every
 trace through :func:`attribkit.attribute` on a fresh :class:`attribkit.ReasoningTask` (so no
@@ -29,8 +32,8 @@ seconds, and the process's peak RSS after the method (``resource.getrusage``; th
 monotone over the run, so a later method's value includes the earlier ones'). Traces that do not
 fit the model's window or whose method fails are skipped and counted. No timed assertions.
 
-Run: ``.venv/bin/python benchmarks/reasoning.py [--sentences 12] [--traces K]
-[--methods a,b] [--threads 2] [--json out.json]``
+Run: ``.venv/bin/python benchmarks/reasoning.py [--tokens 2048 | --sentences 12] [--with-matrix]
+[--traces K] [--methods a,b] [--threads 2] [--cache DIR] [--json out.json]``
 """
 
 from __future__ import annotations
