@@ -263,6 +263,19 @@ def _image_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, An
     return {"image": image, "image_path": path, "target": target}
 
 
+def _dataset_path(name: str, folder: Path, where: str, kind: str, expect: str) -> Path:
+    """``name`` resolved against the dataset's ``folder``: a folder when ``kind`` is "folder",
+    else a file; an InputError naming ``where`` and what to ``expect`` when it is missing."""
+    resolved = (folder / Path(name).expanduser()).resolve()
+    if not (resolved.is_dir() if kind == "folder" else resolved.is_file()):
+        raise _fail(
+            where,
+            f"no {kind} at {resolved} (a relative path is read from the dataset's folder "
+            f"{folder}); give {expect}",
+        )
+    return resolved
+
+
 def reasoning_trace(record: Record) -> Any:
     """The :class:`~attribkit.tasks.reasoning.ReasoningTrace` of a reasoning record (read
     from its folder, or built from its fields). InputError when it is not valid. No model
@@ -287,13 +300,7 @@ def _reasoning_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str
             )
         name = _text(obj, "folder", where, "a Thought Anchors problem folder", required=True)
         assert name is not None
-        resolved = (folder / Path(name).expanduser()).resolve()
-        if not resolved.is_dir():
-            raise _fail(
-                where,
-                f"no folder at {resolved} (a relative path is read from the dataset's folder "
-                f"{folder}); give a Thought Anchors problem folder",
-            )
+        resolved = _dataset_path(name, folder, where, "folder", "a Thought Anchors problem folder")
         fields.update(folder=name, folder_path=str(resolved))
     else:
         what = 'the problem the reasoning solves (or give "folder")'
@@ -350,13 +357,9 @@ def _agents_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, A
             )
         name = _text(obj, "log", where, "a multi-agent log file", required=True)
         assert name is not None
-        resolved = (folder / Path(name).expanduser()).resolve()
-        if not resolved.is_file():
-            raise _fail(
-                where,
-                f"no log file at {resolved} (a relative path is read from the dataset's folder "
-                f"{folder}); give a Who&When log or a JSON list of turns",
-            )
+        resolved = _dataset_path(
+            name, folder, where, "log file", "a Who&When log or a JSON list of turns"
+        )
         fields.update(log=name, log_path=str(resolved))
     elif "turns" in obj:
         turns = obj["turns"]
