@@ -1,0 +1,243 @@
+"""Source attribution: which known source (author, model, generator) produced a text, or "none of
+these", and which parts of the text drove that decision.
+
+A :class:`ProvenanceTask` (kind ``"provenance"``) puts a text in front of a fitted source model —
+any object with ``classes_`` and ``predict_proba(texts)`` (the authorship models of
+:mod:`attribkit.models.authorship`, a scikit-learn pipeline on raw texts), optionally wrapped in a
+:class:`~attribkit.models.open_set.RejectingClassifier` whose threshold says when to answer
+"unknown". The task's *decision* (a distribution over the known sources, the rejection score and
+the prediction, possibly ``"unknown"``) is its target; its units are the text's sentences (or
+words, paragraphs); its mask scorer gives the probability of the explained source when only the
+kept units are present, so every perturbation method (``loo``, ``shapley``, ``kernel_shap``,
+``lasso_surrogate``...) explains the decision. Open-set decision rule after LAVA and the open-set
+literature: maximum softmax probability below the threshold → "unknown".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from attribkit.core.attribution import Attribution
+from attribkit.core.cost import Budget, Cost, CostMeter
+from attribkit.core.errors import InputError, ScorerError
+from attribkit.core.registry import attribute
+from attribkit.core.scorer import Scorer
+from attribkit.core.task import Task
+from attribkit.core.units import TextUnits
+
+__all__ = ["UNKNOWN", "ProvenanceTask", "attribute_provenance"]
+
+UNKNOWN = "unknown"
+DEFAULT_METHOD = "loo"
+_UNIT_KINDS = ("sentences", "words", "paragraphs")
+
+
+def _split(model: Any, threshold: float | None) -> tuple[Any, float | None]:
+    """The probability model and the rejection threshold of ``model``: a RejectingClassifier
+    (``base`` and ``tau``) gives both unless ``threshold`` is given."""
+    base = getattr(model, "base", None)
+    if base is not None and hasattr(model, "tau"):
+        tau = getattr(model, "tau", None)
+        return base, threshold if threshold is not None else tau
+    return model, threshold
+
+
+class ProvenanceTask(Task):
+    """One text and a fitted source model, ready to be explained.
+
+    Args:
+        text: the text whose source is asked.
+        model: a fitted source model (``classes_``, ``predict_proba(list[str]) -> (n, k)``), or a
+            RejectingClassifier around one (its threshold is used).
+        units: ``"sentences"`` (default), ``"words"``, ``"paragraphs"`` or a :class:`TextUnits`
+            over ``text``.
+        source: the known source whose probability is explained (default: the most likely one,
+            also when the decision is "unknown": the explanation then says why the text looks
+            most like that source).
+        threshold: reject ("unknown") when the highest probability is below it; None keeps the
+            closed-set decision.
+        batch_size: texts per ``predict_proba`` call.
+
+    Building the task costs one model call (the decision on the full text). A composed text
+    with no unit left is not sent to the model: it scores ``1 / k`` (no evidence for any source).
+    """
+
+    kind = "provenance"
+
+    def __init__(
+        self,
+        text: str,
+        model: Any,
+        units: str | TextUnits = "sentences",
+        source: str | None = None,
+        threshold: float | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("the text is empty; give the text whose source you want to find")
+        self.model, self.threshold = _split(model, threshold)
+        classes = getattr(self.model, "classes_", None)
+        if classes is None or not hasattr(self.model, "predict_proba"):
+            raise InputError(
+                "the source model must be fitted and have classes_ and predict_proba(texts) "
+                "(e.g. attribkit.models.authorship.authorship_model('delta').fit(texts, authors))"
+            )
+        self.sources = [str(c) for c in classes]
+        if len(self.sources) < 2:
+            raise InputError(
+                f"the source model knows {len(self.sources)} source; fit it on at least two"
+            )
+        if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
+            raise InputError(
+                f"threshold {self.threshold} is not a probability; give a value in [0, 1] "
+                "(the lowest maximum softmax probability that is still accepted)"
+            )
+        self.text = text
+        self.batch_size = int(batch_size)
+        self.units = self._make_units(text, units)
+        self._meter = CostMeter()
+        proba = self._proba([text])[0]
+        self._meter.cost.forward_passes += 1
+        self._meter.cost.batches += 1
+        self.proba = proba
+        top = int(np.argmax(proba))
+        self.confidence = float(proba[top])
+        rejected = self.threshold is not None and self.confidence < float(self.threshold)
+        self.prediction = UNKNOWN if rejected else self.sources[top]
+        if source is None:
+            source = self.sources[top]
+        if source not in self.sources:
+            raise InputError(f"source {source!r} is not one of the model's {self.sources}")
+        self.source = source
+        self._source_index = self.sources.index(source)
+
+    @staticmethod
+    def _make_units(text: str, units: str | TextUnits) -> TextUnits:
+        if isinstance(units, TextUnits):
+            if units.text != text:
+                raise InputError("the given TextUnits were built on another text")
+            return units
+        if units not in _UNIT_KINDS:
+            raise InputError(f"units must be one of {_UNIT_KINDS} or a TextUnits, got {units!r}")
+        return getattr(TextUnits, units)(text)
+
+    def _proba(self, texts: Sequence[str]) -> np.ndarray:
+        """The model's probabilities over the known sources for ``texts``, checked."""
+        p = np.asarray(self.model.predict_proba(list(texts)), dtype=float)
+        if p.shape != (len(texts), len(self.sources)):
+            raise ScorerError(
+                f"predict_proba returned shape {p.shape} for {len(texts)} texts and "
+                f"{len(self.sources)} sources; it must return one row per text"
+            )
+        if not np.isfinite(p).all():
+            raise ScorerError("the source model returned NaN or infinite probabilities")
+        return p
+
+    # --- the Task contract ----------------------------------------------------------------------
+    @property
+    def meter(self) -> CostMeter:
+        """Counts one forward pass per text sent to the source model."""
+        return self._meter
+
+    @property
+    def decision(self) -> dict[str, Any]:
+        """The open-set decision on the full text: ``prediction`` (a source or "unknown"),
+        ``scores`` (source → probability), ``confidence`` (the max softmax probability, the
+        rejection score), ``threshold`` and ``unknown``. No model calls."""
+        return {
+            "prediction": self.prediction,
+            "scores": {s: float(p) for s, p in zip(self.sources, self.proba, strict=True)},
+            "confidence": self.confidence,
+            "threshold": None if self.threshold is None else float(self.threshold),
+            "unknown": self.prediction == UNKNOWN,
+        }
+
+    @property
+    def target_info(self) -> dict[str, Any]:
+        return {
+            "kind": "source",
+            "description": f"p({self.source} | kept units) under {type(self.model).__name__}",
+            "source": self.source,
+            **self.decision,
+        }
+
+    def result(
+        self, scores: np.ndarray, method: str, params: dict[str, Any], cost: Cost, **extras: Any
+    ) -> Attribution:
+        """An Attribution over the text's units of the explained source's probability."""
+        return Attribution(
+            units=list(self.units),
+            scores=scores,
+            method=method,
+            target=self.target_info,
+            params=params,
+            cost=cost,
+            input=self.units.to_dict(),
+            extras=extras,
+            task=self.kind,
+        )
+
+    def values(self, texts: Sequence[str]) -> np.ndarray:
+        """p(explained source | text) for each composed text: one forward pass per non-empty
+        text (counted on :attr:`meter`); an empty text scores 1 / k."""
+        out = np.full(len(texts), 1.0 / len(self.sources))
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            p = self._proba([texts[i] for i in chunk])
+            out[chunk] = p[:, self._source_index]
+            self._meter.cost.forward_passes += len(chunk)
+            self._meter.cost.batches += 1
+        return out
+
+    def scorer(
+        self, budget: Budget | None = None, progress: Callable[[int], None] | None = None
+    ) -> Scorer:
+        """A mask :class:`Scorer` over the units for p(explained source | kept units)."""
+        return Scorer(
+            self.units,
+            self.values,
+            target=self.target_info,
+            batch_size=self.batch_size,
+            budget=budget,
+            progress=progress,
+            meter=self._meter,
+            task_kind=self.kind,
+        )
+
+    def unit_scorer(self, params: dict[str, Any]) -> Scorer:
+        """:meth:`scorer`; takes ``budget`` from ``params``."""
+        return self.scorer(budget=params.pop("budget", None))
+
+    def attribute(self, method: str = DEFAULT_METHOD, **params: Any) -> Attribution:
+        """Run a perturbation method (default ``loo``) on this task (:func:`attribkit.attribute`)."""
+        return attribute(self, method, **params)
+
+    def __repr__(self) -> str:
+        return (
+            f"ProvenanceTask({len(self.units)} units, prediction={self.prediction!r}, "
+            f"confidence={self.confidence:.3f})"
+        )
+
+
+def attribute_provenance(
+    text: str,
+    model: Any,
+    method: str = DEFAULT_METHOD,
+    units: str | TextUnits = "sentences",
+    source: str | None = None,
+    threshold: float | None = None,
+    **params: Any,
+) -> Attribution:
+    """Which source produced ``text`` (or "unknown"), and which units drove that decision.
+
+    Returns an Attribution over the units (sentences by default) of p(source | kept units),
+    whose ``target`` holds the decision (``prediction``, ``scores``, ``confidence``,
+    ``threshold``, ``unknown``). Costs 1 model call for the decision plus the method's
+    (``loo``: one per unit plus one).
+    """
+    task = ProvenanceTask(text, model, units=units, source=source, threshold=threshold)
+    return task.attribute(method, **params)
