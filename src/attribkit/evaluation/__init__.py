@@ -34,6 +34,7 @@ from attribkit.evaluation.image_curves import (
     pointing_game,
     subset_curves,
 )
+from attribkit.evaluation.open_set import few_shot_episodes, open_set_report, open_world_report
 from attribkit.evaluation.who_when import (
     WhoWhenScore,
     baseline_predictions,
@@ -69,11 +70,14 @@ __all__ = [
     "energy_pointing_game",
     "eraser",
     "evaluate_grid",
+    "few_shot_episodes",
     "grid_localization",
     "insertion",
     "insertion_deletion",
     "make_grids",
     "mask_fidelity",
+    "open_set_report",
+    "open_world_report",
     "pointing_game",
     "read_predictions",
     "subset_curves",

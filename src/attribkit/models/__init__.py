@@ -16,17 +16,26 @@ from attribkit.models.judge import (
 )
 from attribkit.models.lm import LanguageModel
 from attribkit.models.loading import LOADERS, cache_root, load, register_loader
+from attribkit.models.open_set import (
+    Hierarchy,
+    RejectingClassifier,
+    SourceDecision,
+    threshold_at_tpr,
+)
 
 __all__ = [
     "LOADERS",
     "CallableModel",
     "ChatJudge",
+    "Hierarchy",
     "ImageClassifier",
     "Judge",
     "Judgement",
     "LanguageModel",
     "LocalJudge",
     "OpenAICompatibleLM",
+    "RejectingClassifier",
+    "SourceDecision",
     "TorchClassifier",
     "Verdict",
     "cache_root",
@@ -35,4 +44,5 @@ __all__ = [
     "load",
     "prepare_image",
     "register_loader",
+    "threshold_at_tpr",
 ]
