@@ -333,3 +333,111 @@ def test_compare_two_image_runs(page, kinds_site):
     assert page.locator(".class-label").first.inner_text() == LABELS[1]
     assert page.locator("p.warn").count() == 0  # same image, same class
     _inert(page)
+
+
+# --- provenance runs -----------------------------------------------------------------------------
+
+PROV_SOURCE = '<img src=x onerror="window.__pwned=6">'
+PROV_TEXT = (
+    "Whilst the people upon the union hence moreover. "
+    "Upon the law <script>window.__pwned=7</script> thereby whilst hence the state. "
+    "While on the power so thus also the law."
+)
+
+
+@pytest.fixture(scope="module")
+def provenance_site(tmp_path_factory):
+    """A server over two provenance runs on one text: one rejected as "unknown" (threshold 1),
+    one accepted that explains the source with a hostile name."""
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from attribkit import attribute
+    from attribkit.tasks.provenance import ProvenanceTask
+
+    common = ["the", "people", "state", "power", "union", "law", "of", "and"]
+    rng = np.random.default_rng(0)
+    texts, sources = [], []
+    for name, words in (("austen", ["whilst", "upon", "hence"]), (PROV_SOURCE, ["while", "so"])):
+        for _ in range(20):
+            texts.append(" ".join(rng.choice(common + words + words, size=24)))
+            sources.append(name)
+    model = make_pipeline(CountVectorizer(), LogisticRegression(max_iter=1000)).fit(texts, sources)
+    store = store_mod.open(tmp_path_factory.mktemp("viewer-provenance") / "runs.db")
+    rejected = ProvenanceTask(PROV_TEXT, model, threshold=1.0)
+    accepted = ProvenanceTask(PROV_TEXT, model, source=PROV_SOURCE, threshold=0.5)
+    ids = {
+        "unknown": store.put(attribute(rejected, "loo")),
+        "hostile": store.put(accepted.attribute()),
+    }
+    from attribkit.core.attribution import Attribution
+    from attribkit.core.units import TextUnits
+
+    words = TextUnits.words(PROV_TEXT)  # a machine-text detector's result: its statistic
+    machine = Attribution(
+        units=list(words),
+        scores=np.linspace(-1.0, 1.0, len(words)),
+        method="log_perplexity",
+        target={"kind": "machine_text", "description": "mean token log-probability"},
+        input=words.to_dict(),
+        extras={"statistic": -2.345678},
+        task="machine_text",
+    )
+    ids["machine"] = store.put(machine)
+    with BackgroundServer(create_app(store)) as server:
+        yield server.url, store, ids
+    store.close()
+
+
+def test_provenance_run_shows_source_bars_and_the_unknown_row(page, provenance_site):
+    url, store, ids = provenance_site
+    _open(page, f"{url}#/run/{ids['unknown']}")
+    page.wait_for_selector(".view-provenance table.source-dist")
+    view = page.locator(".view-provenance")
+    target = store.get(ids["unknown"]).attribution.target
+    rows = view.locator("table.source-dist tr.source-row")
+    names = [rows.nth(i).get_attribute("data-source") for i in range(rows.count())]
+    assert names == sorted(target["scores"], key=lambda s: -target["scores"][s])
+    assert PROV_SOURCE in names  # the hostile name, as an attribute value and as text
+    shown = [float(t) for t in view.locator("td.source-p").all_inner_texts()]
+    assert shown == [round(target["scores"][n], 3) for n in names]
+    widths = page.evaluate(
+        """() => [...document.querySelectorAll("table.source-dist .fill")].map(
+            (f) => f.getBoundingClientRect().width / f.parentElement.getBoundingClientRect().width)"""
+    )
+    assert widths == pytest.approx([target["scores"][n] for n in names], abs=0.02)
+    assert view.locator("tr.source-predicted").count() == 0  # the rule fired: no known source
+    unknown = view.locator("tr.unknown-row")
+    assert unknown.get_attribute("data-fired") == "1"
+    assert "fired" in unknown.inner_text() and "→ unknown" in unknown.inner_text()
+    assert view.locator(".prov-prediction").inner_text() == "unknown"
+    assert view.locator(".prov-source").inner_text() == "austen"
+    units = view.locator(".source .unit[data-unit]")
+    assert units.count() == 3
+    assert "<script>window.__pwned=7</script>" in view.locator(".source").inner_text()
+    shaded = page.evaluate(
+        """() => [...document.querySelectorAll(".view-provenance .source .unit")].map(
+            (u) => getComputedStyle(u).backgroundColor)"""
+    )
+    assert all(c != "rgba(0, 0, 0, 0)" for c in shaded)
+    _inert(page)
+
+    _open(page, f"{url}#/run/{ids['hostile']}")
+    page.wait_for_selector(".view-provenance table.source-dist")
+    assert page.locator(".prov-source").inner_text() == PROV_SOURCE
+    predicted = page.locator("tr.source-predicted")
+    assert predicted.get_attribute("data-source") == "austen"
+    assert page.locator("tr.source-explained").get_attribute("data-source") == PROV_SOURCE
+    unknown = page.locator("tr.unknown-row")
+    assert unknown.get_attribute("data-fired") == "0" and "not fired" in unknown.inner_text()
+    assert page.locator("main img").count() == 0
+    _inert(page)
+
+    _open(page, f"{url}#/run/{ids['machine']}")
+    page.wait_for_selector(".source .unit[data-unit]")
+    assert page.locator("dd.meta-statistic").inner_text() == (
+        "detector statistic: -2.346, higher = more machine-like"
+    )
+    _inert(page)

@@ -8,12 +8,16 @@ nothing fetched from the network) and a JSON API:
   values each filter can take;
 - ``GET /api/runs/{id}`` — one run: summary, parameters, inputs, its Attribution dict, one score
   per unit (``vector``), how to draw it (``view``, from the task kind the Attribution records:
-  ``context``, ``generation``, ``image``, ``reasoning``, ``agents``; ``features``, ``text`` or
+  ``context``, ``generation``, ``image``, ``reasoning``, ``agents``, ``provenance``; ``features``,
+  ``text`` or
   ``generic`` for a bare Scorer's result), a generation run's token matrix (``tokens``), an
   image run's map over its image (``overlay``, a PNG data URL), a reasoning run's problem, answer
   and sentence×sentence matrix (``reasoning``), an agents run's agent totals, decision, gold
-  (when stored) and dependency path (``agents``), its stored span results, the character ranges
-  of its response's sentences, and the other runs on the same input (to compare with);
+  (when stored) and dependency path (``agents``), a provenance run's source distribution,
+  prediction (a source or "unknown") and rejection rule (``provenance``), a detector's
+  ``statistic`` (``extras["statistic"]``, e.g. a machine-text run's; None without one), its
+  stored span results, the character ranges of its response's sentences, and the other runs on
+  the same input (to compare with);
 - ``POST /api/runs/{id}/span`` ``{"start": s, "end": e}`` — the sources of one span of a context
   run's response: a stored span result when there is one, else (with a live model) computed,
   stored and returned with ``live: true`` and its cost; 409 when neither is possible;
@@ -138,7 +142,9 @@ def view_kind(run: StoredRun) -> str:
     token heat map), ``image`` (the map over the image), ``reasoning`` (the problem, the chain
     of thought shaded by sentence, the answer and, when the method gives one, the
     sentence×sentence matrix), ``agents`` (a multi-agent log's turns shaded by score, the
-    agents' totals and the decision); for a bare Scorer's result (no task)
+    agents' totals and the decision), ``provenance`` (the source distribution with "unknown"
+    beside the text, its units shaded by score; needs the target's ``scores``); for a bare
+    Scorer's result (no task) or a task kind without its own view (e.g. ``machine_text``)
     by its units: ``features`` (signed bars), ``image`` (image units over the stored picture),
     ``text`` (text units over their text); else ``generic`` (a ranked list)."""
     data = run.data
@@ -160,6 +166,9 @@ def view_kind(run: StoredRun) -> str:
         return "reasoning" if text and has_ranges else "generic"
     if task == "agents":
         return "agents" if units else "generic"
+    if task == "provenance":
+        ok = isinstance(target, dict) and isinstance(target.get("scores"), dict)
+        return "provenance" if ok else "generic"
     if units and all("box" in u for u in units) and image:
         return "image"
     if inp.get("kind") == "features" or (
@@ -325,10 +334,27 @@ def agents_payload(data: dict[str, Any], inputs: dict[str, Any] | None = None) -
     }
 
 
+def provenance_payload(data: dict[str, Any]) -> dict[str, Any] | None:
+    """A provenance run's decision (:func:`attribkit.viz.html.source_decision`): ``sources``
+    (``[name, probability]`` pairs, highest first), ``prediction`` (a source or "unknown"),
+    ``source`` (the explained one), ``confidence``, ``threshold``, ``unknown`` (whether the
+    rejection rule fired) and ``rule`` (it in words); None without a source distribution."""
+    from attribkit.viz.html import source_decision
+
+    return source_decision(data.get("target"))
+
+
+def statistic_of(data: dict[str, Any]) -> float | None:
+    """A run's finite ``extras["statistic"]`` (a zero-shot machine-text detector's statistic,
+    higher = more likely machine-generated), else None."""
+    value = (data.get("extras") or {}).get("statistic")
+    return None if isinstance(value, bool) else _finite(value)
+
+
 def _view_payload(run: StoredRun, view: str) -> dict[str, Any]:
     """What a view needs beyond the Attribution dict: a generation run's token matrix, an
     image run's overlay, a reasoning run's problem, answer and matrix, an agents run's
-    totals, decision, gold and path."""
+    totals, decision, gold and path, a provenance run's source distribution and decision."""
     if view == "generation":
         return {"tokens": token_matrix(run.data)}
     if view == "image":
@@ -337,6 +363,8 @@ def _view_payload(run: StoredRun, view: str) -> dict[str, Any]:
         return {"reasoning": reasoning_payload(run.data)}
     if view == "agents":
         return {"agents": agents_payload(run.data, run.inputs)}
+    if view == "provenance":
+        return {"provenance": provenance_payload(run.data)}
     return {}
 
 
@@ -352,6 +380,8 @@ def _input_key(data: dict[str, Any]) -> str:
         inp["answer"] = target.get("answer")  # a reasoning run's answer
         if target.get("kind") == "agent_outcome":  # what an agents run scored
             inp["outcome"] = [target.get("outcome"), target.get("outcome_step")]
+        if target.get("kind") == "source":  # the source whose probability a provenance run explains
+            inp["source"] = target.get("source")
     labels = [u.get("label") for u in data.get("units") or []]
     blob = json.dumps([inp, labels], sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -410,6 +440,7 @@ class Viewer:
             sentences=[],
             same_input=[],
             live=self.lm is not None,
+            statistic=statistic_of(data),
         )
         out.update(_view_payload(run, out["view"]))
         target = data.get("target")
@@ -532,6 +563,7 @@ class Viewer:
             inputs=run.inputs,
             attribution=run.data,
             vector=unit_vector(run.data),
+            statistic=statistic_of(run.data),
         )
         out.update(_view_payload(run, out["view"]))
         return out
@@ -764,8 +796,10 @@ __all__ = [
     "agents_payload",
     "create_app",
     "overlay_png",
+    "provenance_payload",
     "reasoning_payload",
     "serve",
+    "statistic_of",
     "token_matrix",
     "unit_vector",
     "view_kind",

@@ -1,5 +1,10 @@
 """A self-contained HTML page for one Attribution: highlighted source text or a ranked table.
 
+A provenance result (which source produced a text, or "unknown") also shows its decision: the
+prediction with the rejection rule applied, the explained source and the source distribution as
+bars, highest first, with an "unknown" row. A result whose ``extras`` hold a finite
+``statistic`` (a zero-shot machine-text detector's) shows it in the header.
+
 No JavaScript, no network: inline CSS only, and a Content-Security-Policy that forbids scripts.
 Every piece of text that comes from the input or the method (unit labels, the source text, the
 target, the method name, parameters, the title) is escaped with ``html.escape(..., quote=True)``,
@@ -42,7 +47,17 @@ td.bar{width:12em}.track{position:relative;height:.9em;background:#f3f3f3;width:
 td.label{white-space:pre-wrap;word-break:break-word}
 .legend span{padding:0 .4em;border-radius:3px;margin-right:.5em}
 .muted{color:#777}
+table.sources{border-collapse:collapse;font-size:.92em}
+table.sources td{padding:.2em .6em .2em 0;vertical-align:middle}
+table.sources td.name{font-weight:600;white-space:pre-wrap;word-break:break-word}
+table.sources .track{width:16em}table.sources tr.predicted td.name{color:#8a3a06}
+.badge{font-size:.78em;font-weight:600;padding:0 .5em;border-radius:4px;background:#fde7d6;
+color:#8a3a06;margin-left:.4em}.badge.fired{background:#f9dede;color:#8a1f1f}
+.badge.kept{background:#e6eef7;color:#164a80}
 """
+
+#: the prediction of a provenance result when the rejection rule fires
+UNKNOWN = "unknown"
 
 
 def _e(x: Any) -> str:
@@ -88,7 +103,9 @@ def _tooltip(i: int, score: float, rank: int, n: int) -> str:
     return f"unit {i} · score {_fmt(score)} · rank {rank} of {n}"
 
 
-def _text_view(att: Attribution, v: np.ndarray, rank: np.ndarray, scale: float) -> str | None:
+def _text_view(
+    att: Attribution, v: np.ndarray, rank: np.ndarray, scale: float, heading: str = "Source"
+) -> str | None:
     text = att.input.get("text")
     if att.input.get("kind") != "text" or not isinstance(text, str):
         return None
@@ -109,7 +126,7 @@ def _text_view(att: Attribution, v: np.ndarray, rank: np.ndarray, scale: float) 
         )
         pos = e
     parts.append(_e(text[pos:]))
-    return '<h2>Source</h2>\n<div class="source">' + "".join(parts) + "</div>"
+    return f'<h2>{_e(heading)}</h2>\n<div class="source">' + "".join(parts) + "</div>"
 
 
 def _table(att: Attribution, v: np.ndarray, order: np.ndarray, scale: float) -> str:
@@ -158,13 +175,130 @@ def _agents_meta(att: Attribution) -> list[tuple[str, str]]:
     return rows
 
 
+def _probability(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float | np.number):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _pair(c: float, t: float) -> tuple[str, str]:
+    """``c`` and ``t`` with 2 decimals, or more where 2 would print them equal."""
+    for d in range(2, 7):
+        a, b = f"{c:.{d}f}", f"{t:.{d}f}"
+        if a != b or c == t:
+            return a, b
+    return f"{c!r}", f"{t!r}"
+
+
+def source_decision(target: Any) -> dict[str, Any] | None:
+    """A provenance result's decision, ready to draw, from its ``target``
+    (:class:`attribkit.tasks.provenance.ProvenanceTask`): ``sources`` (``[name, probability]``
+    pairs, highest first, None for a missing or non-finite probability, last), ``prediction``
+    (a source or "unknown"), ``source`` (the explained source), ``confidence`` (the max
+    probability, the rejection score), ``threshold`` (None: closed-set), ``unknown`` (whether
+    the rejection rule fired) and ``rule`` (it in words, e.g. ``"max p 0.41 < threshold 0.60 →
+    unknown"``). None when ``target`` is not a dict with a ``scores`` dict. No model calls."""
+    if not isinstance(target, dict) or not isinstance(target.get("scores"), dict):
+        return None
+    raw = [(str(k), _probability(v)) for k, v in target["scores"].items()]
+    order = {name: i for i, (name, _) in enumerate(raw)}
+    sources = sorted(raw, key=lambda kv: (kv[1] is None, -(kv[1] or 0.0), order[kv[0]]))
+    finite = [p for _, p in sources if p is not None]
+    confidence = _probability(target.get("confidence"))
+    if confidence is None and finite:
+        confidence = max(finite)
+    threshold = _probability(target.get("threshold"))
+    prediction = target.get("prediction")
+    prediction = None if prediction is None else str(prediction)
+    unknown = target.get("unknown")
+    unknown = bool(unknown) if isinstance(unknown, bool) else prediction == UNKNOWN
+    if confidence is None:
+        rule = "no probability recorded"
+    elif threshold is None:
+        rule = f"max p {confidence:.2f}; no threshold: a closed-set decision (never unknown)"
+    else:
+        c, t = _pair(confidence, threshold)
+        rule = (
+            f"max p {c} < threshold {t} → unknown"
+            if unknown
+            else f"max p {c} ≥ threshold {t} → accepted"
+        )
+    source = target.get("source")
+    return {
+        "sources": [[name, p] for name, p in sources],
+        "prediction": prediction,
+        "source": None if source is None else str(source),
+        "confidence": confidence,
+        "threshold": threshold,
+        "unknown": unknown,
+        "rule": rule,
+    }
+
+
+def detector_statistic(att: Attribution) -> float | None:
+    """A result's finite ``extras["statistic"]`` (a zero-shot machine-text detector's statistic,
+    higher = more likely machine-generated), else None."""
+    return _probability(att.extras.get("statistic"))
+
+
+def _provenance_meta(decision: dict[str, Any]) -> list[tuple[str, str]]:
+    """A provenance result's prediction (with the rule applied), explained source and source
+    distribution (highest first, then the unknown decision) as header rows."""
+    prediction = decision["prediction"] if decision["prediction"] is not None else "none recorded"
+    dist = ", ".join(f"{n} {'n/a' if p is None else f'{p:.3f}'}" for n, p in decision["sources"])
+    return [
+        ("prediction", f"{prediction} ({decision['rule']})"),
+        ("explained source", decision["source"] or ""),
+        ("sources", f"{dist}; unknown: {'yes' if decision['unknown'] else 'no'}"),
+    ]
+
+
+def _sources_table(decision: dict[str, Any]) -> str:
+    """The source distribution as bars (probability 0..1, highest first, the prediction marked)
+    and an "unknown" row with the rejection rule and whether it fired."""
+    rows = []
+    for name, p in decision["sources"]:
+        predicted = not decision["unknown"] and name == decision["prediction"]
+        explained = name == decision["source"]
+        badges = ('<span class="badge">prediction</span>' if predicted else "") + (
+            '<span class="badge kept">explained</span>' if explained else ""
+        )
+        width = 0.0 if p is None else 100.0 * min(1.0, max(0.0, p))
+        rows.append(
+            f'<tr class="{"predicted" if predicted else "other"}">'
+            f'<td class="name">{_e(name)}{badges}</td>'
+            f'<td><div class="track"><div class="fill" style="left:0;width:{width:.1f}%;'
+            f'background:rgb{_POS if predicted else (140, 148, 158)}"></div></div></td>'
+            f'<td class="num">{"n/a" if p is None else f"{p:.3f}"}</td></tr>'
+        )
+    fired = decision["unknown"]
+    badge = (
+        '<span class="badge fired">fired: the prediction is unknown</span>'
+        if fired
+        else '<span class="badge kept">not fired</span>'
+    )
+    rows.append(
+        f'<tr class="unknown"><td class="name">{_e(UNKNOWN)}{badge}</td>'
+        f'<td colspan="2" class="muted">{_e(decision["rule"])}</td></tr>'
+    )
+    return (
+        '<h2>Source distribution</h2>\n<table class="sources"><tbody>\n'
+        + "\n".join(rows)
+        + "\n</tbody></table>"
+    )
+
+
 def attribution_html(attribution: Attribution, title: str | None = None) -> str:
     """Return a complete, self-contained HTML page showing ``attribution``.
 
     Text units with character offsets are drawn over the source text, each unit shaded by its
     score (orange-red positive, blue negative, intensity ∝ |score| / max |score|) with a tooltip
     giving score and rank; every page also has a header (method, target, parameters, cost) and
-    the ranked table of all units with bars. All shown text is HTML-escaped. No model calls.
+    the ranked table of all units with bars. A provenance result adds its decision to the header
+    (prediction and rejection rule, explained source, source distribution) and the distribution
+    as bars with an "unknown" row; a detector's ``extras["statistic"]`` is a header row. All
+    shown text is HTML-escaped. No model calls.
     """
     att = attribution
     v = att.vector
@@ -185,6 +319,12 @@ def attribution_html(attribution: Attribution, title: str | None = None) -> str:
     ]
     if att.task == "agents":
         meta += _agents_meta(att)
+    decision = source_decision(att.target) if att.task == "provenance" else None
+    if decision is not None:
+        meta[1:1] = _provenance_meta(decision)  # the decision first, after the method
+    statistic = detector_statistic(att)
+    if statistic is not None:
+        meta.append(("detector statistic", f"{statistic:.4g}, higher = more machine-like"))
     n_nan = int(np.isnan(v).sum())
     if n_nan:
         meta.append(("unscored", f"{n_nan} unit(s), shown last and unshaded"))
@@ -194,8 +334,14 @@ def attribution_html(attribution: Attribution, title: str | None = None) -> str:
         f'<span style="background:{_colour(-1.0, 1.0)}">negative</span>'
         "intensity ∝ |score| / max |score|; hover a unit for its score and rank.</p>"
     )
-    body = [f"<h1>{_e(page_title)}</h1>", f'<dl class="meta">{meta_html}</dl>', legend]
-    text_view = _text_view(att, v, rank, scale)
+    body = [f"<h1>{_e(page_title)}</h1>", f'<dl class="meta">{meta_html}</dl>']
+    if decision is not None:
+        body.append(_sources_table(decision))
+    body.append(legend)
+    heading = "Source"
+    if decision is not None:
+        heading = f"Text: each unit shaded by its effect on p({decision['source']})"
+    text_view = _text_view(att, v, rank, scale, heading)
     if text_view is not None:
         body.append(text_view)
     body.append(_table(att, v, order, scale))

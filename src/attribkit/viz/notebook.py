@@ -9,9 +9,13 @@ its problem, its chain of thought shaded by sentence, its answer and, when the m
 (failure attribution over a multi-agent log) as its decision (agent, step, reason; the gold
 mistake beside it when the target records one), its turns (their labels: an agents result holds
 no turn text) shaded by score with the decided turn marked, and its agents' totals, highest
-first; a bare Scorer's result
-over features (task None) as signed horizontal bars; anything else as its text with shaded units,
-or a ranked table. Inline styles only, no script; every piece of text (tokens, labels, the
+first; a provenance result (which source produced a text, or "unknown") as its decision
+(the prediction with the rejection rule applied and the explained source), a bar per source
+(highest first, the prediction marked) with an "unknown" row saying whether the rule fired, and
+its text with each unit shaded; a bare Scorer's result over features (task None) as signed
+horizontal bars; anything else as its text with shaded units,
+or a ranked table. A result whose ``extras`` hold a finite ``statistic`` (a zero-shot
+machine-text detector's) shows it in the header. Inline styles only, no script; every piece of text (tokens, labels, the
 prompt, the response, the target, the method) is escaped with ``html.escape(..., quote=True)``.
 """
 
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from attribkit.core.attribution import Attribution
+from attribkit.viz.html import UNKNOWN, detector_statistic, source_decision
 
 __all__ = ["notebook_html"]
 
@@ -78,6 +83,12 @@ def _header(att: Attribution) -> str:
     target = _target_text(att)
     if target:
         parts.append(f'<div style="color:#444">target: {_e(target)}</div>')
+    statistic = detector_statistic(att)
+    if statistic is not None:
+        parts.append(
+            f'<div style="color:#444">detector statistic: <b>{_e(f"{statistic:.4g}")}</b>'
+            ' <span style="color:#6a737d">(higher = more machine-like)</span></div>'
+        )
     return "".join(parts)
 
 
@@ -352,6 +363,59 @@ def _agents(att: Attribution, v: np.ndarray) -> str:
     return "".join(parts)
 
 
+_GREY = "rgb(140,148,158)"
+
+
+def _provenance(decision: dict[str, Any]) -> str:
+    """A provenance decision: the prediction with its rule, the explained source, a bar per
+    source (probability 0..1, highest first, the prediction marked) and an "unknown" row."""
+    unknown = decision["unknown"]
+    prediction = decision["prediction"] if decision["prediction"] is not None else "none recorded"
+    parts = [
+        '<div style="margin-top:.4em;border-left:4px solid #b4460a;padding:.3em .8em">'
+        f"{_DECIDED} <b>{_e(prediction)}</b> "
+        f'<span style="color:#6a737d">({_e(decision["rule"])})</span>'
+    ]
+    if decision["source"] is not None:
+        parts.append(
+            f'<div style="color:#444">explained source: <b>{_e(decision["source"])}</b> '
+            '<span style="color:#6a737d">(the text\'s units are scored by their effect on its '
+            "probability)</span></div>"
+        )
+    parts.append("</div>")
+    rows = []
+    for name, p in decision["sources"]:
+        predicted = not unknown and name == decision["prediction"]
+        width = 0.0 if p is None else 100.0 * min(1.0, max(0.0, p))
+        colour = "rgb({},{},{})".format(*_POS) if predicted else _GREY
+        rows.append(
+            f'<tr><td style="{_CELL_PAD};font-weight:600;white-space:pre-wrap;'
+            f'word-break:break-word">{_e(name)}</td>'
+            f'<td style="padding:.15em .4em">{_DECIDED if predicted else ""}</td>'
+            f'<td style="width:16em;{_CELL_PAD}"><div style="position:relative;height:.8em;'
+            f'background:#f0f2f4;width:16em"><div style="position:absolute;top:0;bottom:0;'
+            f'left:0;width:{width:.1f}%;background:{colour}"></div></div></td>'
+            f'<td style="{_CELL_PAD};text-align:right;font-variant-numeric:tabular-nums">'
+            f"{'n/a' if p is None else f'{p:.3f}'}</td></tr>"
+        )
+    fired = (
+        f'<span style="{_BADGE};background:#f9dede;color:#8a1f1f">fired</span>'
+        if unknown
+        else f'<span style="{_BADGE};background:#e6eef7;color:#164a80">not fired</span>'
+    )
+    rows.append(
+        f'<tr style="border-top:1px solid #ddd"><td style="{_CELL_PAD};font-weight:600">'
+        f'{_e(UNKNOWN)}</td><td style="padding:.15em .4em">{_DECIDED if unknown else ""}</td>'
+        f'<td colspan="2" style="{_CELL_PAD};color:#444">{fired} {_e(decision["rule"])}</td></tr>'
+    )
+    parts.append(
+        '<div style="margin-top:.4em"><b>Sources</b> <span style="color:#6a737d">(probability '
+        "of each known source on the full text, highest first)</span></div>"
+        f'<table style="border-collapse:collapse;margin-top:.2em">{"".join(rows)}</table>'
+    )
+    return "".join(parts)
+
+
 def _image(att: Attribution) -> str | None:
     """The map over the image beside the image (PNG data URLs), or None without both."""
     from attribkit.core.errors import InputError
@@ -410,6 +474,15 @@ def notebook_html(attribution: Attribution) -> str:
         body.append(_sentence_matrix(att) or "")
     elif att.task == "agents":
         body.append(_agents(att, v))
+    elif att.task == "provenance":
+        decision = source_decision(att.target)
+        if decision is not None:
+            body.append(_provenance(decision))
+            body.append(
+                '<div style="margin-top:.4em"><b>Text</b> <span style="color:#6a737d">(each '
+                f"unit shaded by its effect on p({_e(decision['source'])}))</span></div>"
+            )
+        body.append(_text_units(att, v) or _ranked(att, v))
     elif att.task == "image":
         body.append(_image(att) or "")
         body.append(_ranked(att, v, limit=10))

@@ -402,6 +402,101 @@
     return box;
   }
 
+  // A provenance run: which known source produced the text, or "unknown". The decision (the
+  // prediction with the rejection rule applied, the explained source) above; beside the text,
+  // a bar per source (its probability on the full text, highest first, the prediction marked)
+  // and an "unknown" row with the rule and whether it fired. Names are text nodes.
+  function provenanceDecision(info) {
+    const none = (x) => (x === null || x === undefined ? "none recorded" : String(x));
+    return el(
+      "div",
+      { class: "decision provenance-decision", role: "note", data: { unknown: info.unknown ? "1" : "0" } },
+      el(
+        "div",
+        { class: "decision-line" },
+        el("span", { class: "badge decided-badge" }, "prediction"),
+        " ",
+        el("span", { class: "prov-prediction" + (info.unknown ? " is-unknown" : "") }, none(info.prediction)),
+        " ",
+        el("span", { class: "prov-rule muted" }, `(${info.rule || ""})`)
+      ),
+      info.source === null || info.source === undefined
+        ? null
+        : el(
+            "div",
+            { class: "decision-reason" },
+            "Explained source: ",
+            el("span", { class: "prov-source" }, String(info.source)),
+            " — each unit of the text is scored by its effect on this source's probability."
+          )
+    );
+  }
+
+  function sourceBars(info) {
+    const body = el("tbody");
+    (info.sources || []).forEach(([name, p], r) => {
+      const predicted = !info.unknown && name === info.prediction;
+      const explained = name === info.source;
+      const fill = el("span", { class: "fill " + (predicted ? "pos" : "prob") });
+      fill.style.left = "0";
+      fill.style.width = p === null ? "0" : `${(100 * Math.min(1, Math.max(0, p))).toFixed(1)}%`;
+      const classes = ["source-row"];
+      if (predicted) classes.push("source-predicted");
+      if (explained) classes.push("source-explained");
+      const row = el(
+        "tr",
+        { class: classes.join(" "), title: `p(${name} | text) = ${p === null ? "n/a" : plain(p, 4)}` },
+        el("td", { class: "num" }, String(r + 1)),
+        el(
+          "td",
+          { class: "source-name" },
+          name,
+          predicted ? el("span", { class: "badge decided-badge" }, "prediction") : null,
+          explained ? el("span", { class: "badge" }, "explained") : null
+        ),
+        el("td", { class: "bar" }, el("span", { class: "track prob wide", "aria-hidden": "true" }, fill)),
+        el("td", { class: "num source-p" }, p === null ? "n/a" : plain(p, 3))
+      );
+      row.dataset.source = name;
+      body.appendChild(row);
+    });
+    body.appendChild(
+      el(
+        "tr",
+        { class: "unknown-row" + (info.unknown ? " fired" : ""), data: { fired: info.unknown ? "1" : "0" } },
+        el("td", { class: "num" }, ""),
+        el(
+          "td",
+          { class: "source-name" },
+          "unknown",
+          info.unknown ? el("span", { class: "badge decided-badge" }, "prediction") : null
+        ),
+        el(
+          "td",
+          { class: "unknown-rule", colspan: "2" },
+          el("span", { class: "badge " + (info.unknown ? "error" : "stored") }, info.unknown ? "fired" : "not fired"),
+          " ",
+          info.rule || ""
+        )
+      )
+    );
+    return el(
+      "table",
+      { class: "runs source-dist" },
+      el("thead", {}, el("tr", {}, ["#", "Source", "", "p"].map((h) => el("th", {}, h)))),
+      body
+    );
+  }
+
+  function hasTextRanges(a) {
+    const units = a.units || [];
+    return (
+      typeof (a.input || {}).text === "string" &&
+      units.length > 0 &&
+      units.every((u) => Number.isInteger(u.start) && Number.isInteger(u.end))
+    );
+  }
+
   function generationText(target) {
     const t = target && typeof target === "object" ? target : {};
     return el(
@@ -464,6 +559,9 @@
     ];
     if (run.dataset) rows.push(["dataset", `${run.dataset} / ${run.key}`]);
     if (run.params && Object.keys(run.params).length) rows.push(["params", JSON.stringify(run.params)]);
+    if (run.statistic !== null && run.statistic !== undefined && Number.isFinite(run.statistic)) {
+      rows.push(["statistic", `detector statistic: ${Number(run.statistic).toPrecision(4)}, higher = more machine-like`]);
+    }
     if (target && typeof target === "object" && target.description) rows.push(["target", target.description]);
     else if (typeof target === "string") rows.push(["target", target]);
     rows.push(["id", run.id]);
@@ -484,6 +582,11 @@
       return { node: box, paint: (v, r) => paintUnits(nodes, v, r) };
     }
     if (run.view === "agents") return agentTurns(run);
+    if (run.view === "provenance" && hasTextRanges(a)) {
+      const { box, nodes } = textWithUnits(a.input.text, units);
+      paintUnits(nodes, vector, ranking);
+      return { node: box, paint: (v, r) => paintUnits(nodes, v, r) };
+    }
     if (run.view === "generation") return { node: tokenHeatmap(run.tokens) };
     if (run.view === "image") return { node: run.overlay ? imageMap(run) : imageOverlay(run, units, vector) };
     if (run.view === "features") return { node: featureBars(units, vector) };
@@ -633,6 +736,25 @@
           el("div", { class: "col-side" }, el("h2", {}, "Agents ", el("span", { class: "hint" }, "total of their turns' scores")), agentTotals(info))
         ),
         el("h2", {}, "Ranked turns"),
+        rankList(a.units, run.vector, ranking, 20),
+      ];
+    } else if (run.view === "provenance") {
+      const info = run.provenance || { sources: [], unknown: false, rule: "" };
+      const explained = info.source === null || info.source === undefined ? "the explained source" : `p(${info.source})`;
+      blocks = [
+        provenanceDecision(info),
+        el("div", { class: "cols" },
+          el("div", { class: "col-main" },
+            el("h2", {}, "Text ", el("span", { class: "hint" }, "each unit shaded by its score")),
+            legend(maxAbs(run.vector), `blue lowers ${explained}, orange raises it`),
+            view.node
+          ),
+          el("div", { class: "col-side" },
+            el("h2", {}, "Source distribution ", el("span", { class: "hint" }, "on the full text")),
+            sourceBars(info)
+          )
+        ),
+        el("h2", {}, "Ranked units"),
         rankList(a.units, run.vector, ranking, 20),
       ];
     } else {
@@ -868,6 +990,9 @@
         : null,
       target && typeof target === "object" && data.a.view === "agents"
         ? el("p", { class: "qa-line" }, `Log ${String((data.a.attribution.input || {}).log_id || "(no id)")} · ${String((data.a.attribution.input || {}).n_turns)} turns · outcome: ${String(target.outcome)}`)
+        : null,
+      data.a.view === "provenance" && data.a.provenance
+        ? el("p", { class: "qa-line" }, el("b", {}, "Prediction: "), String(data.a.provenance.prediction), ` (${data.a.provenance.rule})`, el("br"), el("b", {}, "Explained source: "), String(data.a.provenance.source))
         : null,
       data.a.view === "image" ? classCaption(target) : null,
       data.same_input ? null : el("p", { class: "warn" }, "These runs have the same units but not the same target; read the agreement with care."),
