@@ -161,6 +161,7 @@ class ProvenanceTask(Task):
             "kind": "source",
             "description": f"p({self.source} | kept units) under {type(self.model).__name__}",
             "source": self.source,
+            "model": str(getattr(self.model, "name", None) or type(self.model).__name__),
             **self.decision,
         }
 
