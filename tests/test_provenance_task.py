@@ -66,14 +66,14 @@ def test_threshold_rejects_as_unknown_and_source_can_be_chosen(model) -> None:
     a = attribute_provenance(text, model, method="shapley", units="words", source="brontë")
     assert a.extras["exact"]  # 11 words: exact Shapley values, which are efficient
     full, empty = a.extras["full_value"], a.extras["empty_value"]
-    assert empty == pytest.approx(0.5)  # no word left: no evidence
+    assert empty == pytest.approx(np.log(0.5))  # no word left: no evidence
     assert np.sum(a.scores) == pytest.approx(full - empty, abs=1e-9)
 
 
 def test_empty_composition_scores_uniform(model) -> None:
     task = ProvenanceTask("Whilst upon hence.", model, units="words")
     values = task.scorer()(np.zeros((1, 3), dtype=bool))
-    assert values[0] == pytest.approx(0.5)
+    assert values[0] == pytest.approx(np.log(0.5))
 
 
 class _NaNModel:
@@ -96,3 +96,20 @@ def test_bad_input_errors(model) -> None:
         ProvenanceTask("Some text.", model, units="tokens")
     with pytest.raises(ScorerError, match="NaN"):
         ProvenanceTask("Some text.", _NaNModel())
+
+
+def test_cross_validated_threshold_accepts_most_new_knowns() -> None:
+    from attribkit.models.open_set import RejectingClassifier, cross_validated_threshold
+
+    texts = _texts(_A, 30, 0) + _texts(_B, 30, 1)
+    authors = ["austen"] * 30 + ["brontë"] * 30
+
+    def make():
+        return make_pipeline(CountVectorizer(), LogisticRegression(max_iter=1000))
+
+    tau = cross_validated_threshold(make, texts, authors)
+    fresh = _texts(_A, 20, 5) + _texts(_B, 20, 6)
+    accepted = RejectingClassifier(make().fit(texts, authors), tau).confidence(fresh) >= tau
+    assert accepted.mean() >= 0.8
+    with pytest.raises(InputError, match="single sample"):
+        cross_validated_threshold(make, texts[:31], authors[:31])

@@ -31,6 +31,7 @@ __all__ = [
     "Hierarchy",
     "RejectingClassifier",
     "SourceDecision",
+    "cross_validated_threshold",
     "threshold_at_tpr",
 ]
 
@@ -286,6 +287,48 @@ def _take(X: Any, idx: np.ndarray) -> Any:
     if hasattr(X, "shape"):
         return X[idx]
     return [X[i] for i in idx]
+
+
+def cross_validated_threshold(
+    make_model: Callable[[], Any],
+    X: Any,
+    y: Sequence[Any] | np.ndarray,
+    *,
+    tpr: float = 0.95,
+    folds: int = 5,
+    seed: int = 0,
+    score: Score = "softmax",
+) -> float:
+    """A rejection threshold chosen without validation data: out-of-fold confidences of the
+    known samples themselves.
+
+    Stratified ``folds``-fold cross-validation (fewer folds when the smallest source has fewer
+    samples): each fold fits ``make_model()`` (an unfitted scikit-learn style classifier) on the
+    other folds and scores its held-out samples; the threshold accepts ``tpr`` of all held-out
+    known samples (:func:`threshold_at_tpr`). Returns a float; costs ``folds`` fits and one
+    predict call per fold. Raises InputError when a source has fewer than 2 samples.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(y)
+    if len(labels) != _n_rows(X):
+        raise InputError(f"{len(labels)} labels for {_n_rows(X)} samples; give one label each")
+    names, counts = np.unique(labels, return_counts=True)
+    if len(names) < 2:
+        raise InputError("a threshold needs samples of at least 2 known sources")
+    if counts.min() < 2:
+        raise InputError(
+            f"source {names[counts.argmin()]!r} has a single sample: cross-validation needs at "
+            "least 2 per source; give a threshold instead"
+        )
+    splitter = StratifiedKFold(
+        n_splits=min(folds, int(counts.min())), shuffle=True, random_state=seed
+    )
+    confidence = []
+    for train, test in splitter.split(np.zeros(len(labels)), labels):
+        model = make_model().fit(_take(X, train), labels[train])
+        confidence.append(RejectingClassifier(model, score=score).confidence(_take(X, test)))
+    return threshold_at_tpr(np.concatenate(confidence), tpr)
 
 
 def _default_estimator() -> Any:

@@ -8,7 +8,8 @@ any object with ``classes_`` and ``predict_proba(texts)`` (the authorship models
 "unknown". The task's *decision* (a distribution over the known sources, the rejection score and
 the prediction, possibly ``"unknown"``) is its target; its units are the text's sentences (or
 words, paragraphs); its mask scorer gives the probability of the explained source when only the
-kept units are present, so every perturbation method (``loo``, ``shapley``, ``kernel_shap``,
+kept units are present (as a log-probability, which does not saturate as probabilities near 1
+do), so every perturbation method (``loo``, ``shapley``, ``kernel_shap``,
 ``lasso_surrogate``...) explains the decision. Open-set decision rule after LAVA and the open-set
 literature: maximum softmax probability below the threshold → "unknown".
 """
@@ -35,14 +36,15 @@ DEFAULT_METHOD = "loo"
 _UNIT_KINDS = ("sentences", "words", "paragraphs")
 
 
-def _split(model: Any, threshold: float | None) -> tuple[Any, float | None]:
-    """The probability model and the rejection threshold of ``model``: a RejectingClassifier
-    (``base`` and ``tau``) gives both unless ``threshold`` is given."""
+def _split(model: Any, threshold: float | None) -> tuple[Any, Any, float | None]:
+    """The probability model, the rejecting wrapper (or None) and the threshold of ``model``: a
+    RejectingClassifier (``base``, ``tau``, ``confidence``) gives all three, its ``tau`` unless
+    ``threshold`` is given."""
     base = getattr(model, "base", None)
-    if base is not None and hasattr(model, "tau"):
+    if base is not None and hasattr(model, "tau") and hasattr(model, "confidence"):
         tau = getattr(model, "tau", None)
-        return base, threshold if threshold is not None else tau
-    return model, threshold
+        return base, model, threshold if threshold is not None else tau
+    return model, None, threshold
 
 
 class ProvenanceTask(Task):
@@ -51,18 +53,20 @@ class ProvenanceTask(Task):
     Args:
         text: the text whose source is asked.
         model: a fitted source model (``classes_``, ``predict_proba(list[str]) -> (n, k)``), or a
-            RejectingClassifier around one (its threshold is used).
+            :class:`~attribkit.models.open_set.RejectingClassifier` around one (its confidence
+            score, max softmax or max logit, and its threshold are used).
         units: ``"sentences"`` (default), ``"words"``, ``"paragraphs"`` or a :class:`TextUnits`
             over ``text``.
         source: the known source whose probability is explained (default: the most likely one,
             also when the decision is "unknown": the explanation then says why the text looks
             most like that source).
-        threshold: reject ("unknown") when the highest probability is below it; None keeps the
-            closed-set decision.
+        threshold: reject ("unknown") when the confidence (the highest probability, or the
+            rejecting classifier's score) is below it; None keeps the closed-set decision.
         batch_size: texts per ``predict_proba`` call.
 
     Building the task costs one model call (the decision on the full text). A composed text
-    with no unit left is not sent to the model: it scores ``1 / k`` (no evidence for any source).
+    with no unit left is not sent to the model: it scores ``log(1 / k)`` (no evidence for any
+    source).
     """
 
     kind = "provenance"
@@ -78,7 +82,8 @@ class ProvenanceTask(Task):
     ) -> None:
         if not isinstance(text, str) or not text.strip():
             raise InputError("the text is empty; give the text whose source you want to find")
-        self.model, self.threshold = _split(model, threshold)
+        self.model, self._rejector, self.threshold = _split(model, threshold)
+        self.score = "softmax" if self._rejector is None else str(self._rejector.score)
         classes = getattr(self.model, "classes_", None)
         if classes is None or not hasattr(self.model, "predict_proba"):
             raise InputError(
@@ -90,7 +95,11 @@ class ProvenanceTask(Task):
             raise InputError(
                 f"the source model knows {len(self.sources)} source; fit it on at least two"
             )
-        if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
+        if (
+            self.score == "softmax"
+            and self.threshold is not None
+            and not 0.0 <= float(self.threshold) <= 1.0
+        ):
             raise InputError(
                 f"threshold {self.threshold} is not a probability; give a value in [0, 1] "
                 "(the lowest maximum softmax probability that is still accepted)"
@@ -104,7 +113,12 @@ class ProvenanceTask(Task):
         self._meter.cost.batches += 1
         self.proba = proba
         top = int(np.argmax(proba))
-        self.confidence = float(proba[top])
+        if self._rejector is None:
+            self.confidence = float(proba[top])
+        else:  # the wrapper's own score (max logit or softmax): one more model call
+            self.confidence = float(self._rejector.confidence([text])[0])
+            self._meter.cost.forward_passes += 1
+            self._meter.cost.batches += 1
         rejected = self.threshold is not None and self.confidence < float(self.threshold)
         self.prediction = UNKNOWN if rejected else self.sources[top]
         if source is None:
@@ -145,12 +159,15 @@ class ProvenanceTask(Task):
     @property
     def decision(self) -> dict[str, Any]:
         """The open-set decision on the full text: ``prediction`` (a source or "unknown"),
-        ``scores`` (source → probability), ``confidence`` (the max softmax probability, the
-        rejection score), ``threshold`` and ``unknown``. No model calls."""
+        ``scores`` (source → probability), ``confidence`` (the rejection score: max softmax
+        probability, or max logit when the model is a RejectingClassifier with
+        ``score="logit"``), ``confidence_score`` (which), ``threshold`` and ``unknown``. No
+        model calls."""
         return {
             "prediction": self.prediction,
             "scores": {s: float(p) for s, p in zip(self.sources, self.proba, strict=True)},
             "confidence": self.confidence,
+            "confidence_score": "max softmax" if self.score == "softmax" else "max logit",
             "threshold": None if self.threshold is None else float(self.threshold),
             "unknown": self.prediction == UNKNOWN,
         }
@@ -159,7 +176,7 @@ class ProvenanceTask(Task):
     def target_info(self) -> dict[str, Any]:
         return {
             "kind": "source",
-            "description": f"p({self.source} | kept units) under {type(self.model).__name__}",
+            "description": f"log p({self.source} | kept units) under {type(self.model).__name__}",
             "source": self.source,
             "model": str(getattr(self.model, "name", None) or type(self.model).__name__),
             **self.decision,
@@ -168,7 +185,7 @@ class ProvenanceTask(Task):
     def result(
         self, scores: np.ndarray, method: str, params: dict[str, Any], cost: Cost, **extras: Any
     ) -> Attribution:
-        """An Attribution over the text's units of the explained source's probability."""
+        """An Attribution over the text's units of the explained source's log-probability."""
         return Attribution(
             units=list(self.units),
             scores=scores,
@@ -182,14 +199,14 @@ class ProvenanceTask(Task):
         )
 
     def values(self, texts: Sequence[str]) -> np.ndarray:
-        """p(explained source | text) for each composed text: one forward pass per non-empty
-        text (counted on :attr:`meter`); an empty text scores 1 / k."""
-        out = np.full(len(texts), 1.0 / len(self.sources))
+        """log p(explained source | text) for each composed text: one forward pass per
+        non-empty text (counted on :attr:`meter`); an empty text scores log(1 / k)."""
+        out = np.full(len(texts), -np.log(len(self.sources)))
         todo = [i for i, t in enumerate(texts) if t.strip()]
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             p = self._proba([texts[i] for i in chunk])
-            out[chunk] = p[:, self._source_index]
+            out[chunk] = np.log(np.clip(p[:, self._source_index], 1e-300, None))
             self._meter.cost.forward_passes += len(chunk)
             self._meter.cost.batches += 1
         return out
@@ -197,7 +214,7 @@ class ProvenanceTask(Task):
     def scorer(
         self, budget: Budget | None = None, progress: Callable[[int], None] | None = None
     ) -> Scorer:
-        """A mask :class:`Scorer` over the units for p(explained source | kept units)."""
+        """A mask :class:`Scorer` over the units for log p(explained source | kept units)."""
         return Scorer(
             self.units,
             self.values,
@@ -235,7 +252,7 @@ def attribute_provenance(
 ) -> Attribution:
     """Which source produced ``text`` (or "unknown"), and which units drove that decision.
 
-    Returns an Attribution over the units (sentences by default) of p(source | kept units),
+    Returns an Attribution over the units (sentences by default) of log p(source | kept units),
     whose ``target`` holds the decision (``prediction``, ``scores``, ``confidence``,
     ``threshold``, ``unknown``). Costs 1 model call for the decision plus the method's
     (``loo``: one per unit plus one).

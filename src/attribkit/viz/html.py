@@ -213,16 +213,18 @@ def source_decision(target: Any) -> dict[str, Any] | None:
     prediction = None if prediction is None else str(prediction)
     unknown = target.get("unknown")
     unknown = bool(unknown) if isinstance(unknown, bool) else prediction == UNKNOWN
+    # the rejection score: max softmax probability, or max logit (e.g. −Delta) when recorded so
+    name = "max logit" if target.get("confidence_score") == "max logit" else "max p"
     if confidence is None:
         rule = "no probability recorded"
     elif threshold is None:
-        rule = f"max p {confidence:.2f}; no threshold: a closed-set decision (never unknown)"
+        rule = f"{name} {confidence:.2f}; no threshold: a closed-set decision (never unknown)"
     else:
         c, t = _pair(confidence, threshold)
         rule = (
-            f"max p {c} < threshold {t} → unknown"
+            f"{name} {c} < threshold {t} → unknown"
             if unknown
-            else f"max p {c} ≥ threshold {t} → accepted"
+            else f"{name} {c} ≥ threshold {t} → accepted"
         )
     source = target.get("source")
     return {
