@@ -6,8 +6,9 @@ check and what went wrong. Perturbation methods are run on :func:`toy_scorer` (6
 fixed non-linear numpy function); gradient methods on :func:`toy_gradient_scorer` (a small
 torch MLP); image methods on :func:`toy_image_task` (a tiny random CNN, 32 × 32 image); context,
 generation and reasoning methods on :func:`toy_context_task`, :func:`toy_generation_task` and
-:func:`toy_reasoning_task` (a tiny random Llama). All checks together take well under a second
-for a typical method.
+:func:`toy_reasoning_task` (a tiny random Llama); machine-text detectors on
+:func:`toy_machine_text_task` (two seeded character bigram models). All checks together take
+well under a second for a typical method.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from attribkit.core.attribution import Attribution
-from attribkit.core.cost import Cost
+from attribkit.core.cost import Cost, CostMeter
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.gradient import GradientScorer
 from attribkit.core.registry import SCORER_KINDS, MethodSpec, get_method, run
@@ -34,6 +35,7 @@ __all__ = [
     "TOY_KINDS",
     "TOY_PARAMS",
     "ToyKind",
+    "ToyNextToken",
     "check_method",
     "iter_checks",
     "toy_agents_task",
@@ -41,6 +43,7 @@ __all__ = [
     "toy_generation_task",
     "toy_gradient_scorer",
     "toy_image_task",
+    "toy_machine_text_task",
     "toy_params",
     "toy_reasoning_task",
     "toy_scorer",
@@ -335,6 +338,101 @@ def warm_template_cache(task: Any) -> None:
     task._cached_prefix(torch.tensor([task.ids], device=task.lm.device), None)
 
 
+class _Rows:
+    """An independent count of the sequences a toy model ran (shared by a model pair)."""
+
+    def __init__(self) -> None:
+        self.rows, self.grad_rows = 0, 0
+
+
+#: The toy next-token model's vocabulary: the newline and printable ASCII, one token each.
+TOY_ALPHABET = "\n" + "".join(chr(c) for c in range(32, 127))
+TOY_MACHINE_TEXT = "The cat sat on the mat. The dog ran in the park."
+
+
+class ToyNextToken:
+    """A tiny deterministic :class:`~attribkit.models.next_token.NextTokenModel`: a character
+    bigram model over :data:`TOY_ALPHABET` (96 tokens) whose log-probability table comes from a
+    seeded generator (logits ~ N(0, ``scale``²); one extra row is the start state). Counts one
+    forward pass per sequence on ``meter`` and, independently, on ``counter.rows``;
+    ``nan=True`` makes a broken model that returns NaN. :meth:`sample` writes text from it
+    (exactly, by the table). No real model behind it."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        scale: float = 2.0,
+        nan: bool = False,
+        counter: Any = None,
+        name: str | None = None,
+    ) -> None:
+        self.name = name or f"toy-bigram-{seed}"
+        self.vocab_size = len(TOY_ALPHABET)
+        self.meter = CostMeter()
+        self.batch_size = 8
+        self.counter = counter if counter is not None else _Rows()
+        logits = np.random.default_rng(seed).normal(
+            0.0, scale, (self.vocab_size + 1, self.vocab_size)
+        )
+        top = logits.max(axis=1, keepdims=True)
+        self.table = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+        if nan:
+            self.table[:] = np.nan
+        self._index = {c: i for i, c in enumerate(TOY_ALPHABET)}
+
+    def encode(self, text: str) -> list[int]:
+        """One id per character; InputError for a character outside printable ASCII."""
+        bad = sorted({c for c in text if c not in self._index})
+        if bad:
+            raise InputError(f"the toy model knows printable ASCII only, not {bad[:3]}")
+        return [self._index[c] for c in text]
+
+    def token_strings(self, ids: Any) -> list[str]:
+        return [TOY_ALPHABET[int(i)] for i in ids]
+
+    def logprobs(self, sequences: Any) -> list[np.ndarray]:
+        """The table's rows for each prefix: one forward pass per sequence, one batch."""
+        with self.meter.timed():
+            start = self.vocab_size
+            out = [self.table[[start, *[int(i) for i in s[:-1]]]].copy() for s in sequences]
+        self.meter.cost.forward_passes += len(out)
+        self.meter.cost.batches += 1
+        self.counter.rows += len(out)
+        return out
+
+    def sample(self, n_tokens: int, rng: np.random.Generator, temperature: float = 1.0) -> str:
+        """``n_tokens`` characters drawn from the table at ``temperature`` (0 = greedy).
+        No model calls counted."""
+        ids, prev = [], self.vocab_size
+        for _ in range(n_tokens):
+            row = self.table[prev]
+            if temperature == 0:
+                nxt = int(np.argmax(row))
+            else:
+                p = np.exp((row - row.max()) / temperature)
+                nxt = int(rng.choice(self.vocab_size, p=p / p.sum()))
+            ids.append(nxt)
+            prev = nxt
+        return "".join(self.token_strings(ids))
+
+
+def toy_machine_text_task(
+    text: str = TOY_MACHINE_TEXT,
+    model: Any = None,
+    reference: Any = None,
+    units: str = "tokens",
+) -> Any:
+    """A :class:`~attribkit.tasks.machine_text.MachineTextTask` on two toy character bigram
+    models (:class:`ToyNextToken` seeds 0 and 1: scoring and reference). No real model behind
+    it."""
+    from attribkit.tasks.machine_text import MachineTextTask
+
+    model = model if model is not None else ToyNextToken(0)
+    reference = reference if reference is not None else ToyNextToken(1)
+    return MachineTextTask(text, model, reference=reference, units=units)
+
+
 class _CountingModel:
     """Counts, with a forward hook on the torch model, the sequences it runs."""
 
@@ -435,6 +533,12 @@ def _counted_image_task() -> tuple[Any, Any]:
     return task, _CountingModule(task.model.module)
 
 
+def _counted_machine_text_task() -> tuple[Any, Any]:
+    counter = _Rows()  # both models of the pair count here
+    model, reference = ToyNextToken(0, counter=counter), ToyNextToken(1, counter=counter)
+    return toy_machine_text_task(model=model, reference=reference), counter
+
+
 def _nan_gradient_scorer() -> GradientScorer:
     def forward(xb: torch.Tensor) -> torch.Tensor:
         return xb.sum(dim=-1) * float("nan")
@@ -487,6 +591,12 @@ TOY_KINDS: dict[str, ToyKind] = {
         _counted_agents_task,
         lambda p: (toy_agents_task(turns=TOY_LOG[:2]), p),  # one turn before the outcome
         lambda: _nan_embeddings(toy_agents_task()),
+    ),
+    "machine_text": ToyKind(
+        _counted_machine_text_task,
+        # one sentence unit (the text has many tokens: building the task succeeds)
+        lambda p: (toy_machine_text_task("The cat sat on the mat.", units="sentences"), p),
+        lambda: toy_machine_text_task(model=ToyNextToken(0, nan=True)),
     ),
     "image": ToyKind(
         _counted_image_task,

@@ -363,4 +363,33 @@ BUILTIN: tuple[MethodSpec, ...] = (
         cost="lexical edges: 0 passes; ablation edges: (n - 1)(n + 2)/2 scorings; plus n + 1 forward passes for turn_loo suspicion (the default)",
         cite="the information-dependency idea of GraphTracer (Zhang, Shi, Gu et al., arXiv 2510.10581, 2025, withdrawn: an idea, not a reproduction); Thought Anchors' suppression at turn level (2025)",
     ),
+    # --- machine_text: zero-shot machine-text detectors (statistic = sum of per-token terms) ----
+    MethodSpec(
+        "log_perplexity",
+        "attribkit.methods.machine_text.log_perplexity:log_perplexity",
+        "machine_text",
+        cost="1 forward pass of the scoring model",
+        cite="Gehrmann, Strobelt & Rush, 'GLTR: Statistical Detection and Visualization of Generated Text', ACL 2019 demo; Solaiman et al., 'Release Strategies and the Social Impacts of Language Models', 2019 (the log-likelihood detector)",
+    ),
+    MethodSpec(
+        "fast_detectgpt",
+        "attribkit.methods.machine_text.fast_detectgpt:fast_detectgpt",
+        "machine_text",
+        cost="1 forward pass (2 with a reference model distinct from the scoring model)",
+        cite="Bao, Zhao, Teng, Yang & Zhang, 'Fast-DetectGPT: Efficient Zero-Shot Detection of Machine-Generated Text via Conditional Probability Curvature', ICLR 2024 (analytic sampling discrepancy)",
+    ),
+    MethodSpec(
+        "binoculars",
+        "attribkit.methods.machine_text.binoculars:binoculars",
+        "machine_text",
+        cost="2 forward passes (observer and performer; 1 when the reference is the scoring model)",
+        cite="Hans, Schwarzschild, Cherepanova, Kazemi, Saha, Goldblum, Geiping & Goldstein, 'Spotting LLMs With Binoculars: Zero-Shot Detection of Machine-Generated Text', ICML 2024",
+    ),
+    MethodSpec(
+        "detectgpt",
+        "attribkit.methods.machine_text.detectgpt:detectgpt",
+        "machine_text",
+        cost="1 + n_perturbations forward passes of the scoring model (default 21), batched; the perturber's own work (default: a model-free word swap) is not counted",
+        cite="Mitchell, Lee, Khazatsky, Manning & Finn, 'DetectGPT: Zero-Shot Machine-Generated Text Detection using Probability Curvature', ICML 2023",
+    ),
 )

@@ -2,6 +2,7 @@
 language model behind an OpenAI-compatible HTTP endpoint, and judges (an OpenAI-compatible chat
 endpoint, or a local language model by constrained choice)."""
 
+from attribkit.models.audio import audio_features, read_wav
 from attribkit.models.blackbox import CallableModel
 from attribkit.models.classifier import TorchClassifier
 from attribkit.models.http_lm import OpenAICompatibleLM
@@ -16,33 +17,44 @@ from attribkit.models.judge import (
 )
 from attribkit.models.lm import LanguageModel
 from attribkit.models.loading import LOADERS, cache_root, load, register_loader
+from attribkit.models.next_token import HFNextToken, NextTokenModel, same_vocabulary
 from attribkit.models.open_set import (
     Hierarchy,
     RejectingClassifier,
     SourceDecision,
     threshold_at_tpr,
 )
+from attribkit.models.voices import Voice, available_voices, synthesize, voice_corpus
 
 __all__ = [
     "LOADERS",
     "CallableModel",
     "ChatJudge",
+    "HFNextToken",
     "Hierarchy",
     "ImageClassifier",
     "Judge",
     "Judgement",
     "LanguageModel",
     "LocalJudge",
+    "NextTokenModel",
     "OpenAICompatibleLM",
     "RejectingClassifier",
     "SourceDecision",
     "TorchClassifier",
     "Verdict",
+    "Voice",
+    "audio_features",
+    "available_voices",
     "cache_root",
     "imagenet_labels",
     "judge_from_env",
     "load",
     "prepare_image",
+    "read_wav",
     "register_loader",
+    "same_vocabulary",
+    "synthesize",
     "threshold_at_tpr",
+    "voice_corpus",
 ]

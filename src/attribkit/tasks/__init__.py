@@ -16,6 +16,7 @@ from attribkit.tasks.generation import (
     attribute_generation,
 )
 from attribkit.tasks.image import ImageTask, attribute_image, image_units
+from attribkit.tasks.machine_text import MachineTextTask, attribute_machine_text
 from attribkit.tasks.reasoning import ReasoningTask, ReasoningTrace, attribute_reasoning
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "ContextTask",
     "GenerationTask",
     "ImageTask",
+    "MachineTextTask",
     "ReasoningTask",
     "ReasoningTrace",
     "Turn",
@@ -36,6 +38,7 @@ __all__ = [
     "attribute_context",
     "attribute_generation",
     "attribute_image",
+    "attribute_machine_text",
     "attribute_reasoning",
     "context_scorer",
     "context_units",
