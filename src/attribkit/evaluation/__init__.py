@@ -34,6 +34,7 @@ from attribkit.evaluation.image_curves import (
     pointing_game,
     subset_curves,
 )
+from attribkit.evaluation.impersonation import impersonation_report, sampler_generator
 from attribkit.evaluation.open_set import few_shot_episodes, open_set_report, open_world_report
 from attribkit.evaluation.who_when import (
     WhoWhenScore,
@@ -72,6 +73,7 @@ __all__ = [
     "evaluate_grid",
     "few_shot_episodes",
     "grid_localization",
+    "impersonation_report",
     "insertion",
     "insertion_deletion",
     "make_grids",
@@ -80,6 +82,7 @@ __all__ = [
     "open_world_report",
     "pointing_game",
     "read_predictions",
+    "sampler_generator",
     "subset_curves",
     "sufficiency",
     "who_when_score",

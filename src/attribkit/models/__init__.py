@@ -3,6 +3,16 @@ language model behind an OpenAI-compatible HTTP endpoint, and judges (an OpenAI-
 endpoint, or a local language model by constrained choice)."""
 
 from attribkit.models.audio import audio_features, read_wav
+from attribkit.models.authorship import (
+    AuthorshipModel,
+    BurrowsDelta,
+    CharNgramSVM,
+    FederalistPapers,
+    MFWLogistic,
+    authorship_model,
+    load_federalist,
+    read_author_folders,
+)
 from attribkit.models.blackbox import CallableModel
 from attribkit.models.classifier import TorchClassifier
 from attribkit.models.http_lm import OpenAICompatibleLM
@@ -18,6 +28,7 @@ from attribkit.models.judge import (
 from attribkit.models.lm import LanguageModel
 from attribkit.models.loading import LOADERS, cache_root, load, register_loader
 from attribkit.models.next_token import HFNextToken, NextTokenModel, same_vocabulary
+from attribkit.models.ngram import NGramLM
 from attribkit.models.open_set import (
     Hierarchy,
     RejectingClassifier,
@@ -28,8 +39,12 @@ from attribkit.models.voices import Voice, available_voices, synthesize, voice_c
 
 __all__ = [
     "LOADERS",
+    "AuthorshipModel",
+    "BurrowsDelta",
     "CallableModel",
+    "CharNgramSVM",
     "ChatJudge",
+    "FederalistPapers",
     "HFNextToken",
     "Hierarchy",
     "ImageClassifier",
@@ -37,6 +52,8 @@ __all__ = [
     "Judgement",
     "LanguageModel",
     "LocalJudge",
+    "MFWLogistic",
+    "NGramLM",
     "NextTokenModel",
     "OpenAICompatibleLM",
     "RejectingClassifier",
@@ -45,12 +62,15 @@ __all__ = [
     "Verdict",
     "Voice",
     "audio_features",
+    "authorship_model",
     "available_voices",
     "cache_root",
     "imagenet_labels",
     "judge_from_env",
     "load",
+    "load_federalist",
     "prepare_image",
+    "read_author_folders",
     "read_wav",
     "register_loader",
     "same_vocabulary",
