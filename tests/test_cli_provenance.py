@@ -79,3 +79,31 @@ def test_closed_set_and_bad_input(known: Path, tmp_path: Path) -> None:
         app, ["authorship", "--known", str(known), "--unknown", foreign, "--method", "bert"]
     )
     assert out.exit_code != 0 and "delta" in out.output
+
+
+@pytest.mark.parametrize("method", ["log_perplexity", "fast_detectgpt", "binoculars"])
+def test_detect_json_statistic_adds_up(tmp_path: Path, tiny_model_dir: Path, method: str) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text("The cat sat on the mat all day. The dog ran <b>fast</b> to the park.")
+    html = tmp_path / "d.html"
+    args = ["detect", str(path), "--model", str(tiny_model_dir), "--method", method]
+    out = runner.invoke(app, [*args, "--units", "sentences", "--json", "--html", str(html)])
+    assert out.exit_code == 0, out.output
+    d = json.loads(out.stdout)
+    assert d["method"] == method and len(d["units"]) == 2
+    assert sum(d["scores"]) == pytest.approx(d["statistic"], abs=1e-9)
+    assert d["model_calls"] >= 1
+    assert "<b>fast</b>" not in html.read_text()  # the text is escaped
+
+
+def test_detect_bad_input(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = runner.invoke(app, ["detect", str(tmp_path / "missing.txt")])
+    assert out.exit_code != 0 and "not" in out.output and "file" in out.output
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00bad")
+    out = runner.invoke(app, ["detect", str(bad), "--model", str(tiny_model_dir)])
+    assert out.exit_code != 0 and "UTF-8" in out.output
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   ")
+    out = runner.invoke(app, ["detect", str(empty), "--model", str(tiny_model_dir)])
+    assert out.exit_code != 0 and "empty" in out.output

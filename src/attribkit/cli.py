@@ -1166,3 +1166,69 @@ def authorship_command(
     print_attribution(attribution, console=console)
     if html is not None:
         console.print(f"HTML report written to [bold]{html}[/bold]")
+
+
+@app.command("detect")
+def detect_command(
+    path: Path = typer.Argument(..., help="The text file to test for machine generation."),
+    method: str = typer.Option(
+        "fast_detectgpt",
+        "--method",
+        help="log_perplexity, fast_detectgpt, binoculars or detectgpt.",
+    ),
+    model: str = typer.Option("smollm2", "--model", help="Scoring model: name or local path."),
+    reference: str | None = typer.Option(
+        None,
+        "--reference",
+        help="Second model sharing the tokenizer (Fast-DetectGPT's sampler, Binoculars' "
+        "performer; default: the scoring model).",
+    ),
+    units: str = typer.Option(
+        "tokens", "--units", help="tokens, or sentences (co-authored text: a score per sentence)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
+    html: Path | None = typer.Option(None, "--html", help="Also write an HTML report here."),
+) -> None:
+    """Was this text written by a language model? A zero-shot detector's statistic (higher =
+    more machine-like) and the tokens or sentences that drove it."""
+    import json
+
+    from attribkit.core.errors import AttribkitError, InputError
+    from attribkit.models import load
+    from attribkit.tasks.machine_text import attribute_machine_text
+    from attribkit.viz.console import print_attribution
+    from attribkit.viz.html import save_html
+
+    try:
+        if not path.is_file():
+            raise InputError(f"{path} is not a file: pass the text to test")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path} is not UTF-8 text ({e.reason}); convert it") from None
+        with _progress(err_console) as progress:
+            step = progress.add_task(f"Loading model {model}", total=None)
+            lm = load(model)
+            ref = load(reference) if reference is not None else None
+            progress.update(step, total=1, completed=1)
+            step = progress.add_task(f"Detecting ({method})", total=None)
+            attribution = attribute_machine_text(text, lm, method, reference=ref, units=units)
+            progress.update(step, total=1, completed=1)
+    except AttribkitError as e:
+        raise _fail(e) from None
+    statistic = float(attribution.extras["statistic"])
+    if html is not None:
+        save_html(attribution, html)
+    if as_json:
+        out = {"statistic": statistic, "model": model, "reference": reference or model}
+        out.update(attribution_json(attribution))
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    console.print(
+        f"[bold]{method}[/bold] statistic {statistic:+.3f} (higher = more machine-like; "
+        "compare with texts you know the source of: the scale depends on the model and length)",
+        highlight=False,
+    )
+    print_attribution(attribution, console=console)
+    if html is not None:
+        console.print(f"HTML report written to [bold]{html}[/bold]")
