@@ -17,6 +17,7 @@ from attribkit.tasks.generation import (
 )
 from attribkit.tasks.image import ImageTask, attribute_image, image_units
 from attribkit.tasks.machine_text import MachineTextTask, attribute_machine_text
+from attribkit.tasks.provenance import ProvenanceTask, attribute_provenance
 from attribkit.tasks.reasoning import ReasoningTask, ReasoningTrace, attribute_reasoning
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "GenerationTask",
     "ImageTask",
     "MachineTextTask",
+    "ProvenanceTask",
     "ReasoningTask",
     "ReasoningTrace",
     "Turn",
@@ -39,6 +41,7 @@ __all__ = [
     "attribute_generation",
     "attribute_image",
     "attribute_machine_text",
+    "attribute_provenance",
     "attribute_reasoning",
     "context_scorer",
     "context_units",
