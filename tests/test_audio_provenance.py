@@ -210,3 +210,41 @@ def test_spectral_statistics_have_their_known_values() -> None:
     t2 = np.arange(22050) / 22050
     tone2 = audio_features(0.5 * np.sin(2 * np.pi * 1000 * t2), 22050)
     assert abs(tone2[names["centroid_mean"]] - tone[names["centroid_mean"]]) < 0.01
+
+
+def test_time_windows_explain_which_voice_spoke(cache) -> None:
+    """A spliced utterance (flite/slt, then espeak en-us) explained by LOO over 0.25 s windows:
+    the windows of the decided voice's half support it, the other half's do not."""
+    if not have_synthesizers():
+        pytest.skip(SKIP_REASON)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import attribkit as ak
+    from attribkit.models.audio import WaveformClassifier
+
+    slt, en = Voice("flite", "slt"), Voice("espeak", "en-us")
+    x, y, _ = voice_corpus([slt, en], 20, seed=0, cache_dir=cache)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
+    model = WaveformClassifier(clf, RATE)
+    text = sentences(25, seed=0)[-1]  # a sentence not in training
+    a, ra = synthesize(slt, text)
+    b, rb = synthesize(en, text)
+    a, b = resample(a, ra), resample(b, rb)
+    wave_ = np.concatenate([a, np.zeros(RATE // 10, np.float32), b])
+    task = ak.ProvenanceTask(wave_, model)
+    assert task.units.kind == "array" and len(task.units) == math.ceil(len(wave_) / (RATE / 4))
+    att = ak.attribute(task, "loo")
+    assert att.task == "provenance" and att.cost.forward_passes == len(task.units) + 1
+    half = len(a) // (RATE // 4)  # windows wholly inside the first voice
+    first, second = att.scores[:half].mean(), att.scores[half + 1 :].mean()
+    decided = task.prediction
+    assert decided in ("flite/slt", "espeak/en-us")
+    assert (first > second) == (decided == "flite/slt")
+    silent = np.zeros(RATE, np.float32)
+    with pytest.raises(InputError, match="waveform"):
+        ak.ProvenanceTask(np.zeros((2, 2)), model)
+    assert ak.ProvenanceTask(np.r_[a, silent], model).scorer()(
+        np.zeros((1, math.ceil((len(a) + RATE) / (RATE / 4))), bool)
+    )[0] == pytest.approx(-np.log(2))

@@ -2,7 +2,7 @@
 language model behind an OpenAI-compatible HTTP endpoint, and judges (an OpenAI-compatible chat
 endpoint, or a local language model by constrained choice)."""
 
-from attribkit.models.audio import audio_features, read_wav
+from attribkit.models.audio import WaveformClassifier, audio_features, read_wav
 from attribkit.models.authorship import (
     AuthorshipModel,
     BurrowsDelta,
@@ -61,6 +61,7 @@ __all__ = [
     "TorchClassifier",
     "Verdict",
     "Voice",
+    "WaveformClassifier",
     "audio_features",
     "authorship_model",
     "available_voices",

@@ -221,3 +221,34 @@ def audio_features(samples: np.ndarray, rate: int) -> np.ndarray:
         ]
     )
     return out
+
+
+class WaveformClassifier:
+    """A fitted feature classifier (e.g. ``StandardScaler + LogisticRegression`` on
+    :func:`audio_features`) that takes raw waveforms at ``rate`` Hz, so that a
+    :class:`~attribkit.tasks.provenance.ProvenanceTask` can mask time windows of an utterance and
+    ask which ones made the classifier name its source.
+
+    ``predict_proba(waves)`` / ``decision_function(waves)`` / ``predict(waves)``: one feature
+    extraction and one classifier row per waveform (one forward pass each).
+    """
+
+    def __init__(self, classifier: object, rate: int = RATE) -> None:
+        if not hasattr(classifier, "predict_proba") or not hasattr(classifier, "classes_"):
+            raise InputError("the classifier must be fitted (classes_ and predict_proba)")
+        self.classifier = classifier
+        self.rate = int(rate)
+        self.classes_ = classifier.classes_  # type: ignore[attr-defined]
+
+    def features(self, waves: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        """:func:`audio_features` of each waveform, stacked (n, 128)."""
+        return np.stack([audio_features(np.asarray(w), self.rate) for w in waves])
+
+    def predict_proba(self, waves: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        return np.asarray(self.classifier.predict_proba(self.features(waves)))  # type: ignore[attr-defined]
+
+    def decision_function(self, waves: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        return np.asarray(self.classifier.decision_function(self.features(waves)))  # type: ignore[attr-defined]
+
+    def predict(self, waves: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        return np.asarray(self.classes_)[self.predict_proba(waves).argmax(axis=1)]

@@ -1,5 +1,5 @@
-"""Source attribution: which known source (author, model, generator) produced a text, or "none of
-these", and which parts of the text drove that decision.
+"""Source attribution: which known source (author, model, generator) produced a text or an
+utterance, or "none of these", and which parts of it drove that decision.
 
 A :class:`ProvenanceTask` (kind ``"provenance"``) puts a text in front of a fitted source model —
 any object with ``classes_`` and ``predict_proba(texts)`` (the authorship models of
@@ -12,6 +12,10 @@ kept units are present (as a log-probability, which does not saturate as probabi
 do), so every perturbation method (``loo``, ``shapley``, ``kernel_shap``,
 ``lasso_surrogate``...) explains the decision. Open-set decision rule after LAVA and the open-set
 literature: maximum softmax probability below the threshold → "unknown".
+
+The input may also be a waveform (a 1-D array) before a model of waveforms such as
+:class:`~attribkit.models.audio.WaveformClassifier`: the units are then time windows, and a
+removed window is silenced.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.registry import attribute
 from attribkit.core.scorer import Scorer
 from attribkit.core.task import Task
-from attribkit.core.units import TextUnits
+from attribkit.core.units import ArrayUnits, TextUnits, Units
 
 __all__ = ["UNKNOWN", "ProvenanceTask", "attribute_provenance"]
 
 UNKNOWN = "unknown"
 DEFAULT_METHOD = "loo"
 _UNIT_KINDS = ("sentences", "words", "paragraphs")
+DEFAULT_WINDOW = 0.25  # seconds per unit of a waveform
 
 
 def _split(model: Any, threshold: float | None) -> tuple[Any, Any, float | None]:
@@ -51,38 +56,46 @@ class ProvenanceTask(Task):
     """One text and a fitted source model, ready to be explained.
 
     Args:
-        text: the text whose source is asked.
+        text: the text whose source is asked, or a waveform (1-D array; the model must take
+            waveforms and have a ``rate``, e.g. a WaveformClassifier).
         model: a fitted source model (``classes_``, ``predict_proba(list[str]) -> (n, k)``), or a
             :class:`~attribkit.models.open_set.RejectingClassifier` around one (its confidence
             score, max softmax or max logit, and its threshold are used).
         units: ``"sentences"`` (default), ``"words"``, ``"paragraphs"`` or a :class:`TextUnits`
-            over ``text``.
+            over ``text``; for a waveform, windows of ``window`` seconds (or an ArrayUnits).
         source: the known source whose probability is explained (default: the most likely one,
             also when the decision is "unknown": the explanation then says why the text looks
             most like that source).
         threshold: reject ("unknown") when the confidence (the highest probability, or the
             rejecting classifier's score) is below it; None keeps the closed-set decision.
         batch_size: texts per ``predict_proba`` call.
+        window: seconds per time window of a waveform.
 
-    Building the task costs one model call (the decision on the full text). A composed text
-    with no unit left is not sent to the model: it scores ``log(1 / k)`` (no evidence for any
-    source).
+    Building the task costs one model call (the decision on the full text; two when the model
+    is a rejecting wrapper with its own score). A composed input with no unit left (an empty
+    text, a silent waveform) is not sent to the model: it scores ``log(1 / k)`` (no evidence for
+    any source).
     """
 
     kind = "provenance"
 
     def __init__(
         self,
-        text: str,
+        text: str | np.ndarray,
         model: Any,
-        units: str | TextUnits = "sentences",
+        units: str | Units = "sentences",
         source: str | None = None,
         threshold: float | None = None,
         batch_size: int = 64,
+        window: float = DEFAULT_WINDOW,
     ) -> None:
-        if not isinstance(text, str) or not text.strip():
-            raise InputError("the text is empty; give the text whose source you want to find")
         self.model, self._rejector, self.threshold = _split(model, threshold)
+        if isinstance(text, str):
+            if not text.strip():
+                raise InputError("the text is empty; give the text whose source you want to find")
+            self.units: Units = self._text_units(text, units)
+        else:
+            self.units = self._wave_units(text, units, window)
         self.score = "softmax" if self._rejector is None else str(self._rejector.score)
         classes = getattr(self.model, "classes_", None)
         if classes is None or not hasattr(self.model, "predict_proba"):
@@ -106,7 +119,6 @@ class ProvenanceTask(Task):
             )
         self.text = text
         self.batch_size = int(batch_size)
-        self.units = self._make_units(text, units)
         self._meter = CostMeter()
         proba = self._proba([text])[0]
         self._meter.cost.forward_passes += 1
@@ -128,8 +140,28 @@ class ProvenanceTask(Task):
         self.source = source
         self._source_index = self.sources.index(source)
 
+    def _wave_units(self, wave: Any, units: str | Units, window: float) -> Units:
+        x = np.asarray(wave, dtype=float)
+        if x.ndim != 1 or x.size == 0 or not np.isfinite(x).all():
+            raise InputError(
+                f"an input that is not text must be a waveform: a non-empty 1-D array of finite "
+                f"samples, got shape {x.shape}"
+            )
+        if isinstance(units, ArrayUnits):
+            if units.x.shape != x.shape:
+                raise InputError("the given ArrayUnits were built on another waveform")
+            return units
+        rate = getattr(self.model, "rate", None)
+        if rate is None:
+            raise InputError(
+                "a waveform needs a model of waveforms with a sample rate, e.g. "
+                "attribkit.models.audio.WaveformClassifier(classifier, rate)"
+            )
+        width = max(1, round(float(window) * int(rate)))
+        return ArrayUnits.windows(x, width)
+
     @staticmethod
-    def _make_units(text: str, units: str | TextUnits) -> TextUnits:
+    def _text_units(text: str, units: str | Units) -> TextUnits:
         if isinstance(units, TextUnits):
             if units.text != text:
                 raise InputError("the given TextUnits were built on another text")
@@ -138,7 +170,12 @@ class ProvenanceTask(Task):
             raise InputError(f"units must be one of {_UNIT_KINDS} or a TextUnits, got {units!r}")
         return getattr(TextUnits, units)(text)
 
-    def _proba(self, texts: Sequence[str]) -> np.ndarray:
+    def _is_empty(self, x: Any) -> bool:
+        if isinstance(x, str):
+            return not x.strip()
+        return bool(np.all(np.asarray(x) == self.units.baseline))  # type: ignore[attr-defined]
+
+    def _proba(self, texts: Sequence[Any]) -> np.ndarray:
         """The model's probabilities over the known sources for ``texts``, checked."""
         p = np.asarray(self.model.predict_proba(list(texts)), dtype=float)
         if p.shape != (len(texts), len(self.sources)):
@@ -198,11 +235,11 @@ class ProvenanceTask(Task):
             task=self.kind,
         )
 
-    def values(self, texts: Sequence[str]) -> np.ndarray:
+    def values(self, texts: Sequence[Any]) -> np.ndarray:
         """log p(explained source | text) for each composed text: one forward pass per
         non-empty text (counted on :attr:`meter`); an empty text scores log(1 / k)."""
         out = np.full(len(texts), -np.log(len(self.sources)))
-        todo = [i for i, t in enumerate(texts) if t.strip()]
+        todo = [i for i, t in enumerate(texts) if not self._is_empty(t)]
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             p = self._proba([texts[i] for i in chunk])
@@ -236,16 +273,17 @@ class ProvenanceTask(Task):
 
     def __repr__(self) -> str:
         return (
-            f"ProvenanceTask({len(self.units)} units, prediction={self.prediction!r}, "
+            f"ProvenanceTask({len(self.units)} {self.units.kind} units, "
+            f"prediction={self.prediction!r}, "
             f"confidence={self.confidence:.3f})"
         )
 
 
 def attribute_provenance(
-    text: str,
+    text: str | np.ndarray,
     model: Any,
     method: str = DEFAULT_METHOD,
-    units: str | TextUnits = "sentences",
+    units: str | Units = "sentences",
     source: str | None = None,
     threshold: float | None = None,
     **params: Any,
