@@ -199,6 +199,8 @@ def resolve(obj: Any, method: str) -> MethodSpec:
 
     if isinstance(obj, Task):
         kinds: tuple[str, ...] = (obj.kind, "perturbation")
+        if obj.supports_gradients:
+            kinds += ("gradient",)
     elif isinstance(obj, GradientScorer):
         kinds = ("gradient",)
     elif isinstance(obj, Scorer):
@@ -232,8 +234,9 @@ def attribute(obj: Any, method: str, *, progress: bool = False, **params: Any) -
     """Run the registered ``method`` on ``obj`` — a :class:`Scorer`, a :class:`GradientScorer`
     or any task — and return its Attribution.
 
-    A task runs the methods of its kind, and every perturbation method on its mask scorer
-    (options such as ``budget`` or an image's ``units`` configure that scorer). Declared
+    A task runs the methods of its kind, every perturbation method on its mask scorer
+    (options such as ``budget`` or an image's ``units`` configure that scorer), and, when it
+    ``supports_gradients`` (a torch model), every gradient method on its gradient scorer. Declared
     defaults of the method apply where ``params`` gives none. ``progress=True`` shows a
     progress bar of the forward passes of a perturbation method. Costs what the method costs
     (``attribkit methods`` lists each formula).
@@ -256,6 +259,9 @@ def run(spec: MethodSpec, obj: Any, *, progress: bool = False, **params: Any) ->
     if isinstance(obj, Task) and spec.kind == "perturbation":
         scorer = obj.unit_scorer(params)
         return obj.unit_result(_run_on_scorer(spec, scorer, progress, params), scorer)
+    if isinstance(obj, Task) and spec.kind == "gradient":
+        gradient_scorer = obj.unit_gradient_scorer(params)
+        return obj.unit_result(spec.fn(gradient_scorer, **params), gradient_scorer)
     if isinstance(obj, Scorer):
         return _run_on_scorer(spec, obj, progress, params)
     return spec.fn(obj, **params)

@@ -21,6 +21,7 @@ from attribkit.core.units import Units
 
 if TYPE_CHECKING:
     from attribkit.core.attribution import Attribution
+    from attribkit.core.gradient import GradientScorer
     from attribkit.core.registry import MethodSpec
     from attribkit.core.scorer import Scorer
 
@@ -73,8 +74,22 @@ class Task(ABC):
             f"use a {self.kind} method (attribkit methods --kind {self.kind})"
         )
 
-    def unit_result(self, attribution: Attribution, scorer: Scorer) -> Attribution:
-        """The Attribution of a perturbation method run on :meth:`unit_scorer`: by default the
+    #: whether generic gradient methods (kind ``"gradient"``) run on this task through
+    #: :meth:`unit_gradient_scorer` (tasks over a differentiable torch model set it True)
+    supports_gradients: bool = False
+
+    def unit_gradient_scorer(self, params: dict[str, Any]) -> GradientScorer:
+        """The :class:`GradientScorer` over this task's units that generic gradient methods
+        (``integrated_gradients``, ``saliency``...) run on, when :attr:`supports_gradients`.
+        Removes from ``params`` the options it uses. Tasks without one raise InputError."""
+        raise InputError(
+            f"a {self.kind} task has no gradient scorer (its model is not a differentiable torch "
+            "module); use a perturbation method such as 'loo', 'shapley' or 'kernel_shap'"
+        )
+
+    def unit_result(self, attribution: Attribution, scorer: Scorer | GradientScorer) -> Attribution:
+        """The Attribution of a perturbation (or gradient) method run on :meth:`unit_scorer`
+        (or :meth:`unit_gradient_scorer`): by default the
         method's own result, stamped with this task's kind. No model calls."""
         attribution.task = self.kind
         return attribution
