@@ -454,29 +454,37 @@ def run_dataset_command(
         "path relative to the JSONL file, or skimage:NAME); reasoning "
         '{"problem", "text", "answer"?, "id"?} or {"folder", "id"?} (a Thought Anchors problem '
         'folder relative to the JSONL file); agents {"log" (a log file relative to the JSONL '
-        'file) | "turns", "outcome"?, "max_turn_chars"?, "with_answer"?, "id"?}.',
+        'file) | "turns", "outcome"?, "max_turn_chars"?, "with_answer"?, "id"?}; machine_text '
+        '{"text", "id"?}; provenance {"text", "source"? (the true author when known, kept for '
+        'evaluation), "id"?}.',
     ),
     store: Path = typer.Option(..., "--store", help="Run store the results are written to."),
     task: str = typer.Option(
         "context",
         "--task",
-        help="What to attribute: context, generation, image, reasoning or agents.",
+        help="What to attribute: context, generation, image, reasoning, agents, machine_text "
+        "(was this text machine-generated?) or provenance (who wrote it: a known author from "
+        "--known, or unknown).",
     ),
     method: str | None = typer.Option(
         None,
         "--method",
         help="Attribution method (default: context auto, generation integrated_gradients, "
-        "image grad_cam, reasoning forced_answer, agents turn_loo).",
+        "image grad_cam, reasoning forced_answer, agents turn_loo, machine_text fast_detectgpt, "
+        "provenance loo).",
     ),
     model: str | None = typer.Option(
         None,
         "--model",
-        help="Model name or local path (default: smollm2; efficientnet-lite0 for --task image).",
+        help="Model name or local path (default: smollm2; efficientnet-lite0 for --task image; "
+        "not used by --task provenance, whose model is fitted on --known).",
     ),
     units: str | None = typer.Option(
         None,
         "--units",
-        help="context: sentences (default) or passages; image: patches, superpixels or pixels.",
+        help="context: sentences (default) or passages; image: patches, superpixels or pixels; "
+        "machine_text: tokens (default) or sentences; provenance: sentences (default; a "
+        "one-sentence text by words), words or paragraphs.",
     ),
     spans: bool = typer.Option(
         True, "--spans/--no-spans", help="context: also store one result per response sentence."
@@ -484,7 +492,21 @@ def run_dataset_command(
     dataset: str | None = typer.Option(
         None, "--dataset", help="Name of the dataset in the store (default: the file's name)."
     ),
-    backend: str = typer.Option("local", "--backend", help="local, or ray."),
+    known: Path | None = typer.Option(
+        None,
+        "--known",
+        help="provenance: a folder holding one folder of .txt texts per author; the authorship "
+        "model is fitted on it once, with a threshold cross-validated to accept 95 % of them.",
+    ),
+    authorship: str | None = typer.Option(
+        None,
+        "--authorship",
+        help="provenance: delta (Burrows' Delta, default), mfw (word logistic) or ngram (char "
+        "SVM).",
+    ),
+    backend: str = typer.Option(
+        "local", "--backend", help="local, or ray (not for --task provenance)."
+    ),
     address: str | None = typer.Option(
         None, "--address", help="Ray cluster address (default: start a local Ray instance)."
     ),
@@ -505,6 +527,8 @@ def run_dataset_command(
             units=units,
             spans=spans,
             dataset=dataset,
+            known=known,
+            authorship=authorship,
             backend=backend,
             address=address,
             workers=workers,
@@ -1106,8 +1130,7 @@ def authorship_command(
 
     from attribkit.core.errors import AttribkitError, InputError
     from attribkit.core.units import TextUnits
-    from attribkit.models.authorship import authorship_model, read_author_folders
-    from attribkit.models.open_set import RejectingClassifier, cross_validated_threshold
+    from attribkit.models.authorship import open_set_authorship, read_author_folders
     from attribkit.tasks.provenance import ProvenanceTask
     from attribkit.viz.console import print_attribution
     from attribkit.viz.html import save_html
@@ -1122,21 +1145,11 @@ def authorship_command(
             text = unknown.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise InputError(f"{unknown} is not UTF-8 text ({e.reason}); convert it") from None
-        model = authorship_model(method).fit(texts, authors)
-        # Delta's softmax saturates: reject on its max logit (−Delta to the nearest author)
-        score = "logit" if method == "delta" else "softmax"
-        rule = "given"
-        if closed_set:
-            rule = "closed set"
-        elif threshold is None:
-            try:
-                threshold = cross_validated_threshold(
-                    lambda: authorship_model(method), texts, authors, score=score
-                )
-                rule = "cross-validated on the known texts (accepts 95 % of them)"
-            except InputError as e:
-                rule = f"closed set ({e})"
-        rejector = RejectingClassifier(model, threshold, score=score)
+        # Delta rejects on its max logit (−Delta to the nearest author), the others on max p
+        rejector, rule = open_set_authorship(
+            (texts, authors), method, threshold=threshold, closed_set=closed_set
+        )
+        threshold = rejector.tau
         if units == "sentences" and len(TextUnits.sentences(text)) < 2:
             units = "words"  # one sentence: explain it word by word
         task = ProvenanceTask(text, rejector, units=units)

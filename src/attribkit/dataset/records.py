@@ -24,12 +24,20 @@ One record per line; blank lines are ignored. The fields depend on the task
   substantive turn; ``gold``: the ground truth), ``max_turn_chars`` cuts every turn, and
   ``with_answer`` shows judge methods the gold answer. The log is read and checked (turns,
   gold step in range, an outcome it can score) while validating. The inputs stored with an
-  agents run hold ids, agents and steps only, never a turn's text, the question or an answer.
+  agents run hold ids, agents and steps only, never a turn's text, the question or an answer;
+- ``machine_text``: ``{"text": str, "id": ... (optional)}``, a text to test for machine
+  generation;
+- ``provenance``: ``{"text": str, "source": str (optional), "id": ... (optional)}``, a text
+  whose source (author) is asked; ``source`` is its true source when known (a known author, or
+  any other name for a text by none of them), stored in the run's inputs for later evaluation
+  and never shown to the model.
 
 Every record gets a *key* that identifies it in a run store: ``str(id)`` when the line has an
 id, else a hash of the record's content as written (so it does not change when lines are
 inserted, removed or reordered; an image record hashes its image reference, not its pixels),
-with ``#2``, ``#3``... appended for the second, third... identical copy.
+with ``#2``, ``#3``... appended for the second, third... identical copy. A provenance
+record's content key hashes its text only, so adding or correcting its ``source`` later keeps
+its stored results.
 """
 
 from __future__ import annotations
@@ -71,7 +79,8 @@ class Record:
     ``folder`` as written, ``folder_path`` absolute), ``log``/``log_path`` or
     ``turns``/``question``/``ground_truth``/``mistake_agent``/``mistake_step``, with
     ``outcome``/``max_turn_chars``/``with_answer`` (agents; ``log`` as written, ``log_path``
-    absolute).
+    absolute), ``text`` (machine_text), ``text``/``true_source`` (provenance: its
+    ``source`` field, the true source when known).
     """
 
     key: str
@@ -102,6 +111,7 @@ class Record:
     outcome: str | None = None
     max_turn_chars: int | None = None
     with_answer: bool | None = None
+    true_source: str | None = None
 
     @property
     def where(self) -> str:
@@ -114,6 +124,10 @@ class Record:
             return {"prompt": self.prompt, "response": self.response, "id": self.id}
         if self.task == "image":
             return {"image": self.image, "target": self.target, "id": self.id}
+        if self.task == "machine_text":
+            return {"text": self.text, "id": self.id}
+        if self.task == "provenance":
+            return {"text": self.text, "source": self.true_source, "id": self.id}
         if self.task == "agents":  # ids, agents and steps only: no turn text
             return {
                 "log": self.log,
@@ -413,6 +427,17 @@ def _agents_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, A
     return fields
 
 
+def _machine_text_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, Any]:
+    return {"text": _text(obj, "text", where, "the text to test for machine generation", True)}
+
+
+def _provenance_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, Any]:
+    text = _text(obj, "text", where, "the text whose source is asked", required=True)
+    what = "(the true source, when known, kept for evaluation)"
+    source = _text(obj, "source", where, what, required=False)
+    return {"text": text, "true_source": source}
+
+
 @dataclass(frozen=True)
 class RecordSchema:
     """The fields of one task's records: ``parse(obj, where, folder)`` validates a JSON object
@@ -489,6 +514,20 @@ SCHEMAS: dict[str, RecordSchema] = {
         ),
         markers=("log", "turns"),
     ),
+    "machine_text": RecordSchema(
+        "machine_text",
+        ("text", "id"),
+        '{"text": "...", "id": ... (optional)}',
+        _machine_text_fields,
+        ("text",),
+    ),
+    "provenance": RecordSchema(
+        "provenance",
+        ("text", "source", "id"),
+        '{"text": "...", "source": "the true author" (optional), "id": ... (optional)}',
+        _provenance_fields,
+        ("text",),
+    ),
 }
 
 #: The keys a context record may have (the other tasks: ``SCHEMAS[task].fields``).
@@ -496,14 +535,19 @@ FIELDS = SCHEMAS["context"].fields
 
 
 def _other_task(keys: set[str], task: str) -> str:
-    """`` (... run with --task X)`` when the record's fields are those of another task."""
+    """`` (... run with --task X)`` when the record's fields are those of another task (or of
+    several: ``--task X or --task Y``)."""
+    found = []
     for other, schema in SCHEMAS.items():
-        main = set(schema.fields) - {"id", "response", "target"}
+        main = set(schema.fields) - {"id", "response", "target", "source"}
         looks = main <= keys if not schema.markers else bool(keys & set(schema.markers))
         if other != task and looks and keys <= set(schema.fields):
-            article = "an" if other[0] in "aeiou" else "a"
-            return f"; this looks like {article} {other} record: run with --task {other}"
-    return ""
+            found.append(other)
+    if not found:
+        return ""
+    article = "an" if found[0][0] in "aeiou" else "a"
+    run = " or ".join(f"--task {t}" for t in found)
+    return f"; this looks like {article} {' or '.join(found)} record: run with {run}"
 
 
 def _parse_line(text: str, where: str, schema: RecordSchema, folder: Path) -> dict[str, Any]:

@@ -9,10 +9,16 @@ flight. Records run here (``backend="local"``) or on a Ray actor pool (``backend
 A *dataset task* turns one record into ``(Attribution, inputs, span Attributions)`` (optionally
 followed by the model calls it spent) on a loaded model: ``context`` (a response traced to its
 context), ``generation`` (each generated token to the input tokens), ``image`` (a class to the
-regions of an image), ``reasoning`` (a final answer to the sentences of a chain of thought) and
-``agents`` (a multi-agent failure to the turns and agents of its log); adding one is one
-function plus an entry in :data:`TASKS` (and a record schema in
+regions of an image), ``reasoning`` (a final answer to the sentences of a chain of thought),
+``agents`` (a multi-agent failure to the turns and agents of its log), ``machine_text`` (a
+zero-shot detector's statistic to the tokens or sentences of a text) and ``provenance`` (an
+open-set source decision, a known author or "unknown", to the sentences or words of a text);
+adding one is one function plus an entry in :data:`TASKS` (and a record schema in
 :data:`attribkit.dataset.records.SCHEMAS`).
+
+A provenance run needs no language model: its source model is fitted once per run, before any
+record runs, from a folder of known texts (``known=``, :func:`~attribkit.models.authorship.
+open_set_authorship`), or given fitted (``model=``); it runs on the local backend only.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from attribkit.dataset.records import (
 from attribkit.tasks.agents import DEFAULT_METHOD as AGENTS_METHOD
 from attribkit.tasks.context import DEFAULT_METHOD
 from attribkit.tasks.generation import DEFAULT_METHOD as GENERATION_METHOD
+from attribkit.tasks.machine_text import DEFAULT_METHOD as MACHINE_TEXT_METHOD
+from attribkit.tasks.provenance import DEFAULT_METHOD as PROVENANCE_METHOD
 from attribkit.tasks.reasoning import DEFAULT_METHOD as REASONING_METHOD
 
 __all__ = [
@@ -47,6 +55,7 @@ __all__ = [
     "TASKS",
     "DatasetSummary",
     "DatasetTask",
+    "FittedSource",
     "Outcome",
     "check_model",
     "load_image",
@@ -69,8 +78,9 @@ class DatasetTask:
     ``default_method`` is used when no method is given, ``default_model`` when no model is;
     ``method_kinds`` are the registry kinds whose methods run on it, ``units`` the unit choices
     (the first is the default), ``schema`` the record schema it reads
-    (:data:`attribkit.dataset.records.SCHEMAS`) and ``image`` whether it needs an image
-    classifier rather than a language model.
+    (:data:`attribkit.dataset.records.SCHEMAS`), ``image`` whether it needs an image
+    classifier rather than a language model and ``fitted`` whether it needs a fitted source
+    model (``classes_``, ``predict_proba``: provenance) rather than a model loaded by name.
     """
 
     name: str
@@ -81,6 +91,7 @@ class DatasetTask:
     units: tuple[str, ...] = UNITS
     schema: str = "context"
     image: bool = False
+    fitted: bool = False
 
 
 def _context_record(
@@ -238,6 +249,78 @@ def _agents_record(
     return attribution, inputs, []
 
 
+def _machine_text_record(
+    lm: Any,
+    record: Record,
+    *,
+    method: str,
+    units: str,
+    spans: bool,
+    params: Mapping[str, Any],
+) -> tuple[Attribution, dict[str, Any], list[Attribution], int]:
+    """The ``machine_text`` task: a zero-shot detector's statistic on the record's text
+    (``extras["statistic"]``, higher = more likely machine-generated) as per-token terms summed
+    per unit (tokens or sentences). No span results. Costs the detector's passes (counted on
+    the task's meter, returned)."""
+    from attribkit.tasks.machine_text import MachineTextTask
+
+    task = MachineTextTask(str(record.text), lm, units=units)
+    attribution = task.attribute(method, **params)
+    return attribution, record.inputs(), [], task.meter.cost.model_calls
+
+
+@dataclass(frozen=True)
+class FittedSource:
+    """The source model of a provenance run, fitted once per run: ``classifier`` (a fitted
+    source model or a :class:`~attribkit.models.open_set.RejectingClassifier` around one),
+    ``rule`` (where its threshold comes from, in words; None when the model was given) and
+    ``known`` (the folder of known texts it was fitted on, or None)."""
+
+    classifier: Any
+    rule: str | None = None
+    known: str | None = None
+
+    @property
+    def threshold_rule(self) -> str:
+        """:attr:`rule`, or for a given model "given with the model" (a rejecting classifier with
+        a threshold) or "closed set"."""
+        if self.rule is not None:
+            return self.rule
+        tau = getattr(self.classifier, "tau", None)
+        return "given with the model" if tau is not None else "closed set"
+
+
+def _provenance_record(
+    source: Any,
+    record: Record,
+    *,
+    method: str,
+    units: str,
+    spans: bool,
+    params: Mapping[str, Any],
+) -> tuple[Attribution, dict[str, Any], list[Attribution], int]:
+    """The ``provenance`` task: the open-set decision on the record's text (a known source or
+    "unknown") explained by its units (a text of one sentence is explained word by word, as
+    ``attribkit authorship`` does). The result's ``extras["threshold_rule"]`` says where the
+    threshold comes from; the stored inputs keep the record's true ``source`` (when given) for
+    evaluation. No span results. Costs the decision (1 or 2 predictions) plus the method's."""
+    from attribkit.core.units import TextUnits
+    from attribkit.tasks.provenance import ProvenanceTask
+
+    fitted = source if isinstance(source, FittedSource) else FittedSource(source)
+    text = str(record.text)
+    if units == "sentences" and len(TextUnits.sentences(text)) < 2:
+        units = "words"
+    task = ProvenanceTask(text, fitted.classifier, units=units)
+    attribution = task.attribute(method, **params)
+    attribution.extras["threshold_rule"] = fitted.threshold_rule
+    inputs = record.inputs()
+    inputs.update(units=units, prediction=task.prediction)
+    if fitted.known is not None:
+        inputs["known"] = fitted.known
+    return attribution, inputs, [], task.meter.cost.model_calls
+
+
 #: Dataset tasks by name.
 TASKS: dict[str, DatasetTask] = {
     "context": DatasetTask("context", _context_record, DEFAULT_METHOD),
@@ -275,6 +358,24 @@ TASKS: dict[str, DatasetTask] = {
         units=("turns",),
         schema="agents",
     ),
+    "machine_text": DatasetTask(
+        "machine_text",
+        _machine_text_record,
+        MACHINE_TEXT_METHOD,
+        method_kinds=("machine_text",),
+        units=("tokens", "sentences"),
+        schema="machine_text",
+    ),
+    "provenance": DatasetTask(
+        "provenance",
+        _provenance_record,
+        PROVENANCE_METHOD,
+        default_model="",
+        method_kinds=("perturbation",),
+        units=("sentences", "words", "paragraphs"),
+        schema="provenance",
+        fitted=True,
+    ),
 }
 
 
@@ -299,11 +400,35 @@ def check_method(task: str, method: str) -> None:
 
 def check_model(task: str, model: Any, name: Any = None) -> None:
     """InputError when the loaded ``model`` cannot run dataset task ``task`` (an image task
-    needs an image classifier, the text tasks a language model). No model calls."""
+    needs an image classifier, provenance a fitted source model, machine_text a next-token
+    model, the other text tasks a language model). No model calls."""
     from attribkit.models import ImageClassifier
 
     spec = TASKS[task]
     shown = f"{os.fspath(name)!r} ({type(model).__name__})" if name else type(model).__name__
+    if spec.fitted:
+        inner = model.classifier if isinstance(model, FittedSource) else model
+        if hasattr(inner, "tau") and hasattr(inner, "confidence"):  # a rejecting classifier
+            inner = getattr(inner, "base", inner)
+        classes = getattr(inner, "classes_", None)
+        if classes is None or not hasattr(inner, "predict_proba"):
+            raise InputError(
+                f"--task {task} needs a fitted source model (classes_ and predict_proba(texts), "
+                f"e.g. attribkit.models.authorship.open_set_authorship(DIR)[0]), but the model "
+                f"is {shown}; or give known= (run-dataset --known DIR), a folder holding one "
+                "folder of .txt texts per author"
+            )
+        return
+    if task == "machine_text":
+        from attribkit.models.next_token import as_next_token
+
+        try:
+            as_next_token(model)
+        except InputError as e:
+            raise InputError(
+                f"--task {task} needs a language model, but the model is {shown}: {e}"
+            ) from None
+        return
     if spec.image and not isinstance(model, ImageClassifier):
         raise InputError(
             f"--task {task} needs an image classifier, but the model is {shown}; use "
@@ -567,6 +692,52 @@ def _run_local(
         on_outcome(record, process_record(lm, record, **options))
 
 
+def _source_model(task: str, model: Any, known: Any, authorship: str | None, backend: str) -> Any:
+    """The checked source-model arguments of a provenance run: the given fitted ``model``, or
+    None when it is to be fitted from ``known`` (a folder that exists; ``authorship`` a known
+    method). InputError saying what to give otherwise. Reads and fits nothing."""
+    from attribkit.models.authorship import authorship_model
+
+    if backend == "ray":
+        raise InputError(
+            f"--task {task} runs on the local backend only: its source model is fitted in this "
+            "process (from --known) and is not shipped to Ray workers; its fits and predictions "
+            "are light CPU work: use --backend local"
+        )
+    if model is not None and known is not None:
+        raise InputError(
+            f"--task {task}: give known= (--known DIR, the model is fitted on it) or a fitted "
+            "source model as model=, not both"
+        )
+    if model is None and known is None:
+        raise InputError(
+            f"--task {task} needs the known texts: --known DIR (known=), a folder holding one "
+            "folder of .txt texts per author; or, in Python, a fitted source model as model="
+        )
+    if model is not None:
+        if authorship is not None:
+            raise InputError(
+                f"--task {task}: authorship= chooses the model fitted on known=; a given model "
+                "is used as it is"
+            )
+        if not _is_loaded(model):
+            raise InputError(
+                f"--task {task} fits its source model from --known DIR; --model {model!r} does "
+                "not apply (in Python, pass a fitted source model object as model=)"
+            )
+        check_model(task, model)
+        return model
+    authorship_model(authorship or "delta")  # InputError naming the methods when unknown
+    folder = Path(os.fspath(known)).expanduser()
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        raise InputError(
+            f"the folder of known texts {folder} {what}: give --known DIR, a folder holding one "
+            "folder of .txt texts per author"
+        )
+    return None
+
+
 def run_dataset(
     input: str | os.PathLike[str],
     store: Any,
@@ -577,6 +748,8 @@ def run_dataset(
     units: str | None = None,
     spans: bool = True,
     dataset: str | None = None,
+    known: str | os.PathLike[str] | None = None,
+    authorship: str | None = None,
     backend: str = "local",
     address: str | None = None,
     workers: int | None = None,
@@ -592,26 +765,40 @@ def run_dataset(
     method ``auto``), ``"generation"`` (each generated token traced to the input tokens;
     default ``integrated_gradients``), ``"image"`` (an image class traced to image regions;
     default ``grad_cam``), ``"reasoning"`` (a final answer traced to the sentences of its
-    chain of thought; default ``forced_answer``) or ``"agents"`` (a multi-agent failure traced to
+    chain of thought; default ``forced_answer``), ``"agents"`` (a multi-agent failure traced to
     the turns and agents of its log; default ``turn_loo``; judge methods use
-    ``params["judge"]``, else a local judge on the model). The whole file is validated first
-    (:func:`read_records`). Records
+    ``params["judge"]``, else a local judge on the model), ``"machine_text"`` (a zero-shot
+    detector's statistic traced to the tokens or sentences of a text; default
+    ``fast_detectgpt``) or ``"provenance"`` (who wrote a text: a known author or "unknown",
+    explained by its sentences, words or paragraphs; default ``loo``). The whole file is
+    validated first (:func:`read_records`). Records
     already stored for ``(dataset, key, method)`` are skipped, so running again resumes an
     interrupted run; each finished record is written at once with its span results (context
     only, ``spans=True``: one per response sentence). ``dataset`` defaults to the file name,
     ``method`` to the task's default, ``units`` to the task's first choice (context:
     ``sentences``/``passages``; generation: ``tokens``; image: the method's default, or
-    ``patches``/``superpixels``/``pixels``), ``params`` go to the method. ``model`` is a name
+    ``patches``/``superpixels``/``pixels``; machine_text: ``tokens``/``sentences``;
+    provenance: ``sentences``/``words``/``paragraphs``, a one-sentence text by words),
+    ``params`` go to the method. ``model`` is a name
     or path (default ``smollm2`` for text, ``efficientnet-lite0`` for images;
-    ``backend="local"`` also takes a loaded model). ``backend="ray"`` runs batches of
+    ``backend="local"`` also takes a loaded model, for machine_text also an
+    :class:`~attribkit.models.ngram.NGramLM`). A provenance run takes ``known``, a folder
+    holding one folder of ``.txt`` texts per author, on which the ``authorship`` model
+    (``delta`` (default), ``mfw`` or ``ngram``) is fitted once with a cross-validated rejection
+    threshold (:func:`~attribkit.models.authorship.open_set_authorship`), or a fitted source
+    model as ``model`` (e.g. a :class:`~attribkit.models.open_set.RejectingClassifier`); the
+    resume key does not include the folder or the authorship model: give another ``dataset``
+    name to store a run with other known texts beside the first. ``backend="ray"`` runs batches of
     ``batch_size`` records on ``workers`` Ray actors (a local Ray instance, or the cluster at
     ``address``), each loading the model once. A record that raises an
     :class:`AttribkitError` is reported in ``failed`` and the run goes on. ``progress``: a bar
     on stderr (True), none (False), or a callable receiving the summary after each record.
 
     Costs, per record not yet stored, the method's model calls (plus one generation when a text
-    record has no response, one forward pass to find an image's predicted class); span results
-    reuse the task's cache (no extra passes for perturbation methods).
+    record has no response, one forward pass to find an image's predicted class, the one or two
+    source-model predictions of a provenance decision); span results reuse the task's cache (no
+    extra passes for perturbation methods). A provenance run with ``known`` also fits its
+    source model once (plus the fits of the cross-validated threshold; no neural model calls).
     """
     from attribkit.store.runs import RunStore
     from attribkit.store.runs import open as open_store
@@ -629,7 +816,15 @@ def run_dataset(
         raise InputError(
             f"unknown units {units!r} for --task {task}; choose one of: {', '.join(spec.units)}"
         )
-    model = spec.default_model if model is None else model
+    if spec.fitted:
+        model = _source_model(task, model, known, authorship, backend)
+    else:
+        for given, flag in ((known, "known"), (authorship, "authorship")):
+            if given is not None:
+                raise InputError(
+                    f"{flag}= (--{flag}) applies to --task provenance only, not --task {task}"
+                )
+        model = spec.default_model if model is None else model
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     if workers is not None and int(workers) < 1:
@@ -640,9 +835,14 @@ def run_dataset(
             f"(e.g. {spec.default_model!r}) or a model directory instead of a loaded "
             f"{type(model).__name__}"
         )
-    if _is_loaded(model):
+    if _is_loaded(model) and not spec.fitted:  # a given source model was checked above
         check_model(task, model)
     records = read_records(input, spec.schema)
+    if spec.fitted and known is not None:  # all checked: read the known texts and fit, once
+        from attribkit.models.authorship import open_set_authorship
+
+        classifier, rule = open_set_authorship(known, authorship or "delta")
+        model = FittedSource(classifier, rule, str(known))
     dataset = dataset or Path(input).name
     ray_backend = None
     if backend == "ray":
