@@ -11,6 +11,7 @@ from attribkit.models.authorship import (
     MFWLogistic,
     authorship_model,
     load_federalist,
+    open_set_authorship,
     read_author_folders,
 )
 from attribkit.models.blackbox import CallableModel
@@ -70,6 +71,7 @@ __all__ = [
     "judge_from_env",
     "load",
     "load_federalist",
+    "open_set_authorship",
     "prepare_image",
     "read_author_folders",
     "read_wav",
