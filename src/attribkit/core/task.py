@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 class Task(ABC):
     """Base class of every task kind (context, generation, image, ...).
 
-    Subclasses set ``kind``, ``units`` and ``target_info`` and implement :attr:`meter` and
-    :meth:`result`; tasks whose units can be masked also implement :meth:`unit_scorer` (and
+    Subclasses set ``kind``, ``units`` and ``target_info`` and implement :attr:`meter`; they
+    override :meth:`result` (or just :attr:`input_info`) when a result needs more; tasks whose units can be masked also implement :meth:`unit_scorer` (and
     :meth:`unit_result` when a unit method's result needs more than the scorer gives, e.g. an
     image map); :meth:`prepare` adapts a method's parameters to the task (e.g. unit options
     into units). Building these costs no model call unless the subclass says otherwise.
@@ -55,11 +55,31 @@ class Task(ABC):
         """The :class:`CostMeter` every model call of this task is counted on; methods report
         ``with measure(task.meter) as cost: ...``."""
 
-    @abstractmethod
+    @property
+    def input_info(self) -> dict[str, Any]:
+        """What the input was, as a JSON-serialisable dict stored with every result (default:
+        the units' own description)."""
+        return self.units.to_dict()
+
     def result(
         self, scores: np.ndarray, method: str, params: dict[str, Any], cost: Cost, **extras: Any
     ) -> Attribution:
-        """The Attribution of ``scores`` (one per unit, or rows × units) made by ``method``."""
+        """The Attribution of ``scores`` (one per unit, or rows × units) made by ``method``: by
+        default over :attr:`units`, with :attr:`target_info` and :attr:`input_info`. No model
+        calls."""
+        from attribkit.core.attribution import Attribution
+
+        return Attribution(
+            units=list(self.units),
+            scores=scores,
+            method=method,
+            target=self.target_info,
+            params=params,
+            cost=cost,
+            input=self.input_info,
+            extras=extras,
+            task=self.kind,
+        )
 
     def prepare(self, spec: MethodSpec, params: dict[str, Any]) -> None:
         """Adapt ``params`` in place before ``spec`` runs on this task (default: nothing)."""

@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from attribkit.core.attribution import Attribution
-from attribkit.core.cost import Budget, Cost, CostMeter
+from attribkit.core.cost import Budget, CostMeter
 from attribkit.core.errors import InputError
 from attribkit.core.registry import attribute
 from attribkit.core.scorer import Scorer
@@ -171,22 +171,6 @@ class ContextTask(Task):
     def target_info(self) -> dict[str, Any]:
         """The default target: the response's (or span's) log-probability."""
         return self.target()
-
-    def result(
-        self, scores: np.ndarray, method: str, params: dict[str, Any], cost: Cost, **extras: Any
-    ) -> Attribution:
-        """An Attribution over the context units of this task's log-probability target."""
-        return Attribution(
-            units=list(self.units),
-            scores=scores,
-            method=method,
-            target=self.target(),
-            params=params,
-            cost=cost,
-            input=self.units.to_dict(),
-            extras=extras,
-            task=self.kind,
-        )
 
     def unit_scorer(self, params: dict[str, Any]) -> Scorer:
         """:meth:`scorer` for the default log-probability target; takes ``budget`` from

@@ -301,17 +301,12 @@ class MachineTextTask(Task):
             "token_unit": list(self.token_unit),
             "unit_tokens": counts.tolist(),
         }
-        return Attribution(
-            units=list(self.units),
-            scores=scores,
-            method=method,
-            target=self.target_info,
-            params=params,
-            cost=cost,
-            input={**self.units.to_dict(), "granularity": self.granularity},
-            extras=extras,
-            task=self.kind,
-        )
+        return super().result(scores, method, params, cost, **extras)
+
+    @property
+    def input_info(self) -> dict[str, Any]:
+        """The text's units and their granularity (tokens or sentences)."""
+        return {**self.units.to_dict(), "granularity": self.granularity}
 
     # --- model work -------------------------------------------------------------------------------
     def _logprobs(self, model: NextTokenModel, seqs: list[list[int]]) -> list[np.ndarray]:

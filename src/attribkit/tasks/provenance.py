@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from attribkit.core.attribution import Attribution
-from attribkit.core.cost import Budget, Cost, CostMeter
+from attribkit.core.cost import Budget, CostMeter
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.registry import attribute
 from attribkit.core.scorer import Scorer
@@ -218,22 +218,6 @@ class ProvenanceTask(Task):
             "model": str(getattr(self.model, "name", None) or type(self.model).__name__),
             **self.decision,
         }
-
-    def result(
-        self, scores: np.ndarray, method: str, params: dict[str, Any], cost: Cost, **extras: Any
-    ) -> Attribution:
-        """An Attribution over the text's units of the explained source's log-probability."""
-        return Attribution(
-            units=list(self.units),
-            scores=scores,
-            method=method,
-            target=self.target_info,
-            params=params,
-            cost=cost,
-            input=self.units.to_dict(),
-            extras=extras,
-            task=self.kind,
-        )
 
     def values(self, texts: Sequence[Any]) -> np.ndarray:
         """log p(explained source | text) for each composed text: one forward pass per

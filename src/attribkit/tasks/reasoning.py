@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from attribkit.core.attribution import Attribution
-from attribkit.core.cost import Budget, Cost, CostMeter
+from attribkit.core.cost import Budget, CostMeter
 from attribkit.core.errors import InputError
 from attribkit.core.registry import attribute
 from attribkit.core.scorer import Scorer
@@ -381,21 +381,10 @@ class ReasoningTask(Task):
             "model": getattr(self.lm, "name", type(self.lm).__name__),
         }
 
-    def result(
-        self, scores: np.ndarray, method: str, params: dict[str, Any], cost: Cost, **extras: Any
-    ) -> Attribution:
-        """An Attribution over the trace's sentences of this task's answer log-probability."""
-        return Attribution(
-            units=list(self.units),
-            scores=scores,
-            method=method,
-            target=self.target_info,
-            params=params,
-            cost=cost,
-            input={**self.units.to_dict(), "problem": self.problem},
-            extras=extras,
-            task=self.kind,
-        )
+    @property
+    def input_info(self) -> dict[str, Any]:
+        """The trace's sentences and its problem."""
+        return {**self.units.to_dict(), "problem": self.problem}
 
     def unit_scorer(self, params: dict[str, Any]) -> Scorer:
         """:meth:`scorer`; takes ``budget`` from ``params``."""
