@@ -16,6 +16,8 @@ from attribkit.models.authorship import (
 )
 from attribkit.models.blackbox import CallableModel
 from attribkit.models.classifier import TorchClassifier
+from attribkit.models.forensics import max_softmax_baseline, residual_features
+from attribkit.models.generators import ToyGenerator, toy_source_dataset
 from attribkit.models.http_lm import OpenAICompatibleLM
 from attribkit.models.image import ImageClassifier, imagenet_labels, prepare_image
 from attribkit.models.judge import (
@@ -36,6 +38,7 @@ from attribkit.models.open_set import (
     SourceDecision,
     threshold_at_tpr,
 )
+from attribkit.models.pose_lite import PoseLite
 from attribkit.models.voices import Voice, available_voices, synthesize, voice_corpus
 
 __all__ = [
@@ -57,9 +60,11 @@ __all__ = [
     "NGramLM",
     "NextTokenModel",
     "OpenAICompatibleLM",
+    "PoseLite",
     "RejectingClassifier",
     "SourceDecision",
     "TorchClassifier",
+    "ToyGenerator",
     "Verdict",
     "Voice",
     "WaveformClassifier",
@@ -71,13 +76,16 @@ __all__ = [
     "judge_from_env",
     "load",
     "load_federalist",
+    "max_softmax_baseline",
     "open_set_authorship",
     "prepare_image",
     "read_author_folders",
     "read_wav",
     "register_loader",
+    "residual_features",
     "same_vocabulary",
     "synthesize",
     "threshold_at_tpr",
+    "toy_source_dataset",
     "voice_corpus",
 ]
