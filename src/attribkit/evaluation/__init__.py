@@ -36,6 +36,15 @@ from attribkit.evaluation.image_curves import (
 )
 from attribkit.evaluation.impersonation import impersonation_report, sampler_generator
 from attribkit.evaluation.open_set import few_shot_episodes, open_set_report, open_world_report
+from attribkit.evaluation.timeseries import (
+    GroundTruthScores,
+    aup_aur,
+    average_precision,
+    ground_truth_scores,
+    iou_at_quantile,
+    normalize_map,
+    random_maps,
+)
 from attribkit.evaluation.who_when import (
     WhoWhenScore,
     baseline_predictions,
@@ -55,6 +64,7 @@ __all__ = [
     "GridClassifier",
     "GridModel",
     "Grids",
+    "GroundTruthScores",
     "ImageCurves",
     "WhoWhenScore",
     "aggatt",
@@ -63,6 +73,8 @@ __all__ = [
     "agreement_matrix",
     "agreement_report",
     "anchor_agreement",
+    "aup_aur",
+    "average_precision",
     "baseline_predictions",
     "comprehensiveness",
     "cross_fitted_majority",
@@ -73,14 +85,18 @@ __all__ = [
     "evaluate_grid",
     "few_shot_episodes",
     "grid_localization",
+    "ground_truth_scores",
     "impersonation_report",
     "insertion",
     "insertion_deletion",
+    "iou_at_quantile",
     "make_grids",
     "mask_fidelity",
+    "normalize_map",
     "open_set_report",
     "open_world_report",
     "pointing_game",
+    "random_maps",
     "read_predictions",
     "sampler_generator",
     "subset_curves",

@@ -19,6 +19,25 @@ from attribkit.tasks.image import ImageTask, attribute_image, image_units
 from attribkit.tasks.machine_text import MachineTextTask, attribute_machine_text
 from attribkit.tasks.provenance import ProvenanceTask, attribute_provenance
 from attribkit.tasks.reasoning import ReasoningTask, ReasoningTrace, attribute_reasoning
+from attribkit.tasks.timeseries import (
+    OverlappingWindowUnits,
+    SeriesUnits,
+    TimeSeriesTask,
+    attribute_timeseries,
+    series_map,
+    series_units,
+)
+from attribkit.tasks.timeseries_data import (
+    SeriesSet,
+    freq_shapes,
+    load_ucr,
+    low_var_detect,
+    read_ts,
+    seqcomb_mv,
+    seqcomb_uv,
+    synthetic_set,
+    synthetic_splits,
+)
 
 __all__ = [
     "FAMILIES",
@@ -29,9 +48,13 @@ __all__ = [
     "GenerationTask",
     "ImageTask",
     "MachineTextTask",
+    "OverlappingWindowUnits",
     "ProvenanceTask",
     "ReasoningTask",
     "ReasoningTrace",
+    "SeriesSet",
+    "SeriesUnits",
+    "TimeSeriesTask",
     "Turn",
     "TurnUnits",
     "aggregate_columns",
@@ -43,10 +66,21 @@ __all__ = [
     "attribute_machine_text",
     "attribute_provenance",
     "attribute_reasoning",
+    "attribute_timeseries",
     "context_scorer",
     "context_units",
+    "freq_shapes",
     "image_units",
+    "load_ucr",
+    "low_var_detect",
     "make_cases",
     "make_suite",
+    "read_ts",
     "resolve_span",
+    "seqcomb_mv",
+    "seqcomb_uv",
+    "series_map",
+    "series_units",
+    "synthetic_set",
+    "synthetic_splits",
 ]
