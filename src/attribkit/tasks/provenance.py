@@ -14,8 +14,10 @@ do), so every perturbation method (``loo``, ``shapley``, ``kernel_shap``,
 literature: maximum softmax probability below the threshold → "unknown".
 
 The input may also be a waveform (a 1-D array) before a model of waveforms such as
-:class:`~attribkit.models.audio.WaveformClassifier`: the units are then time windows, and a
-removed window is silenced.
+:class:`~attribkit.models.audio.WaveformClassifier` — the units are then time windows, and a
+removed window is silenced — or an image (H, W, C) before a model of images (e.g. a
+scikit-learn pipeline starting with ``FunctionTransformer(residual_features)``, or POSE-lite) —
+the units are then grid patches, and a removed patch is blurred (:class:`ImageUnits`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.registry import attribute
 from attribkit.core.scorer import Scorer
 from attribkit.core.task import Task
-from attribkit.core.units import ArrayUnits, TextUnits, Units
+from attribkit.core.units import ArrayUnits, ImageUnits, TextUnits, Units
 
 __all__ = ["UNKNOWN", "ProvenanceTask", "attribute_provenance"]
 
@@ -56,13 +58,14 @@ class ProvenanceTask(Task):
     """One text and a fitted source model, ready to be explained.
 
     Args:
-        text: the text whose source is asked, or a waveform (1-D array; the model must take
-            waveforms and have a ``rate``, e.g. a WaveformClassifier).
+        text: the text whose source is asked, a waveform (1-D array; the model must take
+            waveforms and have a ``rate``, e.g. a WaveformClassifier) or an image (H, W, C).
         model: a fitted source model (``classes_``, ``predict_proba(list[str]) -> (n, k)``), or a
             :class:`~attribkit.models.open_set.RejectingClassifier` around one (its confidence
             score, max softmax or max logit, and its threshold are used).
         units: ``"sentences"`` (default), ``"words"``, ``"paragraphs"`` or a :class:`TextUnits`
-            over ``text``; for a waveform, windows of ``window`` seconds (or an ArrayUnits).
+            over ``text``; for a waveform, windows of ``window`` seconds (or an ArrayUnits); for
+            an image, ``patch`` × ``patch`` grid cells (or an ImageUnits).
         source: the known source whose probability is explained (default: the most likely one,
             also when the decision is "unknown": the explanation then says why the text looks
             most like that source).
@@ -70,6 +73,7 @@ class ProvenanceTask(Task):
             rejecting classifier's score) is below it; None keeps the closed-set decision.
         batch_size: texts per ``predict_proba`` call.
         window: seconds per time window of a waveform.
+        patch: pixels per grid cell of an image.
 
     Building the task costs one model call (the decision on the full text; two when the model
     is a rejecting wrapper with its own score). A composed input with no unit left (an empty
@@ -88,12 +92,15 @@ class ProvenanceTask(Task):
         threshold: float | None = None,
         batch_size: int = 64,
         window: float = DEFAULT_WINDOW,
+        patch: int = 16,
     ) -> None:
         self.model, self._rejector, self.threshold = _split(model, threshold)
         if isinstance(text, str):
             if not text.strip():
                 raise InputError("the text is empty; give the text whose source you want to find")
             self.units: Units = self._text_units(text, units)
+        elif np.ndim(text) == 3:
+            self.units = self._image_units(text, units, patch)
         else:
             self.units = self._wave_units(text, units, window)
         self.score = "softmax" if self._rejector is None else str(self._rejector.score)
@@ -140,12 +147,23 @@ class ProvenanceTask(Task):
         self.source = source
         self._source_index = self.sources.index(source)
 
+    @staticmethod
+    def _image_units(image: Any, units: str | Units, patch: int) -> Units:
+        if isinstance(units, ImageUnits):
+            if units.x.shape != np.shape(image):
+                raise InputError("the given ImageUnits were built on another image")
+            return units
+        x = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise InputError("the image has NaN or infinite pixels")
+        return ImageUnits.grid(x, patch=patch)
+
     def _wave_units(self, wave: Any, units: str | Units, window: float) -> Units:
         x = np.asarray(wave, dtype=float)
         if x.ndim != 1 or x.size == 0 or not np.isfinite(x).all():
             raise InputError(
-                f"an input that is not text must be a waveform: a non-empty 1-D array of finite "
-                f"samples, got shape {x.shape}"
+                "an input that is not text must be a waveform (a non-empty 1-D array of finite "
+                f"samples) or an image (H, W, C), got shape {x.shape}"
             )
         if isinstance(units, ArrayUnits):
             if units.x.shape != x.shape:
@@ -177,7 +195,8 @@ class ProvenanceTask(Task):
 
     def _proba(self, texts: Sequence[Any]) -> np.ndarray:
         """The model's probabilities over the known sources for ``texts``, checked."""
-        p = np.asarray(self.model.predict_proba(list(texts)), dtype=float)
+        batch = list(texts) if isinstance(texts[0], str) else np.stack(texts)  # texts or arrays
+        p = np.asarray(self.model.predict_proba(batch), dtype=float)
         if p.shape != (len(texts), len(self.sources)):
             raise ScorerError(
                 f"predict_proba returned shape {p.shape} for {len(texts)} texts and "
