@@ -36,6 +36,12 @@ from attribkit.evaluation.image_curves import (
 )
 from attribkit.evaluation.impersonation import impersonation_report, sampler_generator
 from attribkit.evaluation.open_set import few_shot_episodes, open_set_report, open_world_report
+from attribkit.evaluation.recourse import (
+    RecourseReport,
+    actionable_reasons,
+    reasons_without_recourse,
+    top_reasons,
+)
 from attribkit.evaluation.timeseries import (
     GroundTruthScores,
     aup_aur,
@@ -66,7 +72,9 @@ __all__ = [
     "Grids",
     "GroundTruthScores",
     "ImageCurves",
+    "RecourseReport",
     "WhoWhenScore",
+    "actionable_reasons",
     "aggatt",
     "aggatt_figure",
     "agreement",
@@ -98,9 +106,11 @@ __all__ = [
     "pointing_game",
     "random_maps",
     "read_predictions",
+    "reasons_without_recourse",
     "sampler_generator",
     "subset_curves",
     "sufficiency",
+    "top_reasons",
     "who_when_score",
     "write_predictions",
 ]

@@ -2,6 +2,7 @@
 language model behind an OpenAI-compatible HTTP endpoint, and judges (an OpenAI-compatible chat
 endpoint, or a local language model by constrained choice)."""
 
+from attribkit.models.actions import ActionSet
 from attribkit.models.audio import WaveformClassifier, audio_features, read_wav
 from attribkit.models.authorship import (
     AuthorshipModel,
@@ -18,6 +19,7 @@ from attribkit.models.blackbox import CallableModel
 from attribkit.models.classifier import TorchClassifier
 from attribkit.models.forensics import max_softmax_baseline, residual_features
 from attribkit.models.generators import ToyGenerator, toy_source_dataset
+from attribkit.models.german_credit import german_credit_actions, load_german_credit
 from attribkit.models.http_lm import OpenAICompatibleLM
 from attribkit.models.image import ImageClassifier, imagenet_labels, prepare_image
 from attribkit.models.judge import (
@@ -39,10 +41,12 @@ from attribkit.models.open_set import (
     threshold_at_tpr,
 )
 from attribkit.models.pose_lite import PoseLite
+from attribkit.models.tabular import TabularModel
 from attribkit.models.voices import Voice, available_voices, synthesize, voice_corpus
 
 __all__ = [
     "LOADERS",
+    "ActionSet",
     "AuthorshipModel",
     "BurrowsDelta",
     "CallableModel",
@@ -63,6 +67,7 @@ __all__ = [
     "PoseLite",
     "RejectingClassifier",
     "SourceDecision",
+    "TabularModel",
     "TorchClassifier",
     "ToyGenerator",
     "Verdict",
@@ -72,10 +77,12 @@ __all__ = [
     "authorship_model",
     "available_voices",
     "cache_root",
+    "german_credit_actions",
     "imagenet_labels",
     "judge_from_env",
     "load",
     "load_federalist",
+    "load_german_credit",
     "max_softmax_baseline",
     "open_set_authorship",
     "prepare_image",

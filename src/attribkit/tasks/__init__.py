@@ -19,6 +19,7 @@ from attribkit.tasks.image import ImageTask, attribute_image, image_units
 from attribkit.tasks.machine_text import MachineTextTask, attribute_machine_text
 from attribkit.tasks.provenance import ProvenanceTask, attribute_provenance
 from attribkit.tasks.reasoning import ReasoningTask, ReasoningTrace, attribute_reasoning
+from attribkit.tasks.tabular import TabularTask, attribute_tabular
 from attribkit.tasks.timeseries import (
     OverlappingWindowUnits,
     SeriesUnits,
@@ -54,6 +55,7 @@ __all__ = [
     "ReasoningTrace",
     "SeriesSet",
     "SeriesUnits",
+    "TabularTask",
     "TimeSeriesTask",
     "Turn",
     "TurnUnits",
@@ -66,6 +68,7 @@ __all__ = [
     "attribute_machine_text",
     "attribute_provenance",
     "attribute_reasoning",
+    "attribute_tabular",
     "attribute_timeseries",
     "context_scorer",
     "context_units",
