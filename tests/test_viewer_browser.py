@@ -353,6 +353,7 @@ def provenance_site(tmp_path_factory):
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
 
     from attribkit import attribute
     from attribkit.tasks.provenance import ProvenanceTask
@@ -386,6 +387,13 @@ def provenance_site(tmp_path_factory):
         task="machine_text",
     )
     ids["machine"] = store.put(machine)
+    image = np.zeros((32, 32, 3), np.float32)
+    image[:, 16:] = 1.0  # an image's source: a mean-brightness "model" decides, patches explain
+    brightness = make_pipeline(
+        FunctionTransformer(lambda xs: np.asarray(xs).reshape(len(xs), -1).mean(1, keepdims=True)),
+        LogisticRegression(),
+    ).fit(np.stack([image * 0.2, image * 0.2 + 0.6]), ["dark", "bright"])
+    ids["image"] = store.put(attribute(ProvenanceTask(image, brightness, patch=16), "loo"))
     with BackgroundServer(create_app(store)) as server:
         yield server.url, store, ids
     store.close()
@@ -440,4 +448,13 @@ def test_provenance_run_shows_source_bars_and_the_unknown_row(page, provenance_s
     assert page.locator("dd.meta-statistic").inner_text() == (
         "detector statistic: -2.346, higher = more machine-like"
     )
+    _inert(page)
+
+
+def test_image_provenance_run_draws_its_patches_over_the_image(page, provenance_site):
+    url, _, ids = provenance_site
+    _open(page, f"{url}#/run/{ids['image']}")
+    page.wait_for_selector(".view-provenance table.source-dist")
+    assert page.locator(".view-provenance .image-wrap img").count() == 1
+    assert page.locator(".view-provenance .image-wrap .patch").count() == 4
     _inert(page)

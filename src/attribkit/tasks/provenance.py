@@ -208,6 +208,15 @@ class ProvenanceTask(Task):
 
     # --- the Task contract ----------------------------------------------------------------------
     @property
+    def input_info(self) -> dict[str, Any]:
+        """The units' description; an image also keeps its pixels (saved as a PNG), so that
+        viewers draw the patches over it."""
+        info = self.units.to_dict()
+        if isinstance(self.units, ImageUnits):
+            info["image"] = self.units.image
+        return info
+
+    @property
     def meter(self) -> CostMeter:
         """Counts one forward pass per text sent to the source model."""
         return self._meter
@@ -269,6 +278,11 @@ class ProvenanceTask(Task):
     def unit_scorer(self, params: dict[str, Any]) -> Scorer:
         """:meth:`scorer`; takes ``budget`` from ``params``."""
         return self.scorer(budget=params.pop("budget", None))
+
+    def unit_result(self, attribution: Attribution, scorer: Any) -> Attribution:
+        """A perturbation method's result as this task's (its input description included)."""
+        a = attribution
+        return self.result(a.scores, a.method, a.params, a.cost, **a.extras)
 
     def attribute(self, method: str = DEFAULT_METHOD, **params: Any) -> Attribution:
         """Run a perturbation method (default ``loo``) on this task (:func:`attribkit.attribute`)."""

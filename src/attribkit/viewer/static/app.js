@@ -582,6 +582,9 @@
       return { node: box, paint: (v, r) => paintUnits(nodes, v, r) };
     }
     if (run.view === "agents") return agentTurns(run);
+    if (run.view === "provenance" && String((a.input || {}).image_png || "").startsWith("data:image/png;base64,") && units.every((u) => Array.isArray(u.box))) {
+      return { node: imageOverlay(run, units, vector) }; // an image's source: its patches over it
+    }
     if (run.view === "provenance" && hasTextRanges(a)) {
       const { box, nodes } = textWithUnits(a.input.text, units);
       paintUnits(nodes, vector, ranking);
@@ -745,7 +748,7 @@
         provenanceDecision(info),
         el("div", { class: "cols" },
           el("div", { class: "col-main" },
-            el("h2", {}, "Text ", el("span", { class: "hint" }, "each unit shaded by its score")),
+            el("h2", {}, hasTextRanges(a) ? "Text " : "Input ", el("span", { class: "hint" }, "each unit shaded by its score")),
             legend(maxAbs(run.vector), `blue lowers ${explained}, orange raises it`),
             view.node
           ),
