@@ -24,7 +24,6 @@ Word tokens are the lower-cased ``[a-z]+`` runs of a text. :func:`read_author_fo
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import re
 from collections import Counter
@@ -278,18 +277,6 @@ class MFWLogistic(AuthorshipModel):
         return np.asarray(self.model_.predict_proba(self._x(_check_texts(texts))), np.float64)
 
 
-#: the last fitted character TF-IDF: (lo, hi, digest of the texts) → (vectorizer, matrix)
-_TFIDF_CACHE: dict[tuple[int, int, str], tuple[Any, Any]] = {}
-
-
-def _digest(texts: list[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        b = t.encode("utf-8", "surrogatepass")
-        h.update(len(b).to_bytes(8, "little") + b)
-    return h.hexdigest()
-
-
 class CharNgramSVM(AuthorshipModel):
     """Character n-gram TF-IDF and a linear SVM (the survey's classical baseline;
     ``TfidfVectorizer(analyzer="char", ngram_range=ngram_range)`` with scikit-learn's other
@@ -303,8 +290,7 @@ class CharNgramSVM(AuthorshipModel):
     Madison, against 11 this way.) The weights matter on unbalanced corpora: unweighted, the SVM
     calls every disputed paper Hamilton. ``decision_function`` is the SVM's margins (two authors: columns [−s/2,
     s/2]); ``predict_proba`` is their softmax — a monotone squashing, NOT calibrated
-    probabilities. The last fitted TF-IDF is kept (one, module-wide), so refitting on the same
-    texts with another ``C`` or ``class_weight`` skips the vectoriser. Costs no model calls.
+    probabilities. Costs no model calls.
     """
 
     def __init__(
@@ -327,12 +313,8 @@ class CharNgramSVM(AuthorshipModel):
                     f"text {i} has {len(t)} characters, fewer than the smallest character "
                     f"n-gram ({lo}): pass longer texts"
                 )
-        key = (lo, hi, _digest(texts))
-        if key not in _TFIDF_CACHE:  # refitting on the same texts (other C or weights) reuses it
-            vec = TfidfVectorizer(analyzer="char", ngram_range=(lo, hi))
-            _TFIDF_CACHE.clear()
-            _TFIDF_CACHE[key] = (vec, vec.fit_transform(texts))
-        self.vectorizer_, x = _TFIDF_CACHE[key]
+        self.vectorizer_ = TfidfVectorizer(analyzer="char", ngram_range=(lo, hi))
+        x = self.vectorizer_.fit_transform(texts)
         self.model_ = OneVsRestClassifier(LinearSVC(C=self.C, class_weight=self.class_weight))
         self.model_.fit(x, y)
 
