@@ -154,6 +154,9 @@ def test_sampling_agrees_with_enumeration_within_three_sigma() -> None:
     assert sampled.extras["n_actions"] == [n]
     again = _scores(model, [3], {"x": {"actionable": True, "lb": 0, "ub": 10}}, names, n_samples=n)
     assert again.scores[0] == sampled.scores[0]  # seeded
+    big = {"x": {"actionable": True, "lb": 0, "ub": 10, "step": 0.01}}
+    drawn = _scores(model, [3], big, names, max_grid=100, n_samples=n)  # 1,000 values > 100
+    assert drawn.extras["n_actions"] == [n] and abs(drawn.scores[0] - p) < 3 * sigma
     with pytest.raises(InputError, match="without limit"):
         _scores(model, [3], {"x": {"actionable": True}}, names)
 

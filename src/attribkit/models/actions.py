@@ -495,7 +495,7 @@ class ActionSet:
             )
             k = k[k != 0]
             if len(k) > max_grid:
-                k = np.sort(rng.choice(k, size=n_samples, replace=False))
+                k = np.sort(rng.choice(k, size=min(n_samples, len(k)), replace=False))
             values = x[j] + k * rule.step
         else:
             if hi - lo <= _EPS:
