@@ -599,6 +599,11 @@ class TimeSeriesTask(Task):
             "output": self.output,
         }
 
+    @property
+    def input_info(self) -> dict[str, Any]:
+        """The series, its shape, channels and default units, as stored with every result."""
+        return self._input(self.units)
+
     def _input(self, units: Units) -> dict[str, Any]:
         d = dict(units.to_dict())
         d.update(
