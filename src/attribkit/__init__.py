@@ -24,6 +24,9 @@ The public API, re-exported here, is stable:
   :class:`MachineTextTask` (zero-shot detectors with their per-token terms),
   :class:`NGramLM`, :class:`HFNextToken`; evaluation :func:`open_set_report`,
   :func:`open_world_report`, :func:`few_shot_episodes`, :func:`impersonation_report`;
+- tabular rows and recourse: :func:`attribute_tabular`, :class:`TabularTask` (any scikit-learn
+  estimator or torch module, features as units), :class:`ActionSet`, :func:`responsiveness`
+  (Feature Responsiveness Scores), :func:`reasons_without_recourse`;
 - token-level LM analysis: :func:`direct_logit_attribution`, :func:`grains_vectors` and
   :func:`steer` (GrAInS steering);
 - images: :func:`attribute_image`, :class:`ImageTask`, :class:`ImageClassifier`,
@@ -75,6 +78,7 @@ from attribkit.evaluation import (
     open_set_report,
     open_world_report,
     pointing_game,
+    reasons_without_recourse,
     subset_curves,
     sufficiency,
     who_when_score,
@@ -85,7 +89,9 @@ from attribkit.methods.generation.dla import direct_logit_attribution
 from attribkit.methods.generation.grains import SteeringVectors, grains_vectors, steer
 from attribkit.methods.image.craft import CraftConcepts, concept_importance, fit_concepts
 from attribkit.methods.image.smoothing import smooth_attribution
+from attribkit.methods.tabular.responsiveness import responsiveness
 from attribkit.models import (
+    ActionSet,
     BurrowsDelta,
     CallableModel,
     CharNgramSVM,
@@ -119,6 +125,7 @@ from attribkit.tasks import (
     ProvenanceTask,
     ReasoningTask,
     ReasoningTrace,
+    TabularTask,
     Turn,
     TurnUnits,
     aggregate_columns,
@@ -130,6 +137,7 @@ from attribkit.tasks import (
     attribute_machine_text,
     attribute_provenance,
     attribute_reasoning,
+    attribute_tabular,
 )
 from attribkit.viz import explain, print_attribution, print_token_attribution, save_html
 from attribkit.viz.image import overlay, save_overlay
@@ -224,5 +232,10 @@ __all__ = [
     "open_set_report",
     "open_world_report",
     "read_author_folders",
+    "ActionSet",
+    "TabularTask",
+    "attribute_tabular",
+    "reasons_without_recourse",
+    "responsiveness",
     *_core_all,
 ]

@@ -60,6 +60,7 @@ TOY_PARAMS: dict[str, dict[str, Any]] = {
     "smdl": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
     "lima": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
     "receiver_heads": {"proximity": 1, "top_k": 2},  # 4 toy sentences, 2 layers
+    "responsiveness": {"n_samples": 20},
     # the tiny random model never writes \boxed{}; a hot temperature varies its answers
     "resampling": {
         "rollouts": 2,
@@ -533,6 +534,34 @@ def _counted_image_task() -> tuple[Any, Any]:
     return task, _CountingModule(task.model.module)
 
 
+def toy_tabular_task(n_features: int = 6, seed: int = 0) -> Any:
+    """A TabularTask on a tiny random torch MLP (2 classes) and a random row; every feature but
+    the last can move within [-3, 3] (continuous), the last is immutable; target class 1."""
+    from attribkit.models.actions import ActionSet, FeatureRule
+    from attribkit.tasks.tabular import TabularTask
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(n_features, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)
+    )
+    rows = np.clip(np.random.default_rng(seed).normal(size=(32, n_features)), -2.5, 2.5)
+    names = [f"f{i}" for i in range(n_features)]
+    rules = {n: FeatureRule(n, True, "both", -3.0, 3.0) for n in names[: max(1, n_features - 1)]}
+    return TabularTask(
+        net,
+        rows[0],
+        feature_names=names,
+        background=rows,
+        target=1,
+        actions=ActionSet(names, rules),
+    )
+
+
+def _counted_tabular_task() -> tuple[Any, Any]:
+    task = toy_tabular_task()
+    return task, _CountingModule(task.model.module)
+
+
 def _counted_machine_text_task() -> tuple[Any, Any]:
     counter = _Rows()  # both models of the pair count here
     model, reference = ToyNextToken(0, counter=counter), ToyNextToken(1, counter=counter)
@@ -597,6 +626,11 @@ TOY_KINDS: dict[str, ToyKind] = {
         # one sentence unit (the text has many tokens: building the task succeeds)
         lambda p: (toy_machine_text_task("The cat sat on the mat.", units="sentences"), p),
         lambda: toy_machine_text_task(model=ToyNextToken(0, nan=True)),
+    ),
+    "tabular": ToyKind(
+        _counted_tabular_task,
+        lambda p: (toy_tabular_task(n_features=1), p),
+        lambda: _nan_head(toy_tabular_task()),
     ),
     "image": ToyKind(
         _counted_image_task,

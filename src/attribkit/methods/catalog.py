@@ -392,4 +392,12 @@ BUILTIN: tuple[MethodSpec, ...] = (
         cost="1 + n_perturbations forward passes of the scoring model (default 21), batched; the perturber's own work (default: a model-free word swap) is not counted",
         cite="Mitchell, Lee, Khazatsky, Manning & Finn, 'DetectGPT: Zero-Shot Machine-Generated Text Detection using Probability Curvature', ICML 2023",
     ),
+    # --- tabular: recourse-aware reasons --------------------------------------------------------
+    MethodSpec(
+        "responsiveness",
+        "attribkit.methods.tabular.responsiveness:responsiveness_of_task",
+        "tabular",
+        cost="1 + the distinct single-feature actions of the row: grids and groups enumerated, n_samples per continuous feature (default 100), in batches",
+        cite="Cheon, Wernerfelt, Friedler & Ustun, 'Feature Responsiveness Scores: Model-Agnostic Explanations for Recourse', ICLR 2025",
+    ),
 )
