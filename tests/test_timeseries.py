@@ -46,6 +46,7 @@ from attribkit.tasks.timeseries_data import (
     load_ucr,
     low_var_detect,
     narma2,
+    read_series,
     read_ts,
     seqcomb_mv,
     seqcomb_uv,
@@ -467,6 +468,9 @@ def test_bad_inputs_get_clear_errors() -> None:
         TimeSeriesTask(lambda b: np.full((len(b), 2), np.nan), task.x)
     with pytest.raises(InputError, match="not trained"):
         TimeX(task.model).masks(task.x[None])
+    other = TimeX(Linear(np.zeros((3, 12, 2))), epochs=1).fit(np.zeros((4, 12, 2)))
+    with pytest.raises(InputError, match="this task's model"):
+        run(TIMEX, task, explainer=other)
 
 
 # --- the UCR archive ----------------------------------------------------------------------------
@@ -489,6 +493,21 @@ def test_read_ts_reads_multivariate_series_and_labels() -> None:
         read_ts(TS_FILE.replace(b"1,2,3:4", b"1,?,3:4"))
     with pytest.raises(InputError, match="not declared"):
         read_ts(TS_FILE.replace(b":down", b":left"))
+
+
+def test_read_series_reads_npy_csv_and_ts_files(tmp_path) -> None:
+    np.save(tmp_path / "x.npy", np.arange(5.0))
+    assert read_series(tmp_path / "x.npy").shape == (5, 1)
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n3,4\n5,6\n", encoding="utf-8")
+    np.testing.assert_array_equal(read_series(tmp_path / "x.csv"), [[1, 2], [3, 4], [5, 6]])
+    (tmp_path / "x.ts").write_bytes(TS_FILE)
+    np.testing.assert_array_equal(read_series(tmp_path / "x.ts", index=1)[:, 0], [3, 2, 1])
+    (tmp_path / "bad.csv").write_text("1,2\nnan,4\n", encoding="utf-8")
+    with pytest.raises(InputError, match="missing"):
+        read_series(tmp_path / "bad.csv")
+    (tmp_path / "x.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(InputError, match="format"):
+        read_series(tmp_path / "x.json")
 
 
 @pytest.mark.skipif(

@@ -49,6 +49,7 @@ __all__ = [
     "load_ucr",
     "low_var_detect",
     "narma2",
+    "read_series",
     "read_ts",
     "seqcomb_mv",
     "seqcomb_uv",
@@ -389,3 +390,44 @@ def load_ucr(
         )
     X, y, labels = read_ts(io.BytesIO(data).getvalue())
     return SeriesSet(X, y, None, labels, name, {"split": split.lower(), "source": "UCR/UEA"})
+
+
+def read_series(path: str | os.PathLike[str], index: int = 0) -> np.ndarray:
+    """One series from a file, as a (T, C) array: ``.npy`` ((T,) or (T, C)), ``.csv`` / ``.txt``
+    (one row per step, one column per channel; a non-numeric first line is a header) or ``.ts``
+    (series number ``index``). InputError for other formats, empty or non-finite data."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"no such file: {p}")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        x = np.load(p, allow_pickle=False)
+    elif suffix in (".csv", ".txt"):
+        lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        sep = "," if suffix == ".csv" else None
+        rows = []
+        for i, line in enumerate(lines):
+            try:
+                rows.append([float(v) for v in line.split(sep)])
+            except ValueError as e:
+                if i == 0:
+                    continue  # a header
+                raise InputError(f"{p.name} line {i + 1} is not numeric: {e}") from e
+        if len({len(r) for r in rows}) > 1:
+            raise InputError(f"{p.name}: rows have different numbers of columns")
+        x = np.asarray(rows, dtype=float)
+    elif suffix == ".ts":
+        X, _, _ = read_ts(p)
+        if not 0 <= index < len(X):
+            raise InputError(f"{p.name} has {len(X)} series; index {index} is out of range")
+        x = X[index]
+    else:
+        raise InputError(f"unknown series format {suffix!r}: use .npy, .csv, .txt or .ts")
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.size == 0:
+        raise InputError(f"{p.name}: expected one series (T,) or (T, C), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise InputError(f"{p.name} has missing or infinite values; fill them first")
+    return x

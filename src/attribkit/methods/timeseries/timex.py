@@ -222,6 +222,10 @@ class TimeX:
         p = next(iter(self.model.parameters()), None)
         return p.dtype if p is not None else torch.float32
 
+    def _device(self) -> torch.device:
+        p = next(iter(self.model.parameters()), None)
+        return p.device if p is not None else torch.device("cpu")
+
     def _tensor(self, X: Any) -> torch.Tensor:
         x = np.asarray(X, dtype=float)
         if x.ndim == 2:
@@ -230,7 +234,7 @@ class TimeX:
             raise InputError(f"series must be (N, T, C), got shape {np.shape(X)}")
         if not np.isfinite(x).all():
             raise InputError("the series have missing or infinite values")
-        return torch.as_tensor(x, dtype=self._dtype())
+        return torch.as_tensor(x, dtype=self._dtype(), device=self._device())
 
     # -- training --------------------------------------------------------------------------------
     def fit(self, X: Any, meter: CostMeter | None = None) -> TimeX:
@@ -245,7 +249,7 @@ class TimeX:
         self.model.eval()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            mask_net = _MaskNet(c, self.hidden).to(x.dtype)
+            mask_net = _MaskNet(c, self.hidden).to(device=x.device, dtype=x.dtype)
         surrogate = copy.deepcopy(self.model).eval()
         for p in surrogate.parameters():
             p.requires_grad_(True)
@@ -261,7 +265,7 @@ class TimeX:
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         self.history = []
         for _ in range(self.epochs):
-            order = torch.randperm(n, generator=gen)
+            order = torch.randperm(n, generator=gen).to(x.device)
             total = 0.0
             for s in range(0, n, self.batch_size):
                 idx = order[s : s + self.batch_size]
@@ -292,7 +296,7 @@ class TimeX:
     def _landmark_seeds(self, logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Training series whose embeddings start the landmarks: one predicted class after the
         other (stratified), random within a class."""
-        pred = logits.argmax(1)
+        pred = logits.argmax(1).cpu()
         pools = [
             c_idx[torch.randperm(len(c_idx), generator=gen)]
             for c_idx in (torch.nonzero(pred == k).flatten() for k in torch.unique(pred))
@@ -305,11 +309,12 @@ class TimeX:
                     picked.append(int(pool[i]))
             if len(picked) >= k or i > len(pred):
                 break
-        return torch.tensor(picked, dtype=torch.long)
+        return torch.tensor(picked, dtype=torch.long, device=logits.device)
 
     def _sample_mask(self, logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """A hard 0/1 mask with straight-through gradients of a Gumbel-sigmoid draw."""
-        u = torch.rand(logits.shape, generator=gen, dtype=logits.dtype).clamp(1e-6, 1 - 1e-6)
+        u = torch.rand(logits.shape, generator=gen, dtype=logits.dtype).to(logits.device)
+        u = u.clamp(1e-6, 1 - 1e-6)
         soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / self.tau)
         hard = (soft > 0.5).to(soft.dtype)
         return hard + soft - soft.detach()
@@ -328,11 +333,13 @@ class TimeX:
         mask_logits = mask_net(xb)
         p = torch.sigmoid(mask_logits)
         m = self._sample_mask(mask_logits, gen)
-        token = self.mu + self.std * torch.randn(xb.shape, generator=gen, dtype=xb.dtype)
+        noise = torch.randn(xb.shape, generator=gen, dtype=xb.dtype).to(xb.device)
+        token = self.mu + self.std * noise
         logits_m, z_m = self._run(surrogate, m * xb + (1 - m) * token, meter, grad=True)
         # landmarks: hard Gumbel-softmax matching on cosine similarity (temperature 0.1)
         sim = F.normalize(z_m, dim=-1) @ F.normalize(landmarks, dim=-1).T
-        u = torch.rand(sim.shape, generator=gen, dtype=sim.dtype).clamp(1e-9, 1 - 1e-9)
+        u = torch.rand(sim.shape, generator=gen, dtype=sim.dtype).to(sim.device)
+        u = u.clamp(1e-9, 1 - 1e-9)
         soft = ((sim.log_softmax(-1) - torch.log(-torch.log(u))) / 0.1).softmax(-1)
         hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
         matched = (hard + soft - soft.detach()) @ landmarks
@@ -358,7 +365,7 @@ class TimeX:
         x = self._tensor(X)
         if tuple(x.shape[1:]) != self.shape:
             raise InputError(f"series of shape {tuple(x.shape[1:])}; TimeX was fit on {self.shape}")
-        return torch.sigmoid(net(x)).double().numpy()
+        return torch.sigmoid(net(x)).double().cpu().numpy()
 
     @torch.no_grad()
     def assign_landmarks(
@@ -375,7 +382,7 @@ class TimeX:
         _, z = self._run(self.surrogate, keep * x + (1 - keep) * self.mu, meter, grad=False)
         sim = F.normalize(z, dim=-1) @ F.normalize(self.landmarks, dim=-1).T
         best = sim.max(-1)
-        return best.indices.numpy(), best.values.double().numpy()
+        return best.indices.cpu().numpy(), best.values.double().cpu().numpy()
 
 
 def _augment(x: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -421,6 +428,12 @@ def timex(
         raise InputError(
             f"only {len(u)} unit: attribution ranks units against each other; use cells, steps "
             "or narrower windows"
+        )
+    if explainer is not None and (
+        not isinstance(explainer, TimeX) or explainer.model is not task.model
+    ):
+        raise InputError(
+            "explainer must be a TimeX fit on this task's model (TimeX(model).fit(X_train))"
         )
     trained_here = explainer is None
     with measure(task.meter) as cost:
