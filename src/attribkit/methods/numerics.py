@@ -32,11 +32,16 @@ Rule = Literal["gauss_legendre", "riemann_trapezoid", "riemann_middle"]
 RULES: tuple[str, ...] = ("gauss_legendre", "riemann_trapezoid", "riemann_middle")
 
 
-@functools.lru_cache(maxsize=64)
 def quadrature(rule: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes in [0, 1] and weights summing to 1 for ``rule`` with ``n`` points
-    (``"riemann_trapezoid"``: n points including both ends). Cached: the arrays are read-only
+    (``"riemann_trapezoid"``: n points including both ends). Fresh copies of cached arrays
     (Gauss-Legendre nodes cost a noticeable share of a small model's IG call)."""
+    nodes, weights = _quadrature(rule, n)
+    return nodes.copy(), weights.copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _quadrature(rule: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     if rule == "gauss_legendre":
         t, w = np.polynomial.legendre.leggauss(n)
         nodes, weights = (t + 1.0) / 2.0, w / 2.0
@@ -46,7 +51,7 @@ def quadrature(rule: str, n: int) -> tuple[np.ndarray, np.ndarray]:
         weights = np.full(n, 1.0 / (n - 1))
         weights[0] = weights[-1] = 0.5 / (n - 1)
         nodes = np.linspace(0.0, 1.0, n)
-    nodes.flags.writeable = weights.flags.writeable = False
+    nodes.flags.writeable = weights.flags.writeable = False  # the cache's own copies
     return nodes, weights
 
 
