@@ -458,3 +458,123 @@ def test_image_provenance_run_draws_its_patches_over_the_image(page, provenance_
     assert page.locator(".view-provenance .image-wrap img").count() == 1
     assert page.locator(".view-provenance .image-wrap .patch").count() == 4
     _inert(page)
+
+
+# --- tabular and time-series runs ----------------------------------------------------------------
+
+TAB_NAMES = [
+    "income",
+    '<img src=x onerror="window.__pwned=8">',
+    "age",
+    "<script>window.__pwned=9</script>",
+]
+SERIES_CHANNEL = '<img src=x onerror="window.__pwned=10">'
+
+
+@pytest.fixture(scope="module")
+def tabular_series_site(tmp_path_factory):
+    """A server over a KernelSHAP run carrying responsiveness (extras["responsiveness"]), a
+    responsiveness run and a time-series occlusion run, with markup in feature and channel
+    names."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from attribkit import attribute
+    from attribkit.methods.tabular.responsiveness import responsiveness
+    from attribkit.models.actions import ActionSet
+    from attribkit.tasks.tabular import TabularTask
+    from attribkit.tasks.timeseries import TimeSeriesTask
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 4))
+    model = LogisticRegression().fit(X, (X[:, 0] + X[:, 1] - X[:, 3] > 0).astype(int))
+    row = X[model.predict(X) == 0][0]
+    rules = {"actionable": True, "direction": "both", "lb": -6, "ub": 6}
+    actions = ActionSet.from_dict({"income": rules, TAB_NAMES[1]: rules}, TAB_NAMES)
+    resp = responsiveness(model, row, actions, target=1, feature_names=TAB_NAMES)[0]
+    shap = attribute(TabularTask(model, row, feature_names=TAB_NAMES, background=X, target=1),
+                     "kernel_shap")  # fmt: skip
+    shap.extras["responsiveness"] = {
+        n: float(s) for n, s in zip(TAB_NAMES, resp.vector, strict=True)
+    }
+    shap.extras["fixed"] = resp.extras["fixed"]
+
+    def series_model(batch):
+        s = np.asarray(batch)[:, 4:8, 0].sum(axis=1)
+        return np.stack([s, -s], axis=1)
+
+    x = rng.normal(size=(16, 2))
+    task = TimeSeriesTask(series_model, x, channel_names=[SERIES_CHANNEL, "b"], target=0)
+    store = store_mod.open(tmp_path_factory.mktemp("viewer-tabular-series") / "runs.db")
+    ids = {"shap": store.put(shap), "resp": store.put(resp)}
+    ids["series"] = store.put(attribute(task, "occlusion"))
+    with BackgroundServer(create_app(store)) as server:
+        yield server.url, store, ids
+    store.close()
+
+
+def _open_run(page, url, run_id):
+    """Open run ``run_id`` and wait until the page shows it (a hash change from another run
+    keeps ``data-ready`` set, so waiting for it alone could read the previous run)."""
+    page.goto(f"{url}#/run/{run_id}")
+    page.wait_for_function(
+        "(id) => (document.querySelector('dd.meta-id') || {}).textContent === id", arg=run_id
+    )
+
+
+def test_tabular_run_is_signed_bars_with_responsiveness_marks(page, tabular_series_site):
+    url, store, ids = tabular_series_site
+    _open_run(page, url, ids["shap"])
+    page.wait_for_selector(".view-tabular .tab-feature")
+    a = store.get(ids["shap"]).attribution
+    rows = page.locator(".tab-feature")
+    assert rows.count() == 4
+    names = [rows.nth(i).locator(".feature-name").text_content() for i in range(4)]
+    order = sorted(range(4), key=lambda i: (-abs(a.vector[i]), i))  # by |score|
+    assert names == [TAB_NAMES[i] for i in order]
+    resp = a.extras["responsiveness"]
+    for i in range(4):
+        name = names[i]
+        assert rows.nth(i).get_attribute("data-responsive") == ("1" if resp[name] > 0 else "0")
+    assert page.locator(".resp-mark.resp-yes").count() == sum(v > 0 for v in resp.values())
+    assert page.locator(".resp-mark.resp-no").count() == sum(v <= 0 for v in resp.values())
+    # signed bars: a negative score's fill ends at the axis from the left
+    signs = page.evaluate(
+        """() => [...document.querySelectorAll(".tab-feature .fill")].map(
+            (f) => f.classList.contains("neg"))"""
+    )
+    assert signs == [bool(a.vector[i] < 0) for i in order]
+    assert page.locator(".recourse-note").get_attribute("data-fixed") == (
+        "1" if a.extras["fixed"] else "0"
+    )
+    _inert(page)
+
+    _open_run(page, url, ids["resp"])
+    page.wait_for_selector(".view-tabular .tab-feature")
+    assert page.locator(".resp-mark.resp-immutable").count() == 2  # age and the script name
+    _inert(page)
+
+
+def test_series_run_is_lines_over_the_shaded_map(page, tabular_series_site):
+    import numpy as np
+
+    from attribkit.tasks.timeseries import series_map
+
+    url, store, ids = tabular_series_site
+    _open_run(page, url, ids["series"])
+    page.wait_for_selector(".view-timeseries svg.series-svg")
+    m = series_map(store.get(ids["series"]).attribution)
+    charts = page.locator(".series-chart")
+    assert charts.count() == 2
+    assert charts.nth(0).locator(".series-name").inner_text() == SERIES_CHANNEL
+    for j in range(2):
+        shades = charts.nth(j).locator("rect.shade")
+        assert shades.count() == int(np.count_nonzero(m[:, j]))
+        assert charts.nth(j).locator("path.series-line").count() == 1
+    first = charts.nth(0).locator("rect.shade")
+    steps = [int(first.nth(k).get_attribute("data-step")) for k in range(first.count())]
+    assert steps == [int(t) for t in np.nonzero(m[:, 0])[0]]
+    box = page.locator("svg.series-svg").first.bounding_box()
+    assert box["width"] > 300 and box["height"] > 60
+    assert page.locator("ol.ranking li.rank-item").count() == 20
+    _inert(page)

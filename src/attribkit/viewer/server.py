@@ -8,13 +8,16 @@ nothing fetched from the network) and a JSON API:
   values each filter can take;
 - ``GET /api/runs/{id}`` — one run: summary, parameters, inputs, its Attribution dict, one score
   per unit (``vector``), how to draw it (``view``, from the task kind the Attribution records:
-  ``context``, ``generation``, ``image``, ``reasoning``, ``agents``, ``provenance``; ``features``,
+  ``context``, ``generation``, ``image``, ``reasoning``, ``agents``, ``provenance``,
+  ``tabular``, ``timeseries``; ``features``,
   ``text`` or
   ``generic`` for a bare Scorer's result), a generation run's token matrix (``tokens``), an
   image run's map over its image (``overlay``, a PNG data URL), a reasoning run's problem, answer
   and sentence×sentence matrix (``reasoning``), an agents run's agent totals, decision, gold
   (when stored) and dependency path (``agents``), a provenance run's source distribution,
-  prediction (a source or "unknown") and rejection rule (``provenance``), a detector's
+  prediction (a source or "unknown") and rejection rule (``provenance``), a tabular run's
+  features with their values, scores and responsiveness (``tabular``), a time-series run's
+  channels with the attribution map (``series``), a detector's
   ``statistic`` (``extras["statistic"]``, e.g. a machine-text run's; None without one), its
   stored span results, the character ranges of its response's sentences, and the other runs on
   the same input (to compare with);
@@ -143,7 +146,10 @@ def view_kind(run: StoredRun) -> str:
     of thought shaded by sentence, the answer and, when the method gives one, the
     sentence×sentence matrix), ``agents`` (a multi-agent log's turns shaded by score, the
     agents' totals and the decision), ``provenance`` (the source distribution with "unknown"
-    beside the text, its units shaded by score; needs the target's ``scores``); for a bare
+    beside the text, its units shaded by score; needs the target's ``scores``), ``tabular``
+    (signed bars per feature with its value and, when the run carries it, its responsiveness:
+    :func:`tabular_payload`), ``timeseries`` (each channel's line with the attribution map shaded
+    under it; needs ``input["series"]`` and ``extras["map"]`` of one shape); for a bare
     Scorer's result (no task) or a task kind without its own view (e.g. ``machine_text``)
     by its units: ``features`` (signed bars), ``image`` (image units over the stored picture),
     ``text`` (text units over their text); else ``generic`` (a ranked list)."""
@@ -169,6 +175,10 @@ def view_kind(run: StoredRun) -> str:
     if task == "provenance":
         ok = isinstance(target, dict) and isinstance(target.get("scores"), dict)
         return "provenance" if ok else "generic"
+    if task == "tabular":
+        return "tabular" if units else "generic"
+    if task == "timeseries":
+        return "timeseries" if _has_series(inp, data.get("extras")) else "generic"
     if units and all("box" in u for u in units) and image:
         return "image"
     if inp.get("kind") == "features" or (
@@ -178,6 +188,21 @@ def view_kind(run: StoredRun) -> str:
     if text and has_ranges:
         return "text"
     return "generic"
+
+
+def _has_series(inp: dict[str, Any], extras: Any) -> bool:
+    """Whether a time-series run stores a (T, C) series and a map of the same shape (a cheap
+    check of the outer lengths; :func:`series_payload` checks every value)."""
+    series = inp.get("series")
+    m = extras.get("map") if isinstance(extras, dict) else None
+    if not (isinstance(series, list) and isinstance(m, list) and series):
+        return False
+    return (
+        len(series) == len(m)
+        and isinstance(series[0], list)
+        and isinstance(m[0], list)
+        and len(series[0]) == len(m[0])
+    )
 
 
 def token_matrix(data: dict[str, Any]) -> dict[str, Any]:
@@ -344,6 +369,42 @@ def provenance_payload(data: dict[str, Any]) -> dict[str, Any] | None:
     return source_decision(data.get("target"))
 
 
+def tabular_payload(data: dict[str, Any]) -> dict[str, Any]:
+    """A tabular run's features (:func:`attribkit.viz.html.feature_recourse`): ``kind``
+    (``"responsiveness"`` for a responsiveness run, whose scores are the responsiveness;
+    ``"attribution"`` for an attribution carrying ``extras["responsiveness"]``, feature name →
+    score; None without responsiveness), ``fixed``, ``denied`` and ``features`` (``index``,
+    ``name``, ``value``, ``score``, ``responsiveness``, ``responsive``, ``actionable``,
+    ``n_actions``, each None where unknown), in the order of the units."""
+    from attribkit.viz.html import feature_recourse
+
+    units = [u if isinstance(u, dict) else {} for u in data.get("units") or []]
+    return feature_recourse(
+        [str(u.get("label", "")) for u in units],
+        [(u.get("meta") or {}).get("value") for u in units],
+        [np.nan if v is None else v for v in unit_vector(data)],
+        str(data.get("method") or ""),
+        data.get("extras"),
+    )
+
+
+def series_payload(data: dict[str, Any]) -> dict[str, Any] | None:
+    """A time-series run's series and map (:func:`attribkit.viz.html.series_view`): ``steps``,
+    ``scale`` (max |map|), ``value_range`` and ``channels`` (``name``, ``values``, ``map``: one
+    number per step, None where not finite), plus ``class_name`` and ``prediction_name`` from the
+    target; None without a series and a map of the same (T, C) shape."""
+    from attribkit.viz.html import series_view
+
+    view = series_view(data.get("input"), data.get("extras"))
+    if view is None:
+        return None
+    target = data.get("target") if isinstance(data.get("target"), dict) else {}
+    for key in ("class_name", "prediction_name"):
+        value = target.get(key)
+        view[key] = None if value is None else str(value)
+    return view
+
+
 def statistic_of(data: dict[str, Any]) -> float | None:
     """A run's finite ``extras["statistic"]`` (a zero-shot machine-text detector's statistic,
     higher = more likely machine-generated), else None."""
@@ -354,7 +415,8 @@ def statistic_of(data: dict[str, Any]) -> float | None:
 def _view_payload(run: StoredRun, view: str) -> dict[str, Any]:
     """What a view needs beyond the Attribution dict: a generation run's token matrix, an
     image run's overlay, a reasoning run's problem, answer and matrix, an agents run's
-    totals, decision, gold and path, a provenance run's source distribution and decision."""
+    totals, decision, gold and path, a provenance run's source distribution and decision, a
+    tabular run's features with their responsiveness, a time-series run's series and map."""
     if view == "generation":
         return {"tokens": token_matrix(run.data)}
     if view == "image":
@@ -365,6 +427,10 @@ def _view_payload(run: StoredRun, view: str) -> dict[str, Any]:
         return {"agents": agents_payload(run.data, run.inputs)}
     if view == "provenance":
         return {"provenance": provenance_payload(run.data)}
+    if view == "tabular":
+        return {"tabular": tabular_payload(run.data)}
+    if view == "timeseries":
+        return {"series": series_payload(run.data)}
     return {}
 
 
@@ -798,8 +864,10 @@ __all__ = [
     "overlay_png",
     "provenance_payload",
     "reasoning_payload",
+    "series_payload",
     "serve",
     "statistic_of",
+    "tabular_payload",
     "token_matrix",
     "unit_vector",
     "view_kind",

@@ -3,7 +3,11 @@
 A provenance result (which source produced a text, or "unknown") also shows its decision: the
 prediction with the rejection rule applied, the explained source and the source distribution as
 bars, highest first, with an "unknown" row. A result whose ``extras`` hold a finite
-``statistic`` (a zero-shot machine-text detector's) shows it in the header.
+``statistic`` (a zero-shot machine-text detector's) shows it in the header. A tabular result
+shows signed bars per feature (name, value, score) with each feature's responsiveness marked
+when the result carries it (:func:`feature_recourse` says how); a time-series result shows each
+channel of its series as an inline SVG line with its attribution map shaded under it
+(:func:`series_view`).
 
 No JavaScript, no network: inline CSS only, and a Content-Security-Policy that forbids scripts.
 Every piece of text that comes from the input or the method (unit labels, the source text, the
@@ -54,6 +58,15 @@ table.sources .track{width:16em}table.sources tr.predicted td.name{color:#8a3a06
 .badge{font-size:.78em;font-weight:600;padding:0 .5em;border-radius:4px;background:#fde7d6;
 color:#8a3a06;margin-left:.4em}.badge.fired{background:#f9dede;color:#8a1f1f}
 .badge.kept{background:#e6eef7;color:#164a80}
+table.tab td.name{font-weight:600;white-space:pre-wrap;word-break:break-word}
+table.tab td{padding:.2em .6em .2em 0;vertical-align:middle;border-bottom:1px solid #eee}
+table.tab{border-collapse:collapse;font-size:.92em}
+.resp{font-size:.82em;font-weight:600;padding:0 .5em;border-radius:4px;white-space:nowrap}
+.resp.yes{background:#dcf3e2;color:#1a5c2b}.resp.no{background:#f9dede;color:#8a1f1f}
+.resp.immutable{background:#eceff2;color:#555}
+figure.series{margin:.6em 0}figure.series figcaption{font-weight:600;font-size:.9em;
+white-space:pre-wrap;word-break:break-word}
+figure.series svg{width:100%;height:8em;border:1px solid #ddd;border-radius:4px;background:#fff}
 """
 
 #: the prediction of a provenance result when the rejection rule fires
@@ -291,6 +304,262 @@ def _sources_table(decision: dict[str, Any]) -> str:
     )
 
 
+# --- tabular and time-series results ------------------------------------------------------------
+def _float_or_none(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float | np.number):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def feature_recourse(
+    names: list[str],
+    values: list[Any],
+    scores: Any,
+    method: str,
+    extras: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A tabular result's features, ready to draw as signed bars with responsiveness marked.
+
+    The convention (one for the viewer, the HTML report and notebooks):
+
+    - a **responsiveness result** (method ``"responsiveness"``, :func:`attribkit.methods.
+      tabular.responsiveness.responsiveness`): its scores *are* the responsiveness scores
+      (share of the feature's feasible actions that reach the target); ``extras`` give
+      ``actionable`` (one bool per feature), ``n_actions`` (one count per feature), ``denied``
+      and ``fixed``;
+    - any other tabular **attribution** (KernelSHAP, LIME... of a TabularTask) carries
+      responsiveness when ``extras["responsiveness"]`` maps feature name → responsiveness score
+      (as ``attribkit recourse`` attaches it, with ``extras["fixed"]``); ``extras["actionable"]``
+      (one bool per feature) is optional.
+
+    A feature is *responsive* when its responsiveness is > 0. Returns ``kind``
+    (``"responsiveness"``, ``"attribution"`` with responsiveness, or None without it),
+    ``fixed`` and ``denied`` (bools, None when not recorded) and ``features``: one dict per
+    feature in order (``index``, ``name``, ``value``, ``score``, ``responsiveness``,
+    ``responsive``, ``actionable``, ``n_actions``; None where unknown). Non-finite numbers
+    become None. No model calls."""
+    extras = extras if isinstance(extras, dict) else {}
+    n = len(names)
+    v = [_float_or_none(x) for x in np.asarray(scores, dtype=float).reshape(-1)[:n]]
+    v += [None] * (n - len(v))
+
+    def per_feature(key: str, kind: type) -> list[Any]:
+        raw = extras.get(key)
+        if not isinstance(raw, list | tuple | np.ndarray) or len(raw) != n:
+            return [None] * n
+        if kind is bool:
+            return [x if isinstance(x, bool | np.bool_) else None for x in raw]
+        return [int(x) if _float_or_none(x) is not None else None for x in raw]
+
+    actionable = [None if a is None else bool(a) for a in per_feature("actionable", bool)]
+    n_actions = per_feature("n_actions", int) if method == "responsiveness" else [None] * n
+    kind: str | None = None
+    resp: list[float | None] = [None] * n
+    if method == "responsiveness":
+        kind, resp = "responsiveness", list(v)
+    elif isinstance(extras.get("responsiveness"), dict):
+        table = extras["responsiveness"]
+        kind = "attribution"
+        resp = [_float_or_none(table.get(name)) for name in names]
+    features = [
+        {
+            "index": i,
+            "name": str(names[i]),
+            "value": _float_or_none(values[i]) if i < len(values) else None,
+            "score": v[i],
+            "responsiveness": resp[i],
+            "responsive": None if resp[i] is None else resp[i] > 0,
+            "actionable": actionable[i],
+            "n_actions": n_actions[i],
+        }
+        for i in range(n)
+    ]
+
+    def flag(key: str) -> bool | None:
+        x = extras.get(key)
+        return bool(x) if isinstance(x, bool | np.bool_) else None
+
+    return {"kind": kind, "fixed": flag("fixed"), "denied": flag("denied"), "features": features}
+
+
+def responsiveness_mark(feature: dict[str, Any], kind: str | None) -> tuple[str, str] | None:
+    """The mark of one feature of :func:`feature_recourse`: ``(css class, text)`` —
+    ``("immutable", "immutable")`` for a feature the person cannot act on, ``("yes",
+    "responsive 0.40")`` or ``("no", "not responsive")``; None when the result has no
+    responsiveness."""
+    if kind is None:
+        return None
+    if feature["actionable"] is False and not feature["responsive"]:
+        return "immutable", "immutable"
+    r = feature["responsiveness"]
+    if r is None:
+        return None
+    if r > 0:
+        return "yes", f"responsive {r:.2f}"
+    return "no", "not responsive"
+
+
+def series_view(inp: Any, extras: Any, n_max: int = 20_000) -> dict[str, Any] | None:
+    """A time-series result's series and map, ready to draw: ``channels`` (one dict per
+    channel: ``name``, ``values`` (T numbers, None where not finite), ``map`` (T scores, None
+    where not finite)), ``steps`` (T), ``scale`` (max |map|, 0 when none is finite) and
+    ``value_range`` ([min, max] of the finite values). Reads ``input["series"]`` ((T, C) nested
+    lists, as :class:`attribkit.tasks.timeseries.TimeSeriesTask` stores it), ``input
+    ["channels"]`` and ``extras["map"]`` ((T, C)). None when either is missing, the shapes differ
+    or the series has more than ``n_max`` elements. No model calls."""
+    if not isinstance(inp, dict) or not isinstance(extras, dict):
+        return None
+    raw_x, raw_m = inp.get("series"), extras.get("map")
+    if raw_x is None or raw_m is None:
+        return None
+    try:
+        x = np.array(
+            [[np.nan if e is None else e for e in row] for row in np.asarray(raw_x, object)],
+            dtype=float,
+        )
+        m = np.array(
+            [[np.nan if e is None else e for e in row] for row in np.asarray(raw_m, object)],
+            dtype=float,
+        )
+    except (TypeError, ValueError):
+        return None
+    if x.ndim != 2 or x.shape != m.shape or x.size == 0 or x.size > n_max:
+        return None
+    t, c = x.shape
+    names = inp.get("channels")
+    if not isinstance(names, list) or len(names) != c:
+        names = [f"c{j}" for j in range(c)]
+    finite_m, finite_x = np.abs(m[np.isfinite(m)]), x[np.isfinite(x)]
+
+    def col(a: np.ndarray, j: int) -> list[float | None]:
+        return [float(e) if math.isfinite(e) else None for e in a[:, j]]
+
+    return {
+        "steps": t,
+        "scale": float(finite_m.max()) if finite_m.size else 0.0,
+        "value_range": (
+            [float(finite_x.min()), float(finite_x.max())] if finite_x.size else [0.0, 0.0]
+        ),
+        "channels": [
+            {"name": str(names[j]), "values": col(x, j), "map": col(m, j)} for j in range(c)
+        ],
+    }
+
+
+_SVG_W, _SVG_H, _SVG_PAD = 600.0, 120.0, 8.0
+
+
+def series_svg(channel: dict[str, Any], steps: int, scale: float, lo: float, hi: float) -> str:
+    """One channel of :func:`series_view` as an inline SVG string: a rectangle per step shaded
+    by its map score (orange raises the class, blue lowers it) under the series' line. The
+    channel name is escaped (in a ``<title>``). No script, no external reference."""
+    w, h, pad = _SVG_W, _SVG_H, _SVG_PAD
+    step_w = w / max(steps, 1)
+    span = (hi - lo) or 1.0
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w:.0f} {h:.0f}" '
+        f'preserveAspectRatio="none" role="img"><title>{_e(channel["name"])}</title>'
+    ]
+    for i, s in enumerate(channel["map"]):
+        if s is None or scale <= 0 or s == 0:
+            continue
+        r, g, b = _POS if s >= 0 else _NEG
+        alpha = 0.85 * min(1.0, abs(s) / scale)
+        parts.append(
+            f'<rect x="{i * step_w:.2f}" y="0" width="{step_w:.2f}" height="{h:.0f}" '
+            f'fill="rgb({r},{g},{b})" fill-opacity="{alpha:.3f}" shape-rendering="crispEdges">'
+            "<title>"
+            f"{_e(f'step {i} · score {_fmt(s)}')}</title></rect>"
+        )
+    path, pen_up = [], True
+    for i, val in enumerate(channel["values"]):
+        if val is None:
+            pen_up = True
+            continue
+        px = (i + 0.5) * step_w
+        py = h - pad - (val - lo) / span * (h - 2 * pad)
+        path.append(f"{'M' if pen_up else 'L'}{px:.2f},{py:.2f}")
+        pen_up = False
+    if path:
+        parts.append(
+            f'<path d="{" ".join(path)}" fill="none" stroke="#222" stroke-width="1.5" '
+            'vector-effect="non-scaling-stroke"/>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _tabular_section(att: Attribution) -> str:
+    """Signed bars per feature (name, value, score) with the responsiveness marks of
+    :func:`feature_recourse`, and a line saying whether the row is fixed."""
+    info = feature_recourse(
+        [u.label for u in att.units],
+        [u.meta.get("value") for u in att.units],
+        att.vector,
+        att.method,
+        att.extras,
+    )
+    finite = [abs(f["score"]) for f in info["features"] if f["score"] is not None]
+    scale = max(finite) if finite else 0.0
+    rows = []
+    for f in info["features"]:
+        score = f["score"]
+        bar = '<div class="track"></div>'
+        if score is not None and scale > 0:
+            w = 50.0 * min(1.0, abs(score) / scale)
+            left = 50.0 if score >= 0 else 50.0 - w
+            bar = (
+                f'<div class="track"><div class="fill" style="left:{left:.1f}%;width:{w:.1f}%;'
+                f'background:{_colour(score, scale)}"></div></div>'
+            )
+        mark = responsiveness_mark(f, info["kind"])
+        mark_html = "" if mark is None else f'<span class="resp {mark[0]}">{_e(mark[1])}</span>'
+        value = "" if f["value"] is None else f"= {f['value']:.4g}"
+        shown = _fmt(math.nan if score is None else score)
+        rows.append(
+            f'<tr><td class="name">{_e(f["name"])}</td><td class="muted">{_e(value)}</td>'
+            f'<td class="bar">{bar}</td><td class="num">{_e(shown)}</td><td>{mark_html}</td></tr>'
+        )
+    what = {
+        "responsiveness": "bar: share of the feature's feasible actions that reach the target",
+        "attribution": "bar: the attribution; mark: whether some feasible action on the feature "
+        "flips the decision",
+        None: "bar: the attribution",
+    }[info["kind"]]
+    note = ""
+    if info["fixed"]:
+        note = (
+            '<p><span class="badge fired">fixed</span> no single-feature action flips the '
+            "decision</p>"
+        )
+    elif info["fixed"] is False and info["denied"] is not False:
+        note = '<p><span class="badge kept">not fixed</span> some action flips the decision</p>'
+    return (
+        f'<h2>Features</h2>\n{note}<p class="muted">{_e(what)}</p>\n<table class="tab"><tbody>\n'
+        + "\n".join(rows)
+        + "\n</tbody></table>"
+    )
+
+
+def _series_section(att: Attribution) -> str | None:
+    """Each channel of a time-series result as an inline SVG with its map shaded under it."""
+    view = series_view(att.input, att.extras)
+    if view is None:
+        return None
+    lo, hi = view["value_range"]
+    figures = "".join(
+        f'<figure class="series"><figcaption>{_e(ch["name"])}</figcaption>'
+        f"{series_svg(ch, view['steps'], view['scale'], lo, hi)}</figure>"
+        for ch in view["channels"]
+    )
+    return (
+        "<h2>Series</h2>\n"
+        '<p class="muted">each channel\'s line over its attribution map: orange raises the class '
+        "score, blue lowers it</p>\n" + figures
+    )
+
+
 def attribution_html(attribution: Attribution, title: str | None = None) -> str:
     """Return a complete, self-contained HTML page showing ``attribution``.
 
@@ -299,8 +568,9 @@ def attribution_html(attribution: Attribution, title: str | None = None) -> str:
     giving score and rank; every page also has a header (method, target, parameters, cost) and
     the ranked table of all units with bars. A provenance result adds its decision to the header
     (prediction and rejection rule, explained source, source distribution) and the distribution
-    as bars with an "unknown" row; a detector's ``extras["statistic"]`` is a header row. All
-    shown text is HTML-escaped. No model calls.
+    as bars with an "unknown" row; a detector's ``extras["statistic"]`` is a header row; a
+    tabular result adds signed feature bars with responsiveness marks, a time-series result its
+    channels as SVG lines over the shaded map. All shown text is HTML-escaped. No model calls.
     """
     att = attribution
     v = att.vector
@@ -346,6 +616,10 @@ def attribution_html(attribution: Attribution, title: str | None = None) -> str:
     text_view = _text_view(att, v, rank, scale, heading)
     if text_view is not None:
         body.append(text_view)
+    if att.task == "tabular":
+        body.append(_tabular_section(att))
+    elif att.task == "timeseries":
+        body.append(_series_section(att) or "")
     body.append(_table(att, v, order, scale))
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

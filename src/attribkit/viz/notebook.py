@@ -12,7 +12,11 @@ no turn text) shaded by score with the decided turn marked, and its agents' tota
 first; a provenance result (which source produced a text, or "unknown") as its decision
 (the prediction with the rejection rule applied and the explained source), a bar per source
 (highest first, the prediction marked) with an "unknown" row saying whether the rule fired, and
-its text with each unit shaded; a bare Scorer's result over features (task None) as signed
+its text with each unit shaded; a tabular result as signed bars per feature (name, value,
+score) with each feature's responsiveness marked when the result carries it (the convention of
+:func:`attribkit.viz.html.feature_recourse`) and whether the row is fixed; a time-series result
+as each channel's line (inline SVG) with its attribution map shaded under it, and its top units;
+a bare Scorer's result over features (task None) as signed
 horizontal bars; anything else as its text with shaded units,
 or a ranked table. A result whose ``extras`` hold a finite ``statistic`` (a zero-shot
 machine-text detector's) shows it in the header. Inline styles only, no script; every piece of text (tokens, labels, the
@@ -29,7 +33,15 @@ from typing import Any
 import numpy as np
 
 from attribkit.core.attribution import Attribution
-from attribkit.viz.html import UNKNOWN, detector_statistic, source_decision
+from attribkit.viz.html import (
+    UNKNOWN,
+    detector_statistic,
+    feature_recourse,
+    responsiveness_mark,
+    series_svg,
+    series_view,
+    source_decision,
+)
 
 __all__ = ["notebook_html"]
 
@@ -446,6 +458,85 @@ def _image(att: Attribution) -> str | None:
     )
 
 
+_MARKS = {
+    "yes": "background:#dcf3e2;color:#1a5c2b",
+    "no": "background:#f9dede;color:#8a1f1f",
+    "immutable": "background:#eceff2;color:#555",
+}
+
+
+def _tabular(att: Attribution, v: np.ndarray) -> str:
+    """Signed bars per feature (name, value, score) with their responsiveness marks, and
+    whether the row is fixed (:func:`attribkit.viz.html.feature_recourse`)."""
+    names = [u.label for u in att.units]
+    values = [u.meta.get("value") for u in att.units]
+    info = feature_recourse(names, values, v, att.method, att.extras)
+    scale, rows = _scale(v), []
+    pad = "padding:.1em .5em .1em 0"
+    for f in info["features"]:
+        score = math.nan if f["score"] is None else f["score"]
+        bar = ""
+        if math.isfinite(score) and scale > 0:
+            w = 50.0 * min(1.0, abs(score) / scale)
+            left = 50.0 if score >= 0 else 50.0 - w
+            colour = "rgb({},{},{})".format(*(_POS if score >= 0 else _NEG))
+            bar = (
+                f'<div style="position:absolute;top:0;bottom:0;left:{left:.1f}%;width:{w:.1f}%;'
+                f'background:{colour}"></div>'
+            )
+        mark = responsiveness_mark(f, info["kind"])
+        mark_html = (
+            "" if mark is None else f'<span style="{_BADGE};{_MARKS[mark[0]]}">{_e(mark[1])}</span>'
+        )
+        value = "" if f["value"] is None else f"= {f['value']:.4g}"
+        rows.append(
+            "<tr>"
+            f'<td style="font-weight:600;white-space:pre-wrap;word-break:break-word;{pad}">'
+            f"{_e(f['name'])}</td>"
+            f'<td style="color:#6a737d;white-space:nowrap;{pad}">{_e(value)}</td>'
+            f'<td style="width:16em;{pad}"><div style="position:relative;height:.8em;'
+            f'background:#f0f2f4;width:16em">{bar}<div style="position:absolute;left:50%;'
+            'top:-2px;bottom:-2px;width:1px;background:#b8bec5"></div></div></td>'
+            f'<td style="text-align:right;font-variant-numeric:tabular-nums;{pad}">'
+            f"{_e(_fmt(score))}</td><td>{mark_html}</td></tr>"
+        )
+    head = ""
+    if info["fixed"]:
+        head = (
+            f'<div style="margin-top:.4em"><span style="{_BADGE};{_MARKS["no"]}">fixed</span> '
+            "no single-feature action flips the decision</div>"
+        )
+    elif info["fixed"] is False and info["denied"] is not False:
+        head = (
+            f'<div style="margin-top:.4em"><span style="{_BADGE};{_MARKS["yes"]}">not fixed'
+            "</span> some action flips the decision</div>"
+        )
+    return head + f'<table style="border-collapse:collapse;margin-top:.4em">{"".join(rows)}</table>'
+
+
+def _series(att: Attribution) -> str | None:
+    """Each channel's line (inline SVG) over its attribution map, shaded by score."""
+    view = series_view(att.input, att.extras)
+    if view is None:
+        return None
+    lo, hi = view["value_range"]
+    figures = "".join(
+        '<figure style="margin:.4em 0"><figcaption style="font-weight:600;font-size:.9em;'
+        f'white-space:pre-wrap;word-break:break-word">{_e(ch["name"])}</figcaption>'
+        '<div style="width:100%;max-width:48em;height:7em;border:1px solid #ddd;'
+        'border-radius:4px">'
+        + series_svg(ch, view["steps"], view["scale"], lo, hi).replace(
+            "<svg ", '<svg style="width:100%;height:100%;display:block" ', 1
+        )
+        + "</div></figure>"
+        for ch in view["channels"]
+    )
+    return (
+        '<div style="margin-top:.4em;color:#6a737d">each channel\'s line over its attribution '
+        "map: orange raises the class score, blue lowers it</div>" + figures
+    )
+
+
 def notebook_html(attribution: Attribution) -> str:
     """An HTML fragment (no ``<html>``, no script, inline styles) showing ``attribution`` the way
     the viewer does for its task kind (see the module docstring). All text is escaped. Costs no
@@ -485,6 +576,11 @@ def notebook_html(attribution: Attribution) -> str:
         body.append(_text_units(att, v) or _ranked(att, v))
     elif att.task == "image":
         body.append(_image(att) or "")
+        body.append(_ranked(att, v, limit=10))
+    elif att.task == "tabular":
+        body.append(_tabular(att, v))
+    elif att.task == "timeseries":
+        body.append(_series(att) or "")
         body.append(_ranked(att, v, limit=10))
     elif att.input.get("kind") == "features" or (
         att.units and all("value" in u.meta for u in att.units)

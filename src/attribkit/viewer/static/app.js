@@ -488,6 +488,118 @@
     );
   }
 
+  // A tabular run: one signed bar per feature (its value beside its name), ordered by |score|.
+  // With responsiveness (a responsiveness run, whose scores are the responsiveness, or an
+  // attribution carrying extras.responsiveness: feature name -> score) each feature is marked
+  // responsive, not responsive or immutable (attribkit.viz.html.feature_recourse). Names are text.
+  function respMark(f, kind) {
+    if (!kind) return null;
+    if (f.actionable === false && !f.responsive) return el("span", { class: "resp-mark resp-immutable" }, "immutable");
+    if (f.responsiveness === null || f.responsiveness === undefined) return null;
+    if (f.responsiveness > 0) return el("span", { class: "resp-mark resp-yes" }, `responsive ${plain(f.responsiveness, 2)}`);
+    return el("span", { class: "resp-mark resp-no" }, "not responsive");
+  }
+
+  function tabularBars(info, vector) {
+    const features = (info && info.features) || [];
+    const kind = info ? info.kind : null;
+    const scale = maxAbs(vector);
+    const key = (i) => (vector[i] === null || vector[i] === undefined ? -1 : Math.abs(vector[i]));
+    const order = features.map((_, i) => i).sort((i, j) => key(j) - key(i) || i - j);
+    const rows = el("div", { class: "features tabular" });
+    for (const i of order) {
+      const f = features[i];
+      const v = vector[i] === undefined ? null : vector[i];
+      const fill = el("span", { class: "fill " + (v !== null && v < 0 ? "neg" : "pos") });
+      fill.style.width = v === null ? "0" : `${(50 * Math.min(1, Math.abs(v) / scale)).toFixed(1)}%`;
+      if (v !== null && v < 0) fill.style.right = "50%";
+      else fill.style.left = "50%";
+      const row = el(
+        "div",
+        { class: "feature tab-feature", data: { unit: String(i) } },
+        el("span", { class: "feature-name" }, f.name),
+        el("span", { class: "feature-value" }, f.value === null || f.value === undefined ? "" : `= ${plain(f.value, 3)}`),
+        el("span", { class: "track wide" }, fill),
+        el("span", { class: "score" }, fmt(v)),
+        el("span", { class: "resp-slot" }, respMark(f, kind))
+      );
+      row.dataset.responsive = f.responsive === null || f.responsive === undefined ? "" : f.responsive ? "1" : "0";
+      rows.appendChild(row);
+    }
+    return rows;
+  }
+
+  function recourseNote(info) {
+    if (!info || (info.fixed === null && info.denied === null)) return null;
+    const line = el("div", { class: "decision-line" });
+    if (info.fixed) {
+      line.append(el("span", { class: "badge error" }, "fixed"), " no single-feature action flips the decision: every reason misleads");
+    } else if (info.denied === false) {
+      line.append(el("span", { class: "badge stored" }, "not denied"), " the model already gives the favourable outcome");
+    } else {
+      line.append(el("span", { class: "badge decided-badge" }, "not fixed"), " some feasible single-feature action flips the decision");
+    }
+    return el("div", { class: "decision recourse-note", role: "note", data: { fixed: info.fixed ? "1" : "0" } }, line);
+  }
+
+  // A time-series run: one inline SVG per channel (built element by element, no markup parsed):
+  // a rectangle per step shaded by its map score under the series' line.
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  function svgEl(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    for (const child of children) node.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+    return node;
+  }
+
+  function seriesCharts(info) {
+    const W = 600;
+    const H = 120;
+    const PAD = 8;
+    const steps = Math.max(1, info.steps || 1);
+    const stepW = W / steps;
+    const [lo, hi] = info.value_range || [0, 0];
+    const span = hi - lo || 1;
+    const box = el("div", { class: "series-charts" });
+    (info.channels || []).forEach((ch, c) => {
+      const shades = svgEl("g", { class: "shades" });
+      (ch.map || []).forEach((s, i) => {
+        if (s === null || s === 0 || !info.scale) return;
+        const [r, g, b] = s >= 0 ? POS : NEG;
+        const alpha = 0.85 * Math.min(1, Math.abs(s) / info.scale);
+        shades.appendChild(
+          svgEl(
+            "rect",
+            { class: "shade", x: (i * stepW).toFixed(2), y: 0, width: stepW.toFixed(2), height: H, "shape-rendering": "crispEdges", fill: `rgb(${r}, ${g}, ${b})`, "fill-opacity": alpha.toFixed(3), "data-step": i },
+            svgEl("title", {}, `step ${i} · score ${fmt(s)}`)
+          )
+        );
+      });
+      let d = "";
+      let penUp = true;
+      (ch.values || []).forEach((v, i) => {
+        if (v === null) {
+          penUp = true;
+          return;
+        }
+        const x = (i + 0.5) * stepW;
+        const y = H - PAD - ((v - lo) / span) * (H - 2 * PAD);
+        d += `${penUp ? "M" : "L"}${x.toFixed(2)},${y.toFixed(2)} `;
+        penUp = false;
+      });
+      const svg = svgEl("svg", { class: "series-svg", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" }, svgEl("title", {}, ch.name), shades);
+      if (d) svg.appendChild(svgEl("path", { class: "series-line", d: d.trim(), "vector-effect": "non-scaling-stroke" }));
+      box.appendChild(el("figure", { class: "series-chart", data: { channel: String(c) } }, el("figcaption", { class: "series-name" }, ch.name), svg));
+    });
+    return box;
+  }
+
+  function seriesCaption(info) {
+    if (!info || info.class_name === null || info.class_name === undefined) return null;
+    const predicted = info.prediction_name === null || info.prediction_name === undefined ? "" : ` (the model predicts ${info.prediction_name})`;
+    return el("p", { class: "image-class" }, "Explained class: ", el("span", { class: "class-label" }, info.class_name), predicted);
+  }
+
   function hasTextRanges(a) {
     const units = a.units || [];
     return (
@@ -593,6 +705,8 @@
     if (run.view === "generation") return { node: tokenHeatmap(run.tokens) };
     if (run.view === "image") return { node: run.overlay ? imageMap(run) : imageOverlay(run, units, vector) };
     if (run.view === "features") return { node: featureBars(units, vector) };
+    if (run.view === "tabular") return { node: tabularBars(run.tabular, vector) };
+    if (run.view === "timeseries" && run.series) return { node: seriesCharts(run.series) };
     return { node: rankList(units, vector, ranking, 30) };
   }
 
@@ -757,6 +871,29 @@
             sourceBars(info)
           )
         ),
+        el("h2", {}, "Ranked units"),
+        rankList(a.units, run.vector, ranking, 20),
+      ];
+    } else if (run.view === "tabular") {
+      const info = run.tabular || { features: [], kind: null, fixed: null, denied: null };
+      const hint = info.kind === "responsiveness"
+        ? "bar: share of the feature's feasible actions that reach the target"
+        : info.kind
+          ? "bar: the attribution; mark: whether some feasible action on the feature flips the decision"
+          : "bar: the attribution";
+      blocks = [
+        recourseNote(info),
+        el("h2", {}, "Features ", el("span", { class: "hint" }, hint)),
+        legend(maxAbs(run.vector), info.kind === "responsiveness" ? "orange: the share of the feature's feasible actions that flip the decision" : undefined),
+        view.node,
+      ];
+    } else if (run.view === "timeseries") {
+      const info = run.series;
+      blocks = [
+        seriesCaption(info),
+        el("h2", {}, "Series ", el("span", { class: "hint" }, "each channel's line, its attribution shaded under it")),
+        legend(info && info.scale ? info.scale : maxAbs(run.vector), "blue lowers the class score, orange raises it"),
+        view.node,
         el("h2", {}, "Ranked units"),
         rankList(a.units, run.vector, ranking, 20),
       ];
