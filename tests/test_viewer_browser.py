@@ -105,8 +105,16 @@ def maren_site(tmp_path_factory, smollm2):
 
 
 def _open(page, url):
+    """Open ``url`` and wait until the page is drawn; a run page waits until it shows that run
+    (a hash change from another run keeps ``data-ready`` set, so waiting for it alone could
+    read the previous run)."""
     page.goto(url)
     page.wait_for_selector("body[data-ready='1']")
+    if "#/run/" in url:
+        run_id = url.split("#/run/", 1)[1].split("?")[0].split("/")[0]
+        page.wait_for_function(
+            "(id) => (document.querySelector('dd.meta-id') || {}).textContent === id", arg=run_id
+        )
 
 
 def test_page_lists_stored_runs(page, tiny_site):
@@ -513,18 +521,9 @@ def tabular_series_site(tmp_path_factory):
     store.close()
 
 
-def _open_run(page, url, run_id):
-    """Open run ``run_id`` and wait until the page shows it (a hash change from another run
-    keeps ``data-ready`` set, so waiting for it alone could read the previous run)."""
-    page.goto(f"{url}#/run/{run_id}")
-    page.wait_for_function(
-        "(id) => (document.querySelector('dd.meta-id') || {}).textContent === id", arg=run_id
-    )
-
-
 def test_tabular_run_is_signed_bars_with_responsiveness_marks(page, tabular_series_site):
     url, store, ids = tabular_series_site
-    _open_run(page, url, ids["shap"])
+    _open(page, f"{url}#/run/{ids['shap']}")
     page.wait_for_selector(".view-tabular .tab-feature")
     a = store.get(ids["shap"]).attribution
     rows = page.locator(".tab-feature")
@@ -549,7 +548,7 @@ def test_tabular_run_is_signed_bars_with_responsiveness_marks(page, tabular_seri
     )
     _inert(page)
 
-    _open_run(page, url, ids["resp"])
+    _open(page, f"{url}#/run/{ids['resp']}")
     page.wait_for_selector(".view-tabular .tab-feature")
     assert page.locator(".resp-mark.resp-immutable").count() == 2  # age and the script name
     _inert(page)
@@ -561,7 +560,7 @@ def test_series_run_is_lines_over_the_shaded_map(page, tabular_series_site):
     from attribkit.tasks.timeseries import series_map
 
     url, store, ids = tabular_series_site
-    _open_run(page, url, ids["series"])
+    _open(page, f"{url}#/run/{ids['series']}")
     page.wait_for_selector(".view-timeseries svg.series-svg")
     m = series_map(store.get(ids["series"]).attribution)
     charts = page.locator(".series-chart")
