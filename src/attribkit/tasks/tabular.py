@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from attribkit.core.attribution import Attribution
-from attribkit.core.cost import Budget, Cost, CostMeter
+from attribkit.core.cost import Budget, CostMeter
 from attribkit.core.errors import InputError
 from attribkit.core.gradient import GradientScorer
 from attribkit.core.registry import attribute
@@ -291,22 +291,6 @@ class TabularTask(Task):
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """The model's predicted labels (or values) of ``rows``. One forward pass per row."""
         return self.model.predict(np.asarray(rows, dtype=float))
-
-    def result(
-        self, scores: np.ndarray, method: str, params: dict[str, Any], cost: Cost, **extras: Any
-    ) -> Attribution:
-        """An Attribution over the row's features."""
-        return Attribution(
-            units=list(self.units),
-            scores=scores,
-            method=method,
-            target=self.target_info,
-            params=params,
-            cost=cost,
-            input=self.units.to_dict(),
-            extras=extras,
-            task=self.kind,
-        )
 
     def scorer(self, budget: Budget | None = None) -> Scorer:
         """A mask :class:`Scorer` over the features (removed = baseline / background rows)."""
