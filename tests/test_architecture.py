@@ -19,10 +19,12 @@ SRC = Path(ak.__file__).parent
 LAYERS = [
     "core",
     "models",
+    "internals",
     "tasks",
     "methods",
     "viz",
     "evaluation",
+    "by_design",
     "store",
     "dataset",
     "testing",
