@@ -16,6 +16,12 @@ from attribkit.models.authorship import (
     read_author_folders,
 )
 from attribkit.models.blackbox import CallableModel
+from attribkit.models.blazeface import (
+    BlazeFace,
+    FaceDetection,
+    blazeface_available,
+    blazeface_model_path,
+)
 from attribkit.models.classifier import TorchClassifier
 from attribkit.models.forensics import max_softmax_baseline, residual_features
 from attribkit.models.generators import ToyGenerator, toy_source_dataset
@@ -48,10 +54,12 @@ __all__ = [
     "LOADERS",
     "ActionSet",
     "AuthorshipModel",
+    "BlazeFace",
     "BurrowsDelta",
     "CallableModel",
     "CharNgramSVM",
     "ChatJudge",
+    "FaceDetection",
     "FederalistPapers",
     "HFNextToken",
     "Hierarchy",
@@ -76,6 +84,8 @@ __all__ = [
     "audio_features",
     "authorship_model",
     "available_voices",
+    "blazeface_available",
+    "blazeface_model_path",
     "cache_root",
     "german_credit_actions",
     "imagenet_labels",
