@@ -218,17 +218,29 @@ def weighted_nms(
 
 @dataclass(frozen=True)
 class FaceDetection:
-    """One detection after NMS: ``box`` (x1, y1, x2, y2) in the image's pixels, ``score``,
-    ``label`` (``"face"``), ``label_index`` (0), ``keypoints`` (6, 2) pixel (x, y) — right eye,
-    left eye, nose tip, mouth, right ear, left ear — and ``index``: the pre-NMS candidate that led
-    the merge (an index into the detector's N candidates)."""
+    """One detection after NMS, with the fields of :class:`attribkit.tasks.detection.Detection`:
+    ``box`` (x1, y1, x2, y2) in the image's pixels, ``label`` (class index, 0), ``score``,
+    ``name`` (``"face"``); plus ``keypoints`` (6, 2) pixel (x, y) — right eye, left eye, nose
+    tip, mouth, right ear, left ear — and ``index``, the pre-NMS candidate that led the merge (an
+    index into the detector's N candidates)."""
 
     box: tuple[float, float, float, float]
+    label: int
     score: float
-    label: str = "face"
-    label_index: int = 0
+    name: str = "face"
     keypoints: np.ndarray = field(default_factory=lambda: np.zeros((_NUM_KEYPOINTS, 2)))
     index: int = -1
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (box, label, name, score, keypoints, index)."""
+        return {
+            "box": [float(v) for v in self.box],
+            "label": int(self.label),
+            "name": self.name,
+            "score": float(self.score),
+            "keypoints": np.asarray(self.keypoints, dtype=float).tolist(),
+            "index": int(self.index),
+        }
 
 
 # ---------------------------------------------------------------------------- the detector
@@ -246,14 +258,16 @@ class BlazeFace(CostMeter):
 
     ``detector(images)`` takes (B, H, W, 3) or one (H, W, 3) image, float in [0, 1], and returns
     pre-NMS ``boxes`` (B, 896, 4) xyxy in the input's pixels and ``scores`` (B, 896, 1)
-    (``sigmoid(clip(logit, ±100))``); ``keypoints`` of the last call are in ``last_keypoints``.
+    (``sigmoid(clip(logit, ±100))``); :meth:`detect` adds the candidates' key points.
     The model takes batch 1, so a batch runs one image at a time: ``cost.forward_passes`` and
     ``cost.batches`` both grow by B (about 1–5 ms per image here). Thread-safe (one lock).
     """
 
-    classes: tuple[str, ...] = ("face",)
     input_size: int = INPUT_SIZE
     num_candidates: int = len(_ANCHORS)
+    #: MediaPipe's post-processing (what :meth:`predict` and :meth:`postprocess` do)
+    nms_method: str = "weighted"
+    iou_threshold: float = 0.3
 
     def __init__(
         self,
@@ -272,6 +286,9 @@ class BlazeFace(CostMeter):
             raise InputError(f"num_threads must be >= 1, got {num_threads}")
         self.model_path = path
         self.name = name
+        self.classes = ["face"]
+        #: images composed per call by attribution tasks (the model itself runs one at a time)
+        self.batch_size = 32
         self.letterbox = bool(letterbox)
         self._interp = interpreter(model_path=str(path), num_threads=int(num_threads))
         self._interp.allocate_tensors()
@@ -285,7 +302,6 @@ class BlazeFace(CostMeter):
         self._reg = outs["regressors"]["index"]
         self._cls = outs["classificators"]["index"]
         self._lock = threading.Lock()
-        self.last_keypoints: np.ndarray | None = None
 
     def __repr__(self) -> str:
         return f"BlazeFace({self.name}, letterbox={self.letterbox}, cost={self.cost})"
@@ -367,6 +383,12 @@ class BlazeFace(CostMeter):
     def __call__(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
         """Pre-NMS candidates of display images (B, H, W, 3) in [0, 1]: ``boxes`` (B, 896, 4)
         xyxy float32 in the images' pixels and ``scores`` (B, 896, 1). Costs B forward passes."""
+        boxes, scores, _ = self.detect(images)
+        return boxes, scores
+
+    def detect(self, images: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As calling the detector, plus every candidate's 6 key points (B, 896, 6, 2) in pixels.
+        Costs B forward passes."""
         x = self._check(images)
         h, w = x.shape[1:3]
         reg, cls = self.raw(x)
@@ -383,33 +405,49 @@ class BlazeFace(CostMeter):
             kp[..., 0] = (kp[..., 0] - ox) * sx
             kp[..., 1] = (kp[..., 1] - oy) * sy
             boxes[i], scores[i], kps[i] = b, s, kp
-        self.last_keypoints = kps
-        return boxes, scores
+        return boxes, scores, kps
 
-    def predict(
+    def postprocess(
         self,
-        image: Any,
+        boxes: Any,
+        scores: Any,
         score_threshold: float = 0.5,
-        iou_threshold: float = 0.3,
-    ) -> list[FaceDetection]:
-        """The faces in one image (array, PIL image or path; uint8 or float) as MediaPipe reports
-        them: candidates with score ≥ ``score_threshold`` merged by weighted NMS at
-        ``iou_threshold``, best first. Costs one forward pass."""
-        img = to_rgb01(image)
-        boxes, scores = self(img)
-        kps = self.last_keypoints
-        assert kps is not None
-        keep = np.flatnonzero(scores[0, :, 0] >= score_threshold)
-        merged = weighted_nms(boxes[0, keep], scores[0, keep, 0], iou_threshold, kps[0, keep])
-        return [
-            FaceDetection(
-                box=tuple(float(v) for v in box),  # type: ignore[arg-type]
-                score=score,
-                keypoints=np.asarray(kp, dtype=np.float32),
-                index=int(keep[members[0]]),
+        keypoints: Any = None,
+    ) -> list[list[FaceDetection]]:
+        """Per image, the faces of raw outputs (B, N, 4) and (B, N, 1) as MediaPipe reports them:
+        candidates with score ≥ ``score_threshold`` merged by weighted NMS at
+        :attr:`iou_threshold`, best first (key points when ``keypoints`` (B, N, 6, 2) is given).
+        No model call."""
+        boxes, scores = np.asarray(boxes), np.asarray(scores)
+        out = []
+        for i in range(boxes.shape[0]):
+            keep = np.flatnonzero(scores[i, :, 0] >= score_threshold)
+            kp = np.asarray(keypoints[i])[keep] if keypoints is not None else None
+            merged = weighted_nms(boxes[i, keep], scores[i, keep, 0], self.iou_threshold, kp)
+            out.append(
+                [
+                    FaceDetection(
+                        box=tuple(float(v) for v in box),  # type: ignore[arg-type]
+                        label=0,
+                        score=score,
+                        keypoints=(
+                            np.asarray(k, dtype=np.float32)
+                            if k is not None
+                            else np.full((_NUM_KEYPOINTS, 2), np.nan, np.float32)
+                        ),
+                        index=int(keep[members[0]]),
+                    )
+                    for box, score, k, members in merged
+                ]
             )
-            for box, score, kp, members in merged
-        ]
+        return out
+
+    def predict(self, image: Any, score_threshold: float = 0.5) -> list[FaceDetection]:
+        """The faces in one image (array, PIL image or path; uint8 or float) as MediaPipe reports
+        them (:meth:`postprocess`: score ≥ ``score_threshold``, weighted NMS at IoU 0.3), best
+        first, with their key points. Costs one forward pass."""
+        boxes, scores, kps = self.detect(to_rgb01(image))
+        return self.postprocess(boxes, scores, score_threshold, kps)[0]
 
 
 def _load_blazeface(
