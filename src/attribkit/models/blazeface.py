@@ -222,12 +222,14 @@ class FaceDetection:
     ``box`` (x1, y1, x2, y2) in the image's pixels, ``label`` (class index, 0), ``score``,
     ``name`` (``"face"``); plus ``keypoints`` (6, 2) pixel (x, y) — right eye, left eye, nose
     tip, mouth, right ear, left ear — and ``index``, the pre-NMS candidate that led the merge (an
-    index into the detector's N candidates)."""
+    index into the detector's N candidates). ``class_scores`` is ``(score,)``: the one class's
+    score vector (D-RISE's similarity reads it)."""
 
     box: tuple[float, float, float, float]
     label: int
     score: float
     name: str = "face"
+    class_scores: tuple[float, ...] = field(default=(), repr=False)
     keypoints: np.ndarray = field(default_factory=lambda: np.zeros((_NUM_KEYPOINTS, 2)))
     index: int = -1
 
@@ -430,6 +432,7 @@ class BlazeFace(CostMeter):
                         box=tuple(float(v) for v in box),  # type: ignore[arg-type]
                         label=0,
                         score=score,
+                        class_scores=(score,),
                         keypoints=(
                             np.asarray(k, dtype=np.float32)
                             if k is not None
