@@ -9,6 +9,14 @@ from attribkit.tasks.context import (
     resolve_span,
 )
 from attribkit.tasks.context_cases import FAMILIES, ContextCase, make_cases, make_suite
+from attribkit.tasks.detection import (
+    CallableDetector,
+    Detection,
+    DetectionTask,
+    Detector,
+    TorchDetector,
+    attribute_detection,
+)
 from attribkit.tasks.generation import (
     GenerationTask,
     aggregate_columns,
@@ -44,8 +52,12 @@ __all__ = [
     "FAMILIES",
     "AgentLog",
     "AgentTask",
+    "CallableDetector",
     "ContextCase",
     "ContextTask",
+    "Detection",
+    "DetectionTask",
+    "Detector",
     "GenerationTask",
     "ImageTask",
     "MachineTextTask",
@@ -57,12 +69,14 @@ __all__ = [
     "SeriesUnits",
     "TabularTask",
     "TimeSeriesTask",
+    "TorchDetector",
     "Turn",
     "TurnUnits",
     "aggregate_columns",
     "aggregate_rows",
     "attribute_agents",
     "attribute_context",
+    "attribute_detection",
     "attribute_generation",
     "attribute_image",
     "attribute_machine_text",
