@@ -29,6 +29,8 @@ The public API, re-exported here, is stable:
   (Feature Responsiveness Scores), :func:`reasons_without_recourse`;
 - time series: :func:`attribute_timeseries`, :class:`TimeSeriesTask` (cells, time steps,
   windows, overlapping windows; occlusion, TimeX and every gradient method on a torch model);
+- internals: :func:`causal_graph` (channels' average causal and path effects for a class,
+  :class:`CausalGraph` with its causal CAM), :func:`channel_report`;
 - token-level LM analysis: :func:`direct_logit_attribution`, :func:`grains_vectors` and
   :func:`steer` (GrAInS steering);
 - images: :func:`attribute_image`, :class:`ImageTask`, :class:`ImageClassifier`,
@@ -86,6 +88,7 @@ from attribkit.evaluation import (
     who_when_score,
     write_predictions,
 )
+from attribkit.internals import CausalGraph, causal_graph, channel_report
 from attribkit.methods.catalog import BUILTIN as _BUILTIN
 from attribkit.methods.generation.dla import direct_logit_attribution
 from attribkit.methods.generation.grains import SteeringVectors, grains_vectors, steer
@@ -241,6 +244,9 @@ __all__ = [
     "attribute_tabular",
     "attribute_timeseries",
     "TimeSeriesTask",
+    "CausalGraph",
+    "causal_graph",
+    "channel_report",
     "reasons_without_recourse",
     "responsiveness",
     *_core_all,
