@@ -133,6 +133,29 @@ def test_torch_detector_resizes_normalises_and_scales_boxes_back() -> None:
         TorchDetector(lambda x: x, ["thing"])  # type: ignore[arg-type]
 
 
+def test_any_object_with_the_protocol_is_a_detector() -> None:
+    class Duck:  # as models.blazeface.BlazeFace: no base class, no cost meter needed
+        name = "duck"
+
+        def __init__(self, fn: SquareFn) -> None:
+            self.fn, self.classes = fn, ["square", "other"]
+
+        def __call__(self, images: np.ndarray):
+            return self.fn(images)
+
+        def postprocess(self, boxes, scores, score_threshold=0.5):
+            return [nms(b, s, score_threshold=score_threshold, classes=self.classes)
+                    for b, s in zip(boxes, scores, strict=True)]  # fmt: skip
+
+    fn = SquareFn()
+    task = DetectionTask(Duck(fn), toy_image(), units=GRID)
+    assert task.box == SQUARE and task.cost.forward_passes == 1 and task.batch_size == 16
+    assert task.scorer()(np.ones(16, bool))[0] == 1.0 and task.cost.forward_passes == fn.rows
+    bad = DetectionTask(Duck(SquareFn(nan=True)), toy_image(), box=SQUARE, label=0, units=GRID)
+    with pytest.raises(ScorerError, match="duck returned non-finite"):
+        bad.values(toy_image()[None])
+
+
 # -- the task ----------------------------------------------------------------------------------------
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "TorchDetector",
     "attribute_detection",
     "box_iou",
+    "check_output",
     "detection_units",
     "nms",
     "object_scores",
@@ -301,22 +302,7 @@ class Detector(CostMeter, ABC):
         return np.concatenate(all_boxes), np.concatenate(all_scores)
 
     def _check(self, boxes: np.ndarray, scores: np.ndarray, b: int, c: int) -> None:
-        if boxes.ndim != 3 or boxes.shape[0] != b or boxes.shape[2] != 4:
-            raise ScorerError(
-                f"{self.name} returned boxes of shape {boxes.shape} for {b} images; the protocol "
-                f"is (B, N, 4) boxes x1 y1 x2 y2 in pixels, before NMS"
-            )
-        if scores.shape != (b, boxes.shape[1], c):
-            raise ScorerError(
-                f"{self.name} returned scores of shape {scores.shape} for boxes {boxes.shape} and "
-                f"{c} classes; the protocol is (B, N, C) with one score per candidate and class "
-                f"({self.classes})"
-            )
-        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-            raise ScorerError(
-                f"{self.name} returned non-finite boxes or scores (NaN or inf) for an input batch; "
-                "check the detector's weights and decoding"
-            )
+        check_output(boxes, scores, b, self.classes, self.name)
 
     def postprocess(
         self, boxes: Any, scores: Any, score_threshold: float = 0.5
@@ -344,6 +330,30 @@ class Detector(CostMeter, ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, classes={list(self.classes)})"
+
+
+def check_output(
+    boxes: np.ndarray, scores: np.ndarray, n_images: int, classes: Sequence[str], name: str
+) -> None:
+    """ScorerError unless ``boxes`` is (n_images, N, 4) and ``scores`` (n_images, N, C) for the
+    C ``classes``, all finite: the detector protocol's output. No model call."""
+    c = len(classes)
+    if boxes.ndim != 3 or boxes.shape[0] != n_images or boxes.shape[2] != 4:
+        raise ScorerError(
+            f"{name} returned boxes of shape {boxes.shape} for {n_images} images; the protocol "
+            f"is (B, N, 4) boxes x1 y1 x2 y2 in pixels, before NMS"
+        )
+    if scores.shape != (n_images, boxes.shape[1], c):
+        raise ScorerError(
+            f"{name} returned scores of shape {scores.shape} for boxes {boxes.shape} and "
+            f"{c} classes; the protocol is (B, N, C) with one score per candidate and class "
+            f"({list(classes)[:20]})"
+        )
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise ScorerError(
+            f"{name} returned non-finite boxes or scores (NaN or inf) for an input batch; "
+            "check the detector's weights and decoding"
+        )
 
 
 def _to_numpy(v: Any) -> np.ndarray:
@@ -542,7 +552,7 @@ class RegionScores:
                 todo[k] = i
         self.task.cost.cache_hits += len(keys) - len(todo)
         rows = list(todo.items())
-        step = max(self.task.detector.batch_size, 1)
+        step = self.task.batch_size
         for s in range(0, len(rows), step):
             chunk = rows[s : s + step]
             images = self.units.compose_batch(m[[i for _, i in chunk]]).astype(np.float32)
@@ -554,6 +564,21 @@ class RegionScores:
 
 
 # -- the task -------------------------------------------------------------------------------------
+
+
+def _follows_protocol(detector: Any) -> bool:
+    """A :class:`Detector`, or any object with the protocol (callable, ``classes``,
+    ``postprocess``) — e.g. :class:`attribkit.models.blazeface.BlazeFace`."""
+    if isinstance(detector, Detector):
+        return True
+    classes = getattr(detector, "classes", None)
+    return (
+        callable(detector)
+        and isinstance(classes, Sequence)
+        and not isinstance(classes, str)
+        and len(classes) > 0
+        and callable(getattr(detector, "postprocess", None))
+    )
 
 
 class DetectionTask(CostMeter, Task):
@@ -601,10 +626,11 @@ class DetectionTask(CostMeter, Task):
         image_size: int | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(detector, Detector):
+        if not _follows_protocol(detector):
             raise InputError(
-                f"DetectionTask needs a Detector, got {type(detector).__name__}; wrap a function "
-                "as CallableDetector(fn, classes=[...]) or a torch module as "
+                f"DetectionTask needs a detector (callable on images, with classes and "
+                f"postprocess), got {type(detector).__name__}; wrap a function as "
+                "CallableDetector(fn, classes=[...]) or a torch module as "
                 "TorchDetector(module, classes=[...])"
             )
         if mode not in MODES:
@@ -612,6 +638,9 @@ class DetectionTask(CostMeter, Task):
         if not 0.0 <= float(score_threshold) <= 1.0:
             raise InputError(f"score_threshold must be in [0, 1], got {score_threshold}")
         self.detector, self.mode = detector, mode
+        self.detector_name = str(getattr(detector, "name", type(detector).__name__))
+        #: images composed and sent to the detector per call
+        self.batch_size = max(int(getattr(detector, "batch_size", 16) or 16), 1)
         self.score_threshold = float(score_threshold)
         img = to_rgb01(image)
         self.image = img if image_size is None else prepare_image(img, image_size, resize=None)
@@ -651,7 +680,7 @@ class DetectionTask(CostMeter, Task):
             "source": self.source,
             "index": self.index,
             "mode": mode,
-            "detector": detector.name,
+            "detector": self.detector_name,
         }
 
     # -- target --------------------------------------------------------------------------------
@@ -661,7 +690,8 @@ class DetectionTask(CostMeter, Task):
         return int(self.image.shape[0]), int(self.image.shape[1])
 
     def __repr__(self) -> str:
-        return f"DetectionTask({self.detector.name}, {self.shape[0]}x{self.shape[1]}, {self.target_info['description']})"
+        h, w = self.shape
+        return f"DetectionTask({self.detector_name}, {h}x{w}, {self.target_info['description']})"
 
     @property
     def detections(self) -> list[Detection]:
@@ -685,14 +715,14 @@ class DetectionTask(CostMeter, Task):
         if isinstance(label, str):
             if label not in classes:
                 raise InputError(
-                    f"{self.detector.name} has no class {label!r}; its classes: {classes[:20]}"
+                    f"{self.detector_name} has no class {label!r}; its classes: {classes[:20]}"
                 )
             return classes.index(label)
         if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
             raise InputError(f"label must be a class index or name, got {label!r}")
         if not 0 <= int(label) < len(classes):
             raise InputError(
-                f"label {label} is not a class of {self.detector.name}: it has {len(classes)} "
+                f"label {label} is not a class of {self.detector_name}: it has {len(classes)} "
                 f"classes {classes[:20]} (indices 0..{len(classes) - 1})"
             )
         return int(label)
@@ -743,7 +773,7 @@ class DetectionTask(CostMeter, Task):
             top = np.sort(self.raw[1][0].max(axis=1) if self.raw[1].size else np.zeros(0))[::-1]
             shown = ", ".join(f"{v:.3f}" for v in top[:5]) or "none (no candidates)"
             raise InputError(
-                f"no detection to explain: {self.detector.name} finds nothing scoring >= "
+                f"no detection to explain: {self.detector_name} finds nothing scoring >= "
                 f"{self.score_threshold} (top candidate scores: {shown}); lower score_threshold=, "
                 "or give box= and label= to explain a missed object"
             )
@@ -759,8 +789,8 @@ class DetectionTask(CostMeter, Task):
         clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h)))
         if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
             raise InputError(f"detection {k}'s box {d.box} lies outside the image")
-        vector = np.asarray(d.class_scores, dtype=np.float64)
-        if label is not None and lab != d.label:
+        vector = np.asarray(getattr(d, "class_scores", ()), dtype=np.float64).ravel()
+        if (label is not None and lab != d.label) or vector.shape != (n_classes,):
             vector = np.zeros(n_classes)
             vector[lab] = 1.0
         return clipped, lab, "prediction", k, d.score, vector
@@ -769,14 +799,28 @@ class DetectionTask(CostMeter, Task):
     def detect(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
         """The detector's raw candidates for a (B, H, W, 3) batch, counted on the task (one
         forward pass per image)."""
-        before = self.detector.cost.copy()
-        try:
-            return self.detector(images)
-        finally:
-            spent = self.detector.cost - before
-            self.cost.forward_passes += spent.forward_passes
-            self.cost.batches += spent.batches
-            self.cost.seconds += spent.seconds
+        meter = getattr(self.detector, "cost", None)
+        if not isinstance(meter, Cost):  # a detector that does not count: one pass per image
+            with self.timed():
+                out = self.detector(images)
+            self.cost.forward_passes += len(images)
+            self.cost.batches += 1
+        else:
+            before = meter.copy()
+            try:
+                out = self.detector(images)
+            finally:
+                spent = self.detector.cost - before
+                self.cost.forward_passes += spent.forward_passes
+                self.cost.batches += spent.batches
+                self.cost.seconds += spent.seconds
+        if isinstance(self.detector, Detector):  # checked by the detector itself
+            return out
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise ScorerError(f"{self.detector_name} must return (boxes, scores)")
+        boxes, scores = _to_numpy(out[0]), _to_numpy(out[1])
+        check_output(boxes, scores, len(images), self.detector.classes, self.detector_name)
+        return boxes, scores
 
     def terms(self, images: Any) -> dict[str, np.ndarray]:
         """:func:`object_scores` (object, iou, cls, index) of the target for each image of a
@@ -876,7 +920,7 @@ class DetectionTask(CostMeter, Task):
             u,
             value,
             target=self.target_info,
-            batch_size=max(self.detector.batch_size, 1),
+            batch_size=self.batch_size,
             meter=self,
             task_kind=self.kind,
             **scorer_kw,
