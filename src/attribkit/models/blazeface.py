@@ -326,10 +326,12 @@ class BlazeFace(CostMeter):
     def to_input(self, images: Any) -> np.ndarray:
         """Display images (B, H, W, 3) in [0, 1] → the model's (B, 128, 128, 3) in [−1, 1]
         (bilinear resize with antialiasing, black letterbox borders). No model call."""
-        x = self._check(images)
+        return self._to_input(self._check(images))
+
+    def _to_input(self, x: np.ndarray) -> np.ndarray:
         b, h, w, _ = x.shape
         nh, nw, top, left = self._layout(h, w)
-        t = torch.from_numpy(x).permute(0, 3, 1, 2)
+        t = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
         if (nh, nw) != (h, w):
             t = F.interpolate(
                 t, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False
@@ -353,21 +355,23 @@ class BlazeFace(CostMeter):
             raise InputError(f"BlazeFace got an empty batch or a too small image: {x.shape}")
         if x.dtype == np.uint8:
             raise InputError("BlazeFace takes float images in [0, 1]; divide uint8 values by 255")
-        x = x.astype(np.float32, copy=False)
-        if not np.isfinite(x).all():
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        lo, hi = float(x.min()), float(x.max())  # NaN propagates through min and max
+        if not (np.isfinite(lo) and np.isfinite(hi)):
             raise InputError("the images contain NaN or infinite values")
-        if x.min() < -1e-4 or x.max() > 1 + 1e-4:
-            raise InputError(
-                f"BlazeFace takes images in [0, 1] (got {x.min():.3g} .. {x.max():.3g})"
-            )
-        return np.ascontiguousarray(x)
+        if lo < -1e-4 or hi > 1 + 1e-4:
+            raise InputError(f"BlazeFace takes images in [0, 1] (got {lo:.3g} .. {hi:.3g})")
+        return x
 
     # -- the protocol --------------------------------------------------------------------------
 
     def raw(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
         """The model's own outputs for display images: regressors (B, 896, 16) and logits
         (B, 896, 1). Costs B forward passes."""
-        x = self.to_input(images)
+        return self._raw(self._check(images))
+
+    def _raw(self, checked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = self._to_input(checked)
         reg = np.empty((x.shape[0], self.num_candidates, 16), dtype=np.float32)
         cls = np.empty((x.shape[0], self.num_candidates, 1), dtype=np.float32)
         with self._lock, self.timed():
@@ -393,7 +397,7 @@ class BlazeFace(CostMeter):
         Costs B forward passes."""
         x = self._check(images)
         h, w = x.shape[1:3]
-        reg, cls = self.raw(x)
+        reg, cls = self._raw(x)
         nh, nw, top, left = self._layout(h, w)
         sx, sy = INPUT_SIZE * w / nw, INPUT_SIZE * h / nh
         ox, oy = left / INPUT_SIZE, top / INPUT_SIZE
