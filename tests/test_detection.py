@@ -229,3 +229,221 @@ def test_attribute_detection_builds_the_task_from_its_options() -> None:
     assert a.target["mode"] == "cls" and a.target["box"] == list(SQUARE) and len(a.units) == 16
     b = attribute_detection(det, toy_image(), method="loo", box=(0, 0, 16, 16), label=0, patch=16)
     assert b.target["source"] == "given" and len(b.units) == 4 and b.heatmap.shape == (32, 32)
+
+
+# -- VPS ---------------------------------------------------------------------------------------------
+
+
+def test_vps_ranks_the_square_first_with_the_exact_call_count_and_closed_form_curves() -> None:
+    from attribkit.methods.detection.vps import greedy_passes, vps
+
+    task, fn = toy_task()
+    rows = fn.rows
+    a = vps(task)
+    assert a.method == "vps" and a.task == "detection" and a.extras["order"][:4] == SQUARE_UNITS
+    assert a.extras["order"][4:] == [u for u in range(16) if u not in SQUARE_UNITS]  # ties: index
+    # m(m + 1) = 272 images less the 4 of the second-to-last step and the known full image
+    assert a.cost.forward_passes == greedy_passes(16) == 16 * 17 - 5 == fn.rows - rows
+    assert a.cost.forward_passes + a.cost.cache_hits == 16 * 17 + 2 * 17  # search + curves
+    assert a.extras["curve_forward_passes"] == 0 and a.extras["evaluations"] == 16 * 17 // 2
+    ins, dele = a.extras["insertion_curve"], a.extras["deletion_curve"]
+    steps = np.minimum(np.arange(17), 4) / 4  # share of the square kept after k regions
+    assert ins["area"] == pytest.approx(np.arange(17) / 16)
+    assert ins["object"] == pytest.approx(steps) and ins["cls"] == pytest.approx(steps)
+    assert dele["object"] == pytest.approx(1 - steps) and ins["iou"] == pytest.approx([1.0] * 17)
+    assert a.extras["insertion_auc"] == pytest.approx(0.875)  # 4 ramps of 1/16, then 1
+    assert a.extras["deletion_auc"] == pytest.approx(0.125)
+    assert a.extras["highest_confidence_50"] == a.extras["highest_confidence_75"] == 1.0
+    # F(S) = 2·share(S): gains 0.5 four times, then 0 — the authors' map
+    assert a.extras["values_along_order"] == pytest.approx([0, 0.5, 1, 1.5, 2] + [2] * 12)
+    expected = np.zeros(16)
+    expected[[5, 6, 9]] = [1, 2 / 3, 1 / 3]  # the 4th square region ties with the rest at 0
+    assert a.scores == pytest.approx(expected) and a.heatmap[12, 12] == pytest.approx(1.0)
+    assert a.target["box"] == list(SQUARE) and a.params["mode"] == "object"
+    again = vps(task)  # everything cached on the task
+    assert again.cost.forward_passes == 0 and again.scores == pytest.approx(a.scores)
+    ranked = vps(toy_task()[0], values="rank")
+    assert sorted(ranked.ranking[:4].tolist()) == SQUARE_UNITS and ranked.scores.max() == 1.0
+
+
+def test_vps_bidirectional_search_and_options() -> None:
+    from attribkit.methods.detection.vps import greedy_passes, vps
+    from attribkit.methods.image.submodular import bidirectional_evaluations
+
+    task, _ = toy_task(mode="cls")
+    b = vps(task, search="bidirectional", pending=4)
+    assert b.extras["order"][:4] == SQUARE_UNITS and b.params["search"] == "bidirectional"
+    assert b.cost.forward_passes <= 2 * bidirectional_evaluations(16, 4) < greedy_passes(16)
+    assert b.extras["insertion_auc"] == pytest.approx(0.875)  # cls mode: IoU 1 > 0.5 here
+    coarse = vps(task, units=task.make_units("patches", patch=16))  # quadrants: 1/4 square each
+    assert len(coarse.units) == 4 and coarse.extras["insertion_auc"] == pytest.approx(0.5)
+    for bad, match in (
+        ({"search": "beam"}, "unknown search"),
+        ({"values": "shap"}, "unknown values"),
+        ({"lambda1": 0.0, "lambda2": 0.0}, "not both 0"),
+        ({"units": np.zeros((SIZE, SIZE), int)}, "only 1 region"),
+    ):
+        with pytest.raises(InputError, match=match):
+            vps(task, **bad)
+
+
+def test_gain_based_map_on_a_fixed_gain_sequence() -> None:
+    from attribkit.methods.detection.vps import greedy_passes, vps_gain_values
+
+    # gains 0.7, 0.3, -0.1, 0.5 -> values -0.7, -1.0, -1.1, -1.6 -> min-max normalised
+    got = vps_gain_values([0.5, 1.2, 1.5, 1.4, 1.9])
+    assert got == pytest.approx([1.0, 0.6 / 0.9, 0.5 / 0.9, 0.0])
+    assert vps_gain_values([1.0, 1.0, 1.0]).tolist() == [1.0, 1.0]
+    with pytest.raises(InputError, match="F along the order"):
+        vps_gain_values([1.0, 2.0])
+    assert greedy_passes(32) == 1051 and greedy_passes(32, full_known=False) == 1052
+    assert greedy_passes(2) == 3
+
+
+# -- D-RISE ------------------------------------------------------------------------------------------
+
+
+def test_drise_finds_the_square_with_n_masks_calls() -> None:
+    from attribkit.methods.detection.drise import drise
+
+    task, fn = toy_task()
+    rows = fn.rows
+    a = drise(task, seed=0)
+    assert a.method == "drise" and a.cost.forward_passes == 1000 == fn.rows - rows
+    assert sorted(np.argsort(-a.scores)[:4].tolist()) == SQUARE_UNITS
+    r, c = np.unravel_index(int(np.argmax(a.heatmap)), a.heatmap.shape)
+    assert 8 <= r < 24 and 8 <= c < 24
+    assert a.params["similarity"] == "vps" and 0 < a.extras["mean_weight"] < 1
+    again = drise(task, seed=0, n_masks=64)
+    assert np.array_equal(again.heatmap, drise(task, seed=0, n_masks=64).heatmap)
+    for sim in ("drise", "object"):
+        other = drise(task, n_masks=64, similarity=sim)
+        assert other.heatmap.shape == (SIZE, SIZE) and other.params["similarity"] == sim
+    before = fn.rows
+    for bad, match in (
+        ({"similarity": "cosine"}, "unknown similarity"),
+        ({"keep_prob": 1.0}, "keep_prob"),
+        ({"grid_size": 64}, "finer than"),
+        ({"units": np.zeros((SIZE, SIZE), int)}, "only 1 region"),
+    ):
+        with pytest.raises(InputError, match=match):
+            drise(task, **bad)
+    assert fn.rows == before  # refused before any detector call
+
+
+# -- evaluators --------------------------------------------------------------------------------------
+
+
+def test_detection_curves_both_protocols_in_closed_form() -> None:
+    from attribkit.evaluation.detection import (
+        debug_success_rate,
+        detection_curves,
+        energy_pointing_game,
+    )
+    from attribkit.methods.detection.vps import vps
+
+    task, fn = toy_task()
+    a = vps(task)
+    rows = fn.rows
+    regions = detection_curves(task, a)  # VPS's own order on its regions: all cached
+    assert regions.cost.forward_passes == 0 and fn.rows == rows
+    assert regions.order.tolist() == a.extras["order"]
+    assert regions.insertion_auc == pytest.approx(a.extras["insertion_auc"]) == 0.875
+    assert regions.auc["deletion"] == pytest.approx(0.125) and regions.auc["insertion_iou"] == 1.0
+    square_map = np.zeros((SIZE, SIZE))
+    square_map[8:24, 8:24] = 1.0
+    by_map = detection_curves(task, square_map)  # ranked by mean map value per region
+    assert by_map.insertion_auc == pytest.approx(0.875) and by_map.cost.forward_passes == 0
+    pixels = detection_curves(task, square_map, "pixels")
+    n = SIZE * SIZE
+    k = np.array([int(n * i / 49) for i in range(1, 50)])
+    x = np.concatenate([[0], k / n])
+    share = np.concatenate([[0], np.minimum(k, 256) / 256])  # the square's pixels come first
+    assert pixels.area == pytest.approx(x) and pixels.insertion["object"] == pytest.approx(share)
+    assert pixels.deletion["object"] == pytest.approx(1 - share)
+    trapezoid = float(np.sum(np.diff(x) * (share[1:] + share[:-1]) / 2))
+    assert pixels.insertion_auc == pytest.approx(trapezoid)
+    assert pixels.cost.forward_passes == 2 * 49 - 1  # the full image is known
+    assert pixels.highest_confidence == {"50": 1.0, "75": 1.0} and pixels.debug_success()
+    missed, _ = toy_task(box=(0, 0, 8, 8), label=0)  # nothing ever covers the corner
+    corner = detection_curves(missed, square_map, "pixels", steps=4)
+    assert corner.highest_confidence["50"] == 0.0 and corner.cost.forward_passes == 2 * 4
+    assert debug_success_rate([pixels, corner]) == 0.5
+    assert pixels.to_dict()["auc"]["insertion"] == pytest.approx(trapezoid)
+    with pytest.raises(InputError, match="protocol"):
+        detection_curves(task, square_map, "boxes")
+    # energy pointing game: all of VPS's map lies in the square; chance = its area share
+    pg = energy_pointing_game(a)
+    assert pg.energy == pytest.approx(1.0) and pg.chance == 0.25 and pg.hit
+    assert energy_pointing_game(np.ones((SIZE, SIZE)), (0, 0, 16, 16)).energy == 0.0
+    half = energy_pointing_game(square_map + 1.0, (0, 0, 16, 32))
+    assert half.energy == pytest.approx(0.5) and half.box == (0, 0, 16, 32)
+    with pytest.raises(InputError, match="give box="):
+        energy_pointing_game(square_map)
+
+
+def test_attribute_detection_runs_vps_and_drise() -> None:
+    det = CallableDetector(SquareFn(), ["square", "other"], batch_size=64)
+    a = attribute_detection(det, toy_image(), method="vps", units=GRID)
+    assert a.extras["order"][:4] == SQUARE_UNITS and a.target["class"] == "square"
+    b = attribute_detection(det, toy_image(), method="drise", units=GRID, n_masks=32)
+    assert b.cost.forward_passes == 32 and len(b.units) == 16
+    c = attribute_detection(det, toy_image(), method="vps", division_number=25)
+    assert c.params["division_number"] == 25 and len(c.units) >= 2
+
+
+# -- conformance: the ToyKind proposed for attribkit.testing.TOY_KINDS ---------------------------------
+
+
+def toy_detection_task(nan: bool = False) -> DetectionTask:
+    """A DetectionTask on a toy detector that scores the kept share of a red 16-px square in a
+    32 × 32 noise image (candidates: the square's box and a shifted one; classes 'square' and
+    'other'); units: a 4 × 4 grid of 8-px cells. The target is the top detection (one forward
+    pass to build), or with ``nan=True`` (a detector returning NaN) the given square box (no
+    pass until a method runs)."""
+
+    def square(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        counter.rows += len(images)
+        red = (images[..., 0] > 0.9) & (images[..., 1] < 0.1) & (images[..., 2] < 0.1)
+        share = red[:, 8:24, 8:24].mean(axis=(1, 2))
+        boxes = np.broadcast_to(np.array([[8.0, 8, 24, 24], [16, 16, 32, 32]]), (len(images), 2, 4))
+        scores = np.stack([np.stack([share, share / 2], 1), np.full((len(images), 2), 0.1)], 2)
+        return boxes.copy(), scores * np.nan if nan else scores
+
+    counter = type("Rows", (), {"rows": 0, "grad_rows": 0})()
+    image = np.random.default_rng(0).uniform(0.2, 0.6, (32, 32, 3)).astype(np.float32)
+    image[8:24, 8:24] = (1.0, 0.0, 0.0)
+    detector = CallableDetector(square, ["square", "other"], batch_size=64, name="toy-square")
+    grid = np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)
+    target: dict = {"box": (8, 8, 24, 24), "label": 0} if nan else {}
+    task = DetectionTask(detector, image, units=grid, **target)
+    task.toy_counter = counter  # type: ignore[attr-defined]
+    return task
+
+
+def _counted_detection_task() -> tuple[DetectionTask, object]:
+    task = toy_detection_task()
+    counter = task.toy_counter  # type: ignore[attr-defined]
+    counter.rows = 0  # the pass that found the detections is not the method's
+    return task, counter
+
+
+@pytest.mark.parametrize(
+    ("name", "entry", "params"),
+    [
+        ("vps", "attribkit.methods.detection.vps:vps", {}),
+        ("drise", "attribkit.methods.detection.drise:drise", {"n_masks": 64}),
+    ],
+)
+def test_conformance_with_the_proposed_toy_kind(monkeypatch, name, entry, params) -> None:
+    from attribkit import testing
+    from attribkit.core.registry import MethodSpec
+
+    toy = testing.ToyKind(
+        _counted_detection_task,
+        lambda p: (toy_detection_task(), {**p, "units": np.zeros((32, 32), dtype=int)}),
+        lambda: toy_detection_task(nan=True),
+    )
+    monkeypatch.setitem(testing.TOY_KINDS, "detection", toy)
+    spec = MethodSpec(name, entry, "detection", cost="see the docstring", cite="see the module")
+    testing.check_method(spec, **params)

@@ -17,6 +17,13 @@ from attribkit.evaluation.curves import (
     deletion_insertion,
     insertion,
 )
+from attribkit.evaluation.detection import (
+    DetectionCurves,
+    EnergyPointingGame,
+    debug_success_rate,
+    detection_curves,
+)
+from attribkit.evaluation.detection import energy_pointing_game as box_energy_pointing_game
 from attribkit.evaluation.eraser import EraserResult, comprehensiveness, eraser, sufficiency
 from attribkit.evaluation.grid import (
     GridClassifier,
@@ -66,6 +73,8 @@ __all__ = [
     "AnchorAgreement",
     "Curve",
     "DeletionInsertion",
+    "DetectionCurves",
+    "EnergyPointingGame",
     "EraserResult",
     "GridClassifier",
     "GridModel",
@@ -84,10 +93,13 @@ __all__ = [
     "aup_aur",
     "average_precision",
     "baseline_predictions",
+    "box_energy_pointing_game",
     "comprehensiveness",
     "cross_fitted_majority",
+    "debug_success_rate",
     "deletion",
     "deletion_insertion",
+    "detection_curves",
     "energy_pointing_game",
     "eraser",
     "evaluate_grid",
