@@ -165,15 +165,15 @@ def _decode(raw_boxes: np.ndarray, raw_scores: np.ndarray) -> tuple[np.ndarray, 
 # ---------------------------------------------------------------------------- NMS
 
 
-def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
+def _pairwise_iou(a: np.ndarray) -> np.ndarray:
+    """(n, n) IoU matrix of (n, 4) xyxy boxes (0 where the union has no area)."""
+    x1 = np.maximum(a[:, None, 0], a[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], a[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], a[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], a[None, :, 3])
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
+    area = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    union = area[:, None] + area[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
@@ -193,13 +193,17 @@ def weighted_nms(
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
+    iou = _pairwise_iou(boxes[order])
+    alive = np.ones(len(order), dtype=bool)
     out = []
-    while order.size:
-        best = order[0]
-        sim = _iou_one(boxes[best], boxes[order])
-        members = order[sim > iou_threshold]
-        if members.size == 0:  # a zero-area best box overlaps nothing, not even itself
-            members = order[:1]
+    for i in range(len(order)):
+        if not alive[i]:
+            continue
+        cluster = alive & (iou[i] > iou_threshold)
+        cluster[i] = True  # a zero-area best box overlaps nothing, not even itself
+        alive &= ~cluster
+        members = order[cluster]
+        best = order[i]
         w = scores[members]
         total = w.sum()
         if total > 0:
@@ -212,7 +216,6 @@ def weighted_nms(
         else:
             box, kp = boxes[best], keypoints[best] if keypoints is not None else None
         out.append((box, float(scores[best]), kp, members))
-        order = order[~np.isin(order, members)]
     return out
 
 
