@@ -888,7 +888,8 @@ class DetectionTask(CostMeter, Task):
         return self._units_cache[key]
 
     def region_scores(self, units: ImageUnits | None = None) -> RegionScores:
-        """The shared, cached :class:`RegionScores` of ``units`` (default: :attr:`units`)."""
+        """The shared, cached :class:`RegionScores` of ``units`` (default: :attr:`units`): every
+        method and evaluator on the same units reuses its images. No model call."""
         u = self.units if units is None else units
         entry = self._region_cache.get(id(u))
         if entry is None or entry[0] is not u:
@@ -897,7 +898,8 @@ class DetectionTask(CostMeter, Task):
         return entry[1]
 
     def prepare(self, spec: MethodSpec, params: dict[str, Any]) -> None:
-        """Unit options (``n_segments``, ``patch``...) given to a method become its ``units``."""
+        """Unit options (``n_segments``, ``patch``...) given to a method become its ``units``.
+        No model call."""
         unit_kw = {k: params.pop(k) for k in UNIT_OPTIONS if k in params}
         if unit_kw:
             given = params.get("units")
@@ -905,12 +907,13 @@ class DetectionTask(CostMeter, Task):
             params["units"] = self.make_units(spec_, **unit_kw)
 
     def unit_scorer(self, params: dict[str, Any]) -> Scorer:
-        """A :meth:`scorer` over ``params['units']`` (default :attr:`units`)."""
+        """A :meth:`scorer` over ``params['units']`` (default :attr:`units`), for the generic
+        perturbation methods. No model call until it is asked."""
         return self.scorer(self.make_units(params.pop("units", None)))
 
     def scorer(self, units: ImageUnits | None = None, **scorer_kw: Any) -> Scorer:
         """A mask :class:`Scorer` over ``units`` (default :attr:`units`) valued by the object
-        score; its forward passes are counted on the task."""
+        score (one forward pass per new mask, cached); its passes are counted on the task."""
         u = self.units if units is None else units
 
         def value(batch: Any) -> np.ndarray:
@@ -936,7 +939,7 @@ class DetectionTask(CostMeter, Task):
         )
 
     def upsample(self, heatmap: Any) -> np.ndarray:
-        """An (h, w) map resized bilinearly to the image's (H, W); float64."""
+        """An (h, w) map resized bilinearly to the image's (H, W); float64. No model call."""
         m = torch.as_tensor(np.asarray(heatmap, dtype=np.float64))
         if m.ndim != 2:
             raise InputError(f"a map must be 2-D (h, w), got shape {tuple(m.shape)}")
