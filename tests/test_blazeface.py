@@ -169,3 +169,48 @@ def test_bad_images_are_refused(blazeface):
 def test_load_by_name_returns_the_detector():
     det = attribkit.load("blazeface")
     assert isinstance(det, BlazeFace) and det.cost.forward_passes == 0
+
+
+@needs_blazeface
+def test_scenes_give_found_and_missed_faces(blazeface):
+    from attribkit.tasks.detection import box_iou
+
+    found = 0
+    for s in face_scenes(12, label="face"):
+        ious = [
+            float(box_iou(np.asarray(d.box)[None], s.box)[0]) for d in blazeface.predict(s.image)
+        ]
+        found += any(v >= 0.5 for v in ious)
+    assert 9 <= found <= 12  # 11 here: natural misses exist (face 4 on chelsea)
+
+
+@needs_blazeface
+def test_vps_on_the_astronaut_beats_a_random_region_order(blazeface):
+    """VPS (Chen et al., CVPR 2025) on a real detector: the astronaut's face at 256², SLIC with
+    about 50 regions (m = 30), object score; measured 0.87 vs 0.34 insertion, 0.055 deletion."""
+    import time
+
+    from attribkit.evaluation.detection import detection_curves, energy_pointing_game
+    from attribkit.methods.detection.vps import greedy_passes, vps
+    from attribkit.tasks.detection import DetectionTask
+
+    task = DetectionTask(blazeface, photo("astronaut"), n_segments=50)
+    t0 = time.perf_counter()
+    a = vps(task)
+    seconds = time.perf_counter() - t0
+    m = a.extras["n_units"]
+    assert 25 <= m <= 36
+    assert a.cost.forward_passes == greedy_passes(m)  # about 1,000 detector calls
+    ins, dele = a.extras["insertion_auc"], a.extras["deletion_auc"]
+    u = task.units
+    random_ins = np.mean(
+        [
+            detection_curves(task, u.heatmap(np.random.default_rng(s).random(m))).insertion_auc
+            for s in range(3)
+        ]
+    )
+    msg = f"VPS ins {ins:.3f} del {dele:.3f}, random ins {random_ins:.3f}, {seconds:.1f}s"
+    assert ins >= random_ins + 0.2, msg
+    assert dele <= 0.1, msg
+    pg = energy_pointing_game(a)
+    assert pg.energy > 3 * pg.chance, msg
