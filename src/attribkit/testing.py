@@ -62,6 +62,7 @@ TOY_PARAMS: dict[str, dict[str, Any]] = {
     "receiver_heads": {"proximity": 1, "top_k": 2},  # 4 toy sentences, 2 layers
     "responsiveness": {"n_samples": 20},
     "timex": {"epochs": 2},
+    "drise": {"n_masks": 64},
     # the tiny random model never writes \boxed{}; a hot temperature varies its answers
     "resampling": {
         "rollouts": 2,
@@ -588,6 +589,41 @@ def _nan_timeseries_task() -> Any:
     return task
 
 
+def toy_detection_task(nan: bool = False) -> Any:
+    """A DetectionTask on a toy detector that scores the kept share of a red 16-px square in a
+    32 × 32 noise image (candidates: the square's box and a shifted one; classes 'square' and
+    'other'); units: a 4 × 4 grid of 8-px cells. The target is the top detection (one forward
+    pass to build), or with ``nan=True`` (a detector returning NaN) the given square box (no
+    pass until a method runs). ``task.toy_counter.rows`` counts the detector's images."""
+    from attribkit.tasks.detection import CallableDetector, DetectionTask
+
+    counter = _Rows()
+
+    def square(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        counter.rows += len(images)
+        red = (images[..., 0] > 0.9) & (images[..., 1] < 0.1) & (images[..., 2] < 0.1)
+        share = red[:, 8:24, 8:24].mean(axis=(1, 2))
+        boxes = np.broadcast_to(np.array([[8.0, 8, 24, 24], [16, 16, 32, 32]]), (len(images), 2, 4))
+        scores = np.stack([np.stack([share, share / 2], 1), np.full((len(images), 2), 0.1)], 2)
+        return boxes.copy(), scores * np.nan if nan else scores
+
+    image = np.random.default_rng(0).uniform(0.2, 0.6, (32, 32, 3)).astype(np.float32)
+    image[8:24, 8:24] = (1.0, 0.0, 0.0)
+    detector = CallableDetector(square, ["square", "other"], batch_size=64, name="toy-square")
+    grid = np.arange(16).reshape(4, 4).repeat(8, 0).repeat(8, 1)
+    target: dict[str, Any] = {"box": (8, 8, 24, 24), "label": 0} if nan else {}
+    task = DetectionTask(detector, image, units=grid, **target)
+    task.toy_counter = counter  # type: ignore[attr-defined]
+    return task
+
+
+def _counted_detection_task() -> tuple[Any, Any]:
+    task = toy_detection_task()
+    counter = task.toy_counter
+    counter.rows = 0  # the pass that found the detections is not the method's
+    return task, counter
+
+
 def _counted_machine_text_task() -> tuple[Any, Any]:
     counter = _Rows()  # both models of the pair count here
     model, reference = ToyNextToken(0, counter=counter), ToyNextToken(1, counter=counter)
@@ -662,6 +698,11 @@ TOY_KINDS: dict[str, ToyKind] = {
         _counted_timeseries_task,
         lambda p: (toy_timeseries_task(units="windows", width=12), p),  # one window = one unit
         _nan_timeseries_task,
+    ),
+    "detection": ToyKind(
+        _counted_detection_task,
+        lambda p: (toy_detection_task(), {**p, "units": np.zeros((32, 32), dtype=int)}),
+        lambda: toy_detection_task(nan=True),
     ),
     "image": ToyKind(
         _counted_image_task,

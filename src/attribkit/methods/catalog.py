@@ -415,4 +415,19 @@ BUILTIN: tuple[MethodSpec, ...] = (
         cost="3 forward passes with a fitted explainer; training here adds N forward passes of the model and epochs × N forward + backward passes of its surrogate copy (N = background series)",
         cite="Queen, Hartvigsen, Koker, He, Tsiligkaridis & Zitnik, 'Encoding Time-Series Explanations through Self-Supervised Model Behavior Consistency', NeurIPS 2023",
     ),
+    # --- detection: an object (box and class) explained over image regions ----------------------
+    MethodSpec(
+        "vps",
+        "attribkit.methods.detection.vps:vps",
+        "detection",
+        cost="greedy: m(m+1) − 4 detector calls for m ≥ 3 regions (two images per evaluation of the objective, m(m+1)/2 evaluations, less the 4 images of the second-to-last step already seen), − 1 when the target is a predicted detection (1,051 at m = 32); its curves are free; search='bidirectional': at most 2 · bidirectional_evaluations(m, pending) plus the curves' images",
+        cite="Chen et al., 'Interpreting Object-level Foundation Models via Visual Precision Search', CVPR 2025",
+    ),
+    MethodSpec(
+        "drise",
+        "attribkit.methods.detection.drise:drise",
+        "detection",
+        cost="n_masks forward passes (default 1000), batched",
+        cite="Petsiuk, Zhang, Manjunatha, Dell, Dillard & Saenko, 'Black-box Explanation of Object Detectors via Saliency Maps', CVPR 2021",
+    ),
 )
