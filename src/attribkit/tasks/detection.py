@@ -987,12 +987,6 @@ class DetectionTask(CostMeter, Task):
 
 
 #: the detection methods attribute_detection can run before the catalog registers them
-_BUILTIN = {
-    "vps": "attribkit.methods.detection.vps:vps",
-    "drise": "attribkit.methods.detection.drise:drise",
-}
-
-
 def attribute_detection(
     detector: Detector,
     image: Any,
@@ -1014,14 +1008,8 @@ def attribute_detection(
     curves). ``result.cost`` is what the method cost; finding the detections costs one more
     forward pass (none with ``box=``).
     """
-    from attribkit.core.registry import resolve, run
+    from attribkit.core.registry import attribute
 
     task_kw = {k: params.pop(k) for k in TASK_OPTIONS if k in params}
     task = DetectionTask(detector, image, target, units=units, **task_kw)
-    try:
-        spec = resolve(task, method)
-    except InputError:
-        if method not in _BUILTIN:
-            raise
-        spec = MethodSpec(method, _BUILTIN[method], "detection", "see the method", "see the method")
-    return run(spec, task, progress=progress, **params)  # type: ignore[no-any-return]
+    return attribute(task, method, progress=progress, **params)  # type: ignore[no-any-return]
