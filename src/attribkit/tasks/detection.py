@@ -986,7 +986,6 @@ class DetectionTask(CostMeter, Task):
         )
 
 
-#: the detection methods attribute_detection can run before the catalog registers them
 def attribute_detection(
     detector: Detector,
     image: Any,
