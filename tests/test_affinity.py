@@ -328,6 +328,9 @@ def test_bad_input_is_refused_with_a_clear_message():
         attribute_support(model, ONES, ONES, ONES, "blurred")
     with pytest.raises(InputError, match="odd integer"):
         attribute_support(model, ONES, ONES, ONES, "masked", blur_kernel=4)
+    one = np.ones((1, 1), np.float32)
+    with pytest.raises(InputError, match="only 1 unit"):
+        attribute_support(FixedMatcher([[0.0]], [(1, 1)], [(1, 1)], [1.0]), one, one, one)
     with pytest.raises(InputError, match="not a MatchingSegmenter"):
         attribute_support(object(), ONES, ONES, ONES)
     with pytest.raises(InputError, match="NaN"):
@@ -411,5 +414,9 @@ def test_affex_and_the_gradient_baselines_on_a_novel_episode():
     assert sal.task == "few_shot" and sal.heatmap.shape == (16, 16)
     ig = ak.attribute(task, "integrated_gradients", n_steps=8, rule="riemann_middle")
     assert ig.cost.backward_passes == 8 and ig.extras["shot_maps"].shape == (1, 16, 16)
+    # a zero baseline on a black canvas leaves the background unscored; a grey one does not
+    assert (ig.heatmap[support[0] == 0] == 0).all()
+    grey = ak.attribute(task, "integrated_gradients", n_steps=8, baseline=0.5)
+    assert (grey.heatmap[support[0] == 0] != 0).any()
     cut = support_cut_curve(model, support, mask, query, qmask, plain, (0.15, 1.0))
     assert cut.loss[-1] == 0

@@ -41,6 +41,7 @@ from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost, CostMeter, measure
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.gradient import GradientScorer
+from attribkit.core.registry import check_units
 from attribkit.core.scorer import Scorer
 from attribkit.core.task import Task
 from attribkit.core.units import Unit, Units
@@ -671,8 +672,12 @@ class SupportTask(Task):
     def unit_gradient_scorer(self, params: dict[str, Any]) -> GradientScorer:
         """A gradient scorer over the support images (the masks stay as given): f = the mean
         foreground probability over the explanation region; each pixel's channels form its
-        unit; baseline = zeros."""
+        unit; ``baseline`` (a number, default 0, or an array like the support images) is the
+        reference of path methods."""
         k, c, h, w = self.support.shape
+        base = np.broadcast_to(
+            np.asarray(params.pop("baseline", 0.0), dtype=np.float32), self.support.shape
+        )
         index = torch.arange(k * h * w).reshape(k, 1, h, w).expand(k, c, h, w)
         mask = torch.from_numpy(self.support_mask)
         region = torch.from_numpy(self.region)
@@ -685,6 +690,7 @@ class SupportTask(Task):
         return GradientScorer(
             forward,
             torch.from_numpy(self.support),
+            baseline=torch.from_numpy(base.copy()),
             unit_index=index,
             units=self.units,
             target=self.target_info,
@@ -841,6 +847,7 @@ def affinity_explainer(
     L decoder passes with ``feature_ablation`` (counted as forward passes), 1 with ``"mean"``;
     no backward pass.
     """
+    check_units(task)
     if variant not in ("plain", "masked", "signed"):
         raise InputError(f"variant must be 'plain', 'masked' or 'signed', got {variant!r}")
     if aggregation not in ("feature_ablation", "mean"):
