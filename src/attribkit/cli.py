@@ -1181,70 +1181,170 @@ def authorship_command(
         console.print(f"HTML report written to [bold]{html}[/bold]")
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _is_image_source(path: Path) -> bool:
+    """A photo (by its suffix, or ``skimage:NAME`` / ``sklearn:NAME``) rather than a text."""
+    text = str(path)
+    return text.startswith(("skimage:", "sklearn:")) or path.suffix.lower() in IMAGE_SUFFIXES
+
+
 @app.command("detect")
 def detect_command(
-    path: Path = typer.Argument(..., help="The text file to test for machine generation."),
-    method: str = typer.Option(
-        "fast_detectgpt",
-        "--method",
-        help="log_perplexity, fast_detectgpt, binoculars or detectgpt.",
+    path: Path = typer.Argument(
+        ...,
+        help="A text file (was it written by a language model?) or a photo (png, jpg, "
+        "skimage:NAME: which regions made the detector find this object?).",
     ),
-    model: str = typer.Option("smollm2", "--model", help="Scoring model: name or local path."),
+    method: str | None = typer.Option(
+        None,
+        "--method",
+        help="Text: fast_detectgpt (default), log_perplexity, binoculars, detectgpt. "
+        "Photo: vps (default), drise, or a perturbation method over regions.",
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="Text: scoring LM (default smollm2). Photo: detector (blazeface)."
+    ),
     reference: str | None = typer.Option(
         None,
         "--reference",
-        help="Second model sharing the tokenizer (Fast-DetectGPT's sampler, Binoculars' "
+        help="Text: a second model sharing the tokenizer (Fast-DetectGPT's sampler, Binoculars' "
         "performer; default: the scoring model).",
     ),
     units: str = typer.Option(
-        "tokens", "--units", help="tokens, or sentences (co-authored text: a score per sentence)."
+        "tokens",
+        "--units",
+        help="Text: tokens, or sentences (co-authored text: a score per sentence).",
     ),
+    target: int | None = typer.Option(
+        None, "--target", help="Photo: the index of the detection to explain (default: the top)."
+    ),
+    box: str | None = typer.Option(
+        None, "--box", help="Photo: explain this box X1,Y1,X2,Y2 instead (a missed object)."
+    ),
+    label: str | None = typer.Option(None, "--label", help="Photo: the class of --box."),
+    out: Path | None = typer.Option(None, "--out", help="Photo: write the overlay PNG here."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
     html: Path | None = typer.Option(None, "--html", help="Also write an HTML report here."),
 ) -> None:
-    """Was this text written by a language model? A zero-shot detector's statistic (higher =
-    more machine-like) and the tokens or sentences that drove it."""
+    """Was this text written by a language model (a zero-shot detector's statistic, higher =
+    more machine-like, and the tokens or sentences that drove it)? Or, for a photo: which
+    regions made the object detector find (or miss) this object (VPS, D-RISE)?"""
     import json
 
     from attribkit.core.errors import AttribkitError, InputError
     from attribkit.models import load
-    from attribkit.tasks.machine_text import attribute_machine_text
     from attribkit.viz.console import print_attribution
     from attribkit.viz.html import save_html
 
+    image = _is_image_source(path)
     try:
-        if not path.is_file():
-            raise InputError(f"{path} is not a file: pass the text to test")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(f"{path} is not UTF-8 text ({e.reason}); convert it") from None
+        if not image and (target is not None or box or label or out):
+            raise InputError("--target, --box, --label and --out apply to a photo, not a text")
+        if image and (reference is not None or units != "tokens"):
+            raise InputError("--reference and --units apply to a text, not a photo")
         with _progress(err_console) as progress:
-            step = progress.add_task(f"Loading model {model}", total=None)
-            lm = load(model)
-            ref = load(reference) if reference is not None else None
-            progress.update(step, total=1, completed=1)
-            step = progress.add_task(f"Detecting ({method})", total=None)
-            attribution = attribute_machine_text(text, lm, method, reference=ref, units=units)
-            progress.update(step, total=1, completed=1)
+            name = model or ("blazeface" if image else "smollm2")
+            step = progress.add_task(f"Loading model {name}", total=None)
+            if image:
+                attribution = _detect_object(
+                    path, load(name), method or "vps", target, box, label, progress, step
+                )
+            else:
+                attribution = _detect_machine_text(
+                    path, load(name), method or "fast_detectgpt", reference, units, progress, step
+                )
     except AttribkitError as e:
         raise _fail(e) from None
-    statistic = float(attribution.extras["statistic"])
     if html is not None:
         save_html(attribution, html)
+    if image:
+        if out is not None:
+            from attribkit.viz.image import save_overlay
+
+            save_overlay(attribution, out)
+        if as_json:
+            typer.echo(json.dumps({**attribution_json(attribution),
+                                   "target": to_json(attribution.target),
+                                   "model": model or "blazeface"}, ensure_ascii=False))  # fmt: skip
+            return
+        t = attribution.target
+        console.print(
+            f"[bold]{attribution.method}[/bold] on {t.get('label')} box {t.get('box')}",
+            highlight=False,
+        )
+        print_attribution(attribution, console=console)
+        if out is not None:
+            console.print(f"Overlay written to [bold]{out}[/bold]")
+        return
+    statistic = float(attribution.extras["statistic"])
     if as_json:
-        out = {"statistic": statistic, "model": model, "reference": reference or model}
-        out.update(attribution_json(attribution))
-        typer.echo(json.dumps(out, ensure_ascii=False))
+        ref = reference or model or "smollm2"
+        out_json = {"statistic": statistic, "model": model or "smollm2", "reference": ref}
+        out_json.update(attribution_json(attribution))
+        typer.echo(json.dumps(out_json, ensure_ascii=False))
         return
     console.print(
-        f"[bold]{method}[/bold] statistic {statistic:+.3f} (higher = more machine-like; "
-        "compare with texts you know the source of: the scale depends on the model and length)",
+        f"[bold]{attribution.method}[/bold] statistic {statistic:+.3f} (higher = more "
+        "machine-like; compare with texts you know the source of: the scale depends on the "
+        "model and length)",
         highlight=False,
     )
     print_attribution(attribution, console=console)
     if html is not None:
         console.print(f"HTML report written to [bold]{html}[/bold]")
+
+
+def _detect_machine_text(
+    path: Path, lm: object, method: str, reference: str | None, units: str, progress, step
+) -> Attribution:
+    """``attribkit detect`` on a text file: the machine-text detector's Attribution."""
+    from attribkit.core.errors import InputError
+    from attribkit.models import load
+    from attribkit.tasks.machine_text import attribute_machine_text
+
+    if not path.is_file():
+        raise InputError(f"{path} is not a file: pass the text to test")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not UTF-8 text ({e.reason}); convert it") from None
+    ref = load(reference) if reference is not None else None
+    progress.update(step, total=1, completed=1)
+    step = progress.add_task(f"Detecting ({method})", total=None)
+    attribution = attribute_machine_text(text, lm, method, reference=ref, units=units)
+    progress.update(step, total=1, completed=1)
+    return attribution
+
+
+def _detect_object(
+    path: Path, detector: object, method: str, target: int | None, box: str | None,
+    label: str | None, progress, step,
+) -> Attribution:  # fmt: skip
+    """``attribkit detect`` on a photo: the object detection's Attribution."""
+    from attribkit.core.errors import InputError
+    from attribkit.tasks.detection import attribute_detection
+
+    source = read_image(str(path))
+    if isinstance(source, Path) and not source.is_file():
+        raise InputError(f"{path} is not a file: pass a photo (png, jpg) or skimage:NAME")
+    kw: dict[str, object] = {}
+    if box is not None:
+        try:
+            kw["box"] = tuple(float(v) for v in box.split(","))
+        except ValueError:
+            raise InputError(f"--box {box!r}: give four numbers X1,Y1,X2,Y2") from None
+        if len(kw["box"]) != 4:  # type: ignore[arg-type]
+            raise InputError(f"--box {box!r}: give four numbers X1,Y1,X2,Y2")
+        kw["label"] = label if label is not None else 0
+    elif label is not None:
+        raise InputError("--label goes with --box (the class of a given box)")
+    progress.update(step, total=1, completed=1)
+    step = progress.add_task(f"Explaining the detection ({method})", total=None)
+    attribution = attribute_detection(detector, source, target, method, **kw)
+    progress.update(step, total=1, completed=1)
+    return attribution
 
 
 # --- recourse: reasons a denied person can act on ------------------------------------------------
