@@ -29,6 +29,9 @@ The public API, re-exported here, is stable:
   (Feature Responsiveness Scores), :func:`reasons_without_recourse`;
 - time series: :func:`attribute_timeseries`, :class:`TimeSeriesTask` (cells, time steps,
   windows, overlapping windows; occlusion, TimeX and every gradient method on a torch model);
+- detection: :func:`attribute_detection`, :class:`DetectionTask` (an object's box and class
+  explained over regions: VPS, D-RISE), :class:`TorchDetector`, :class:`CallableDetector`,
+  :func:`detection_curves`;
 - internals: :func:`causal_graph` (channels' average causal and path effects for a class,
   :class:`CausalGraph` with its causal CAM), :func:`channel_report`;
 - token-level LM analysis: :func:`direct_logit_attribution`, :func:`grains_vectors` and
@@ -71,6 +74,7 @@ from attribkit.evaluation import (
     cross_fitted_majority,
     deletion,
     deletion_insertion,
+    detection_curves,
     eraser,
     evaluate_grid,
     few_shot_episodes,
@@ -123,7 +127,9 @@ from attribkit.models import (
 from attribkit.tasks import (
     AgentLog,
     AgentTask,
+    CallableDetector,
     ContextTask,
+    DetectionTask,
     GenerationTask,
     ImageTask,
     MachineTextTask,
@@ -132,12 +138,14 @@ from attribkit.tasks import (
     ReasoningTrace,
     TabularTask,
     TimeSeriesTask,
+    TorchDetector,
     Turn,
     TurnUnits,
     aggregate_columns,
     aggregate_rows,
     attribute_agents,
     attribute_context,
+    attribute_detection,
     attribute_generation,
     attribute_image,
     attribute_machine_text,
@@ -245,6 +253,11 @@ __all__ = [
     "attribute_timeseries",
     "TimeSeriesTask",
     "CausalGraph",
+    "CallableDetector",
+    "DetectionTask",
+    "TorchDetector",
+    "attribute_detection",
+    "detection_curves",
     "causal_graph",
     "channel_report",
     "reasons_without_recourse",
