@@ -166,6 +166,18 @@ def test_bad_images_are_refused(blazeface):
 
 
 @needs_blazeface
+def test_a_file_that_is_not_the_model_is_refused(tmp_path):
+    bad = tmp_path / "face.tflite"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(InputError, match="not a TFLite model"):
+        BlazeFace(bad)
+    other = blazeface_model_path().with_name("face_detection_full_range_sparse.tflite")
+    if other.is_file():  # MediaPipe's 192² full-range model: a TFLite file, not this one
+        with pytest.raises(InputError, match="not BlazeFace short-range"):
+            BlazeFace(other)
+
+
+@needs_blazeface
 def test_load_by_name_returns_the_detector():
     det = attribkit.load("blazeface")
     assert isinstance(det, BlazeFace) and det.cost.forward_passes == 0

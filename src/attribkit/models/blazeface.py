@@ -295,8 +295,11 @@ class BlazeFace(CostMeter):
         #: images composed per call by attribution tasks (the model itself runs one at a time)
         self.batch_size = 32
         self.letterbox = bool(letterbox)
-        self._interp = interpreter(model_path=str(path), num_threads=int(num_threads))
-        self._interp.allocate_tensors()
+        try:
+            self._interp = interpreter(model_path=str(path), num_threads=int(num_threads))
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise InputError(f"{path} is not a TFLite model ai-edge-litert can load: {e}") from e
         (inp,) = self._interp.get_input_details()
         if tuple(inp["shape"]) != (1, INPUT_SIZE, INPUT_SIZE, 3):
             raise InputError(f"{path} is not BlazeFace short-range (input {inp['shape']})")
