@@ -32,6 +32,8 @@ The public API, re-exported here, is stable:
 - detection: :func:`attribute_detection`, :class:`DetectionTask` (an object's box and class
   explained over regions: VPS, D-RISE), :class:`TorchDetector`, :class:`CallableDetector`,
   :func:`detection_curves`;
+- explainable by design (:mod:`attribkit.by_design`): COMET (:func:`train_comet`,
+  :class:`Comet`), the Affinity Explainer (:func:`attribute_support`, :class:`SupportTask`);
 - internals: :func:`causal_graph` (channels' average causal and path effects for a class,
   :class:`CausalGraph` with its causal CAM), :func:`channel_report`;
 - token-level LM analysis: :func:`direct_logit_attribution`, :func:`grains_vectors` and
@@ -55,7 +57,8 @@ The public API, re-exported here, is stable:
 
 __version__ = "0.1.0"
 
-from attribkit import store
+from attribkit import by_design, store
+from attribkit.by_design import Comet, SupportTask, attribute_support, train_comet
 from attribkit.core import *  # noqa: F403
 from attribkit.core import __all__ as _core_all
 from attribkit.core import add_methods as _add_methods
@@ -253,6 +256,11 @@ __all__ = [
     "attribute_timeseries",
     "TimeSeriesTask",
     "CausalGraph",
+    "Comet",
+    "SupportTask",
+    "attribute_support",
+    "by_design",
+    "train_comet",
     "CallableDetector",
     "DetectionTask",
     "TorchDetector",
