@@ -940,13 +940,9 @@ class DetectionTask(CostMeter, Task):
 
     def upsample(self, heatmap: Any) -> np.ndarray:
         """An (h, w) map resized bilinearly to the image's (H, W); float64. No model call."""
-        m = torch.as_tensor(np.asarray(heatmap, dtype=np.float64))
-        if m.ndim != 2:
-            raise InputError(f"a map must be 2-D (h, w), got shape {tuple(m.shape)}")
-        if tuple(m.shape) == self.shape:
-            return m.numpy()
-        up = F.interpolate(m[None, None], size=self.shape, mode="bilinear", align_corners=False)
-        return up[0, 0].numpy()
+        from attribkit.tasks.image import upsample_map
+
+        return upsample_map(heatmap, self.shape)
 
     def result(  # type: ignore[override]
         self,

@@ -410,13 +410,7 @@ class ImageTask(CostMeter, Task):
     def upsample(self, cell_map: Any) -> np.ndarray:
         """An (h, w) map resized bilinearly to the image's (H, W) (as Rao et al. do for layer
         attributions); a map already at (H, W) is returned as float64."""
-        m = torch.as_tensor(np.asarray(cell_map, dtype=np.float64))
-        if m.ndim != 2:
-            raise InputError(f"a map must be 2-D (h, w), got shape {tuple(m.shape)}")
-        if tuple(m.shape) == self.shape:
-            return m.numpy()
-        up = F.interpolate(m[None, None], size=self.shape, mode="bilinear", align_corners=False)
-        return up[0, 0].numpy()
+        return upsample_map(cell_map, self.shape)
 
     def result(
         self,
@@ -458,6 +452,18 @@ class ImageTask(CostMeter, Task):
             task=self.kind,
             image_map=hm,
         )
+
+
+def upsample_map(cell_map: Any, shape: tuple[int, int]) -> np.ndarray:
+    """An (h, w) map resized bilinearly to ``shape`` (H, W), float64; a map already at (H, W)
+    is returned as it is. No model call."""
+    m = torch.as_tensor(np.asarray(cell_map, dtype=np.float64))
+    if m.ndim != 2:
+        raise InputError(f"a map must be 2-D (h, w), got shape {tuple(m.shape)}")
+    if tuple(m.shape) == tuple(shape):
+        return m.numpy()
+    up = F.interpolate(m[None, None], size=tuple(shape), mode="bilinear", align_corners=False)
+    return up[0, 0].numpy()
 
 
 def attribute_image(
