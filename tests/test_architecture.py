@@ -25,6 +25,7 @@ LAYERS = [
     "viz",
     "evaluation",
     "by_design",
+    "applied",
     "store",
     "dataset",
     "testing",

@@ -232,3 +232,16 @@ def test_agreement_matrix():
     assert rho[0, 1] == pytest.approx(1) and rho[0, 2] == pytest.approx(-1)
     with pytest.raises(InputError):
         agreement_matrix({})
+
+
+def test_wilson_interval_matches_the_closed_form_and_rejects_bad_counts() -> None:
+    from attribkit.evaluation import format_proportion, wilson_interval
+
+    lo, hi = wilson_interval(114, 120)
+    assert abs(lo - 0.8953) < 1e-3 and abs(hi - 0.9770) < 1e-3
+    assert wilson_interval(0, 8)[0] == 0.0 and wilson_interval(8, 8)[1] == 1.0
+    assert format_proportion(114, 120) == "0.950 [0.895, 0.977]"
+    with pytest.raises(InputError, match="at least one trial"):
+        wilson_interval(0, 0)
+    with pytest.raises(InputError, match="successes"):
+        wilson_interval(5, 4)

@@ -42,6 +42,7 @@ from attribkit.evaluation.image_curves import (
     subset_curves,
 )
 from attribkit.evaluation.impersonation import impersonation_report, sampler_generator
+from attribkit.evaluation.intervals import format_proportion, wilson_interval
 from attribkit.evaluation.open_set import few_shot_episodes, open_set_report, open_world_report
 from attribkit.evaluation.recourse import (
     RecourseReport,
@@ -104,6 +105,7 @@ __all__ = [
     "eraser",
     "evaluate_grid",
     "few_shot_episodes",
+    "format_proportion",
     "grid_localization",
     "ground_truth_scores",
     "impersonation_report",
@@ -124,5 +126,6 @@ __all__ = [
     "sufficiency",
     "top_reasons",
     "who_when_score",
+    "wilson_interval",
     "write_predictions",
 ]

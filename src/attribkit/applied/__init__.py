@@ -1,0 +1,11 @@
+"""Attribution that acts: each module turns an attribution into an action on what goes into a
+language model, measured against a baseline that spends the same budget.
+
+- :mod:`attribkit.applied.programs` — GenerationPrograms: cite through an executable plan of
+  text operations;
+- :mod:`attribkit.applied.ograg` — OG-RAG: fact-cluster (hyperedge) units and their retrieval;
+- :mod:`attribkit.applied.pruning` — TAPruning, PromptQuine and attribution-guided pruning of
+  an in-context prompt;
+- :mod:`attribkit.applied.amplify` — AMPLIFY: few-shot rationales written from a proxy's
+  attribution.
+"""
