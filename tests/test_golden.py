@@ -102,6 +102,12 @@ def record() -> None:
     print(f"recorded {len(out)} methods in {GOLDEN}")
 
 
+#: tolerance between CPU kernels (``ATEN_CPU_CAPABILITY``) per kind, where 1e-4 is too tight:
+#: AffEx min-max scales softmax affinities of an untrained conv net, which amplifies rounding
+#: (measured 1.1e-4 between avx2 and default)
+CROSS_KERNEL_ATOL = {"few_shot": 1e-3}
+
+
 def _compare(key: str, got: dict[str, Any]) -> None:
     golden = json.loads(GOLDEN.read_text())
     want = golden[key]
@@ -110,8 +116,9 @@ def _compare(key: str, got: dict[str, Any]) -> None:
     g = np.array([np.nan if s is None else s for s in got["scores"]], dtype=float)
     w = np.array([np.nan if s is None else s for s in want["scores"]], dtype=float)
     scale = max(1.0, float(np.nanmax(np.abs(w))) if np.isfinite(w).any() else 1.0)
+    across = CROSS_KERNEL_ATOL.get(key.split(":")[0], 1e-4)
     np.testing.assert_allclose(
-        g, w, rtol=0, atol=(1e-6 if same_kernels else 1e-4) * scale, err_msg=key
+        g, w, rtol=0, atol=(1e-6 if same_kernels else across) * scale, err_msg=key
     )
     for c in COUNTS:
         assert got[c] == want[c], f"{key}: {c} {got[c]} != recorded {want[c]}"

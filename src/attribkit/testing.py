@@ -40,6 +40,7 @@ __all__ = [
     "iter_checks",
     "toy_agents_task",
     "toy_context_task",
+    "toy_few_shot_task",
     "toy_generation_task",
     "toy_gradient_scorer",
     "toy_image_task",
@@ -630,6 +631,53 @@ def _counted_machine_text_task() -> tuple[Any, Any]:
     return toy_machine_text_task(model=model, reference=reference), counter
 
 
+class _CountingMatcher:
+    """A MatchingSegmenter wrapper counting query images through ``match`` and decoder passes
+    into ``counter.rows`` (``nan=True``: the logits are NaN)."""
+
+    def __init__(self, model: Any, counter: _Rows, nan: bool = False) -> None:
+        self.model, self.counter, self.nan = model, counter, nan
+
+    def match(self, query: Any, support: Any, support_mask: Any) -> Any:
+        self.counter.rows += len(query)
+        result = self.model.match(query, support, support_mask)
+        if self.nan:
+            result.logits = result.logits * float("nan")
+        return result
+
+    def decode(self, result: Any, ablate: Any = ()) -> Any:
+        self.counter.rows += 1
+        return self.model.decode(result, ablate=ablate)
+
+
+def toy_few_shot_task(size: int = 16, nan: bool = False) -> Any:
+    """A one-shot SupportTask on an untrained (seeded) DigitMatcher: a bright square on a dark
+    16 × 16 support, its mask, a query holding the same square shifted; the explanation region
+    is the query's square (given, so building costs no pass). ``size=1`` gives a one-pixel
+    support (one unit). ``task.toy_counter.rows`` counts query images and decoder passes."""
+    from attribkit.by_design.affinity import DigitMatcher, SupportTask
+
+    counter = _Rows()
+    torch.manual_seed(0)
+    model = _CountingMatcher(DigitMatcher(width=8).eval(), counter, nan=nan)
+    support = np.zeros((size, size), np.float32)
+    mask = np.zeros((size, size), np.float32)
+    lo, hi = (size // 4, size // 4 + size // 2) if size > 1 else (0, 1)
+    support[lo:hi, lo:hi], mask[lo:hi, lo:hi] = 1.0, 1.0
+    query = np.zeros((16, 16), np.float32)
+    query[6:14, 6:14] = 1.0
+    region = np.zeros((16, 16), bool)
+    region[6:14, 6:14] = True
+    task = SupportTask(model, support, mask, query, explanation_mask=region)
+    task.toy_counter = counter  # type: ignore[attr-defined]
+    return task
+
+
+def _counted_few_shot_task() -> tuple[Any, Any]:
+    task = toy_few_shot_task()
+    return task, task.toy_counter
+
+
 def _nan_gradient_scorer() -> GradientScorer:
     def forward(xb: torch.Tensor) -> torch.Tensor:
         return xb.sum(dim=-1) * float("nan")
@@ -703,6 +751,11 @@ TOY_KINDS: dict[str, ToyKind] = {
         _counted_detection_task,
         lambda p: (toy_detection_task(), {**p, "units": np.zeros((32, 32), dtype=int)}),
         lambda: toy_detection_task(nan=True),
+    ),
+    "few_shot": ToyKind(
+        _counted_few_shot_task,
+        lambda p: (toy_few_shot_task(size=1), p),
+        lambda: toy_few_shot_task(nan=True),
     ),
     "image": ToyKind(
         _counted_image_task,

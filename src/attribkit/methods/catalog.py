@@ -430,4 +430,12 @@ BUILTIN: tuple[MethodSpec, ...] = (
         cost="n_masks forward passes (default 1000), batched",
         cite="Petsiuk, Zhang, Manjunatha, Dell, Dillard & Saenko, 'Black-box Explanation of Object Detectors via Saliency Maps', CVPR 2021",
     ),
+    # --- few_shot: a matching segmenter's query foreground explained over its support pixels ----
+    MethodSpec(
+        "affinity_explainer",
+        "attribkit.by_design.affinity:affinity_explainer",
+        "few_shot",
+        cost="1 forward pass + one decoder pass per matching level with aggregation='feature_ablation' (counted as forward passes); 1 with 'mean'; no backward pass",
+        cite="De Marinis et al., 'Matching-Based Few-Shot Semantic Segmentation Models Are Interpretable by Design', 2025",
+    ),
 )
