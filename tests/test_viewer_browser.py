@@ -333,6 +333,42 @@ def test_image_run_is_its_overlay_and_label_as_text(page, kinds_site):
     _inert(page)
 
 
+@pytest.fixture(scope="module")
+def detection_site(tmp_path_factory):
+    """A server over one detection run (the toy square detector) whose class name is markup."""
+    from attribkit import attribute
+    from attribkit.testing import toy_detection_task
+
+    store = store_mod.open(tmp_path_factory.mktemp("viewer-detection") / "runs.db")
+    task = toy_detection_task()
+    run = attribute(task, "drise", n_masks=16, seed=0)
+    run.target["class"] = "<b>square</b>"
+    run_id = store.put(run)
+    with BackgroundServer(create_app(store)) as server:
+        yield server.url, run_id
+    store.close()
+
+
+def test_detection_run_draws_its_box_over_the_map_and_the_image(page, detection_site):
+    url, run_id = detection_site
+    _open(page, f"{url}#/run/{run_id}")
+    page.wait_for_selector(".image-pair .det-box")
+    assert page.locator(".class-label").inner_text() == "<b>square</b>"  # text, not markup
+    caption = page.locator(".image-class").inner_text()
+    assert caption.startswith("Explained detection:") and "box [8, 8, 24, 24]" in caption
+    boxes = page.locator(".det-box")
+    assert boxes.count() == 2  # on the map and on the image
+    for i in range(2):  # the square sits at 8..24 of a 32-px image: a quarter to three quarters
+        frac = boxes.nth(i).evaluate(
+            """(b) => { const r = b.getBoundingClientRect();
+                        const im = b.parentNode.querySelector("img").getBoundingClientRect();
+                        return [(r.left - im.left) / im.width, (r.top - im.top) / im.height,
+                                r.width / im.width, r.height / im.height]; }"""
+        )
+        assert all(abs(f - w) < 0.03 for f, w in zip(frac, (0.25, 0.25, 0.5, 0.5), strict=True))
+    _inert(page)
+
+
 def test_compare_two_image_runs(page, kinds_site):
     url, _, _, ids = kinds_site
     _open(page, f"{url}#/compare/{ids['img']}/{ids['img_sal']}")

@@ -142,7 +142,8 @@ def unit_vector(data: dict[str, Any]) -> list[float | None]:
 def view_kind(run: StoredRun) -> str:
     """How the page draws a run, decided by the task kind its Attribution records:
     ``context`` (the response traced to its context, with span queries), ``generation`` (a
-    token heat map), ``image`` (the map over the image), ``reasoning`` (the problem, the chain
+    token heat map), ``image`` (the map over the image; a detection run's target box is drawn
+    on it and the caption names class, score and box), ``reasoning`` (the problem, the chain
     of thought shaded by sentence, the answer and, when the method gives one, the
     sentence×sentence matrix), ``agents`` (a multi-agent log's turns shaded by score, the
     agents' totals and the decision), ``provenance`` (the source distribution with "unknown"

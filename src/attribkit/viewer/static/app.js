@@ -627,18 +627,48 @@
     const a = run.attribution;
     const src = String(run.inputs.image_png || (a.input || {}).image_png || "");
     const pair = el("div", { class: "image-pair" });
+    const box = detectionBox(a);
     if (String(run.overlay || "").startsWith("data:image/png;base64,")) {
       pair.appendChild(
-        el("figure", { class: "image-fig" }, el("img", { class: "overlay", src: run.overlay, alt: "attribution map over the image" }), el("figcaption", {}, "map over the image"))
+        el("figure", { class: "image-fig" }, el("div", { class: "image-box" }, el("img", { class: "overlay", src: run.overlay, alt: "attribution map over the image" }), box && box()), el("figcaption", {}, "map over the image"))
       );
     }
     if (src.startsWith("data:image/png;base64,")) {
-      pair.appendChild(el("figure", { class: "image-fig" }, el("img", { class: "original", src, alt: "the attributed image" }), el("figcaption", {}, "image")));
+      pair.appendChild(el("figure", { class: "image-fig" }, el("div", { class: "image-box" }, el("img", { class: "original", src, alt: "the attributed image" }), box && box()), el("figcaption", {}, box ? "image and the explained box" : "image")));
     }
     return pair;
   }
 
+  // A detection run's target box (x1, y1, x2, y2 in pixels) as a maker of outline elements placed
+  // in percent of the stored image's (H, W, ...) shape; null for other runs.
+  function detectionBox(a) {
+    const t = a.target || {};
+    const shape = (a.input || {}).shape || [];
+    const b = t.box;
+    if (t.kind !== "detection_object" || !Array.isArray(b) || b.length !== 4 || !(shape[0] > 0 && shape[1] > 0)) return null;
+    const [x1, y1, x2, y2] = b.map(Number);
+    const [h, w] = [Number(shape[0]), Number(shape[1])];
+    const pct = (v, n) => `${Math.max(0, Math.min(100, (100 * v) / n)).toFixed(2)}%`;
+    return () => {
+      // positioned through the CSSOM: the page's CSP refuses inline style attributes
+      const node = el("div", { class: "det-box", title: `box [${b.join(", ")}]` });
+      Object.assign(node.style, { left: pct(x1, w), top: pct(y1, h), width: pct(x2 - x1, w), height: pct(y2 - y1, h) });
+      return node;
+    };
+  }
+
+  function detectionCaption(t) {
+    const notes = [];
+    if (typeof t.score === "number") notes.push(`score ${t.score.toFixed(2)}`);
+    if (Array.isArray(t.box)) notes.push(`box [${t.box.map((v) => Math.round(Number(v))).join(", ")}]`);
+    if (t.mode) notes.push(`${t.mode} score`);
+    if (t.source) notes.push(String(t.source));
+    const name = t.class === undefined || t.class === null ? `#${t.label}` : String(t.class);
+    return el("p", { class: "image-class" }, "Explained detection: ", el("span", { class: "class-label" }, name), ` (${notes.join(", ")})`);
+  }
+
   function classCaption(target) {
+    if (target && typeof target === "object" && target.kind === "detection_object") return detectionCaption(target);
     if (!target || typeof target !== "object" || target.class === undefined) return null;
     const label = target.label === undefined || target.label === null ? `#${target.class}` : String(target.label);
     const notes = [`class ${target.class}`];
