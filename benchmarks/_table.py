@@ -48,3 +48,32 @@ def fmt(x: float, digits: int = 3) -> str:
     if 1e-3 <= abs(x) < 1e5:
         return f"{x:.{digits}g}" if abs(x) < 1 else f"{x:.{max(digits - 1, 1)}f}"
     return f"{x:.{max(digits - 1, 1)}e}"
+
+
+def run_sections(doc: str, sections: dict[str, str], packages: Sequence[str]) -> None:
+    """The command line of a benchmark made of sections: ``--quick`` and ``--sections a,b``;
+    each section is a module (``sections[name]``) whose ``section(quick)`` returns
+    ``(title, headers, rows)`` tables, printed in order with the time each section took."""
+    import argparse
+    import importlib
+    import time
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a few cases per table (minutes)")
+    ap.add_argument("--sections", default=",".join(sections), help="comma-separated subset")
+    args = ap.parse_args()
+    chosen = args.sections.split(",")
+    unknown = set(chosen) - set(sections)
+    if unknown:
+        ap.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(sections)}")
+    import torch
+
+    torch.set_num_threads(1)
+    print(environment(packages, 1))
+    for name in chosen:
+        start = time.perf_counter()
+        module = importlib.import_module(sections[name])
+        for title, headers, rows in module.section(quick=args.quick):
+            print(f"\n### {title}\n")
+            print(markdown_table(headers, rows))
+        print(f"\n({name}: {time.perf_counter() - start:.0f} s)")
