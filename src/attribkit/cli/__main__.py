@@ -1,0 +1,5 @@
+"""``python -m attribkit.cli``."""
+
+from attribkit.cli import app
+
+app()
