@@ -145,7 +145,8 @@ def view_kind(run: StoredRun) -> str:
     token heat map), ``image`` (the map over the image; a detection run's target box is drawn
     on it and the caption names class, score and box), ``reasoning`` (the problem, the chain
     of thought shaded by sentence, the answer and, when the method gives one, the
-    sentence×sentence matrix), ``agents`` (a multi-agent log's turns shaded by score, the
+    sentence×sentence matrix), ``program`` (a GenerationPrograms output sentence, its node tree
+    with each node's cited sentences, and the context with the cited sentences shaded), ``agents`` (a multi-agent log's turns shaded by score, the
     agents' totals and the decision), ``provenance`` (the source distribution with "unknown"
     beside the text, its units shaded by score; needs the target's ``scores``), ``tabular``
     (signed bars per feature with its value and, when the run carries it, its responsiveness:
@@ -171,6 +172,9 @@ def view_kind(run: StoredRun) -> str:
         return "image" if image else "generic"
     if task == "reasoning":
         return "reasoning" if text and has_ranges else "generic"
+    if task == "program":
+        tree = (data.get("extras") or {}).get("program")
+        return "program" if isinstance(tree, dict) and text and has_ranges else "generic"
     if task == "agents":
         return "agents" if units else "generic"
     if task == "provenance":

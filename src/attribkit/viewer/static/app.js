@@ -667,6 +667,37 @@
     return el("p", { class: "image-class" }, "Explained detection: ", el("span", { class: "class-label" }, name), ` (${notes.join(", ")})`);
   }
 
+  // A program's node tree (GenerationPrograms): op(args) with its instruction, output and cited
+  // sentences (unit indices into `units`), children nested under their parent.
+  function programTree(node, units) {
+    const list = el("ul", { class: "program-tree" });
+    list.appendChild(programNode(node, units));
+    return list;
+  }
+
+  function programNode(node, units) {
+    const n = node && typeof node === "object" ? node : {};
+    const args = Array.isArray(n.args) ? n.args.map(String) : [];
+    const call = n.op === "source" || n.op === "copy" ? args.join(", ") : `${String(n.op)}(${args.join(", ")})`;
+    const cites = (Array.isArray(n.citations) ? n.citations : []).filter((i) => Number.isInteger(i) && i >= 0 && i < units.length);
+    const item = el(
+      "li",
+      { class: "program-node", data: { op: String(n.op) } },
+      el("code", { class: "program-call" }, call),
+      n.instruction ? el("span", { class: "program-instruction" }, ` instruction: ${String(n.instruction)}`) : null,
+      n.error ? el("p", { class: "program-error" }, `failed: ${String(n.error)}`) : null,
+      n.output !== null && n.output !== undefined && n.op !== "source" ? el("p", { class: "program-output" }, String(n.output)) : null,
+      el(
+        "ul",
+        { class: "program-cites" },
+        cites.map((i) => el("li", { class: "program-cite", data: { unit: String(i) } }, el("span", { class: "cite-id" }, `S${i + 1} `), String(units[i].label)))
+      )
+    );
+    const children = Array.isArray(n.children) ? n.children.filter((c) => c && c.op !== "source") : [];
+    if (children.length) item.appendChild(el("ul", { class: "program-children" }, children.map((c) => programNode(c, units))));
+    return item;
+  }
+
   function classCaption(target) {
     if (target && typeof target === "object" && target.kind === "detection_object") return detectionCaption(target);
     if (!target || typeof target !== "object" || target.class === undefined) return null;
@@ -718,7 +749,7 @@
   function inputView(run, vector, ranking) {
     const a = run.attribution;
     const units = a.units;
-    if (run.view === "context" || run.view === "text" || run.view === "reasoning") {
+    if (run.view === "context" || run.view === "text" || run.view === "reasoning" || run.view === "program") {
       const { box, nodes } = textWithUnits(a.input.text, units);
       paintUnits(nodes, vector, ranking);
       return { node: box, paint: (v, r) => paintUnits(nodes, v, r) };
@@ -850,6 +881,16 @@
         view.node,
         el("h2", {}, "Ranked input tokens ", el("span", { class: "hint" }, "summed over the generated tokens")),
         rankList(a.units, run.vector, ranking, 20),
+      ];
+    } else if (run.view === "program") {
+      const t = a.target || {};
+      blocks = [
+        el("h2", {}, "Output sentence"),
+        el("p", { class: "program-sentence" }, t.sentence === null || t.sentence === undefined ? "(the program produced no sentence)" : String(t.sentence)),
+        el("h2", {}, "Program ", el("span", { class: "hint" }, "inner calls first; each node lists the sentences it cites")),
+        programTree(a.extras.program, a.units),
+        el("h2", {}, "Context ", el("span", { class: "hint" }, "the cited sentences shaded")),
+        view.node,
       ];
     } else if (run.view === "reasoning") {
       const r = run.reasoning || {};
