@@ -151,7 +151,8 @@ def view_kind(run: StoredRun) -> str:
     beside the text, its units shaded by score; needs the target's ``scores``), ``tabular``
     (signed bars per feature with its value and, when the run carries it, its responsiveness:
     :func:`tabular_payload`), ``timeseries`` (each channel's line with the attribution map shaded
-    under it; needs ``input["series"]`` and ``extras["map"]`` of one shape); for a bare
+    under it; needs ``input["series"]`` and ``extras["map"]`` of one shape), ``neurons`` (a
+    neuron or head attribution: its layer × unit map and top units; needs ``extras["layer_map"]``); for a bare
     Scorer's result (no task) or a task kind without its own view (e.g. ``machine_text``)
     by its units: ``features`` (signed bars), ``image`` (image units over the stored picture),
     ``text`` (text units over their text); else ``generic`` (a ranked list)."""
@@ -184,6 +185,8 @@ def view_kind(run: StoredRun) -> str:
         return "tabular" if units else "generic"
     if task == "timeseries":
         return "timeseries" if _has_series(inp, data.get("extras")) else "generic"
+    if inp.get("kind") in ("neurons", "heads") and _has_layer_map(data):
+        return "neurons"
     if units and all("box" in u for u in units) and image:
         return "image"
     if inp.get("kind") == "features" or (
@@ -193,6 +196,51 @@ def view_kind(run: StoredRun) -> str:
     if text and has_ranges:
         return "text"
     return "generic"
+
+
+def _has_layer_map(data: dict[str, Any]) -> bool:
+    """Whether a neuron run stores its (layers × units) score matrix as a list of equal rows."""
+    m = (data.get("extras") or {}).get("layer_map")
+    return (
+        isinstance(m, list)
+        and bool(m)
+        and all(isinstance(r, list) and len(r) == len(m[0]) and r for r in m)
+    )
+
+
+def neurons_payload(data: dict[str, Any]) -> dict[str, Any]:
+    """A neuron run's layer × unit map as a PNG data URL (:func:`attribkit.viz.image.colorize`
+    on a scale symmetric around 0, so the middle colour is 0), its shape, the unit word
+    (``neuron`` or ``head``), the explained token and its log-probability, and the top units
+    ``[layer, unit, score]`` (highest first)."""
+    from attribkit.core.png import png_data_url
+    from attribkit.viz.image import colorize
+
+    extras = data.get("extras") or {}
+    grid = np.asarray(extras["layer_map"], dtype=float)
+    finite = np.abs(grid[np.isfinite(grid)])
+    scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    top = [
+        [int(r[0]), int(r[1]), _finite(r[2])]
+        for r in extras.get("top") or []
+        if isinstance(r, list) and len(r) == 3
+    ]
+    if not top:
+        flat = np.nan_to_num(grid.ravel(), nan=-np.inf)
+        top = [
+            [int(b // grid.shape[1]), int(b % grid.shape[1]), float(grid.ravel()[b])]
+            for b in np.argsort(-flat, kind="stable")[:20]
+        ]
+    kind = (data.get("input") or {}).get("kind")
+    return {
+        "map_png": png_data_url(colorize(grid, vmin=-scale, vmax=scale)),
+        "shape": list(grid.shape),
+        "scale": scale,
+        "unit": "head" if kind == "heads" else "neuron",
+        "token": None if extras.get("token") is None else str(extras["token"]),
+        "logprob": _finite(extras.get("logprob")),
+        "top": top,
+    }
 
 
 def _has_series(inp: dict[str, Any], extras: Any) -> bool:
@@ -436,6 +484,8 @@ def _view_payload(run: StoredRun, view: str) -> dict[str, Any]:
         return {"tabular": tabular_payload(run.data)}
     if view == "timeseries":
         return {"series": series_payload(run.data)}
+    if view == "neurons":
+        return {"neurons": neurons_payload(run.data)}
     return {}
 
 

@@ -667,6 +667,15 @@
     return el("p", { class: "image-class" }, "Explained detection: ", el("span", { class: "class-label" }, name), ` (${notes.join(", ")})`);
   }
 
+  function neuronTable(top, word) {
+    return el(
+      "table",
+      { class: "neuron-top" },
+      el("thead", {}, el("tr", {}, el("th", {}, "rank"), el("th", {}, "layer"), el("th", {}, word), el("th", {}, "score"))),
+      el("tbody", {}, top.map((r, i) => el("tr", { class: "neuron-row" }, el("td", {}, String(i + 1)), el("td", {}, String(r[0])), el("td", {}, String(r[1])), el("td", {}, r[2] === null ? "n/a" : Number(r[2]).toPrecision(4)))))
+    );
+  }
+
   // A program's node tree (GenerationPrograms): op(args) with its instruction, output and cited
   // sentences (unit indices into `units`), children nested under their parent.
   function programTree(node, units) {
@@ -881,6 +890,18 @@
         view.node,
         el("h2", {}, "Ranked input tokens ", el("span", { class: "hint" }, "summed over the generated tokens")),
         rankList(a.units, run.vector, ranking, 20),
+      ];
+    } else if (run.view === "neurons") {
+      const info = run.neurons || { shape: [0, 0], top: [], unit: "neuron" };
+      const word = info.unit === "head" ? "head" : "neuron";
+      const t = a.target || {};
+      blocks = [
+        el("p", { class: "neuron-target" }, "Explained: ", el("span", { class: "class-label" }, t.description === undefined ? "" : String(t.description)),
+          info.logprob === null || info.logprob === undefined ? "" : ` (log p = ${Number(info.logprob).toFixed(3)})`),
+        el("h2", {}, `Layer × ${word} map `, el("span", { class: "hint" }, `${info.shape[0]} layers (rows, first at the top) × ${info.shape[1]} ${word}s (columns); middle colour = 0, scale ±${Number(info.scale || 0).toPrecision(3)}`)),
+        String(info.map_png || "").startsWith("data:image/png;base64,") ? el("img", { class: "neuron-map", src: info.map_png, alt: `${word} scores by layer` }) : null,
+        el("h2", {}, `Top ${word}s`),
+        neuronTable(info.top || [], word),
       ];
     } else if (run.view === "program") {
       const t = a.target || {};
