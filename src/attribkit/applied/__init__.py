@@ -9,3 +9,13 @@ language model, measured against a baseline that spends the same budget.
 - :mod:`attribkit.applied.amplify` — AMPLIFY: few-shot rationales written from a proxy's
   attribution.
 """
+
+from attribkit.applied.pruning import (
+    PruneResult,
+    attribution_prune,
+    promptquine,
+    random_prune,
+    tapruning,
+)
+
+__all__ = ["PruneResult", "attribution_prune", "promptquine", "random_prune", "tapruning"]
