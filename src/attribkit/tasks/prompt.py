@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from attribkit.core.cost import Cost, CostMeter, measure
-from attribkit.core.errors import InputError
+from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.scorer import Scorer
 from attribkit.core.task import Task
 from attribkit.core.units import TextUnits
@@ -113,7 +113,7 @@ def label_logprobs(
             lm.cost.forward_passes += len(idx)
             lm.cost.batches += 1
     if not np.isfinite(out).all():
-        raise InputError(
+        raise ScorerError(
             "the model returned a non-finite label log-probability; check the model's dtype "
             "(float16 on CPU can overflow)"
         )
