@@ -10,6 +10,20 @@ language model, measured against a baseline that spends the same budget.
   attribution.
 """
 
+from attribkit.applied.programs import (
+    ExtractiveTextOps,
+    LMTextOps,
+    Program,
+    ProgramCitation,
+    ProgramRun,
+    TextOps,
+    cite_with_program,
+    execute,
+    parse_program,
+    plan_post_hoc,
+    program_attribution,
+    verify,
+)
 from attribkit.applied.pruning import (
     PruneResult,
     attribution_prune,
@@ -18,4 +32,22 @@ from attribkit.applied.pruning import (
     tapruning,
 )
 
-__all__ = ["PruneResult", "attribution_prune", "promptquine", "random_prune", "tapruning"]
+__all__ = [
+    "ExtractiveTextOps",
+    "LMTextOps",
+    "Program",
+    "ProgramCitation",
+    "ProgramRun",
+    "PruneResult",
+    "TextOps",
+    "attribution_prune",
+    "cite_with_program",
+    "execute",
+    "parse_program",
+    "plan_post_hoc",
+    "program_attribution",
+    "promptquine",
+    "random_prune",
+    "tapruning",
+    "verify",
+]
