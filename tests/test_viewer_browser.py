@@ -369,6 +369,79 @@ def test_detection_run_draws_its_box_over_the_map_and_the_image(page, detection_
     _inert(page)
 
 
+HOSTILE_SOURCE = '<img src=x onerror="window.__pwned=1">Ada lives in Oslo.'
+
+
+@pytest.fixture(scope="module")
+def program_site(tmp_path_factory):
+    """A server over one GenerationPrograms sentence (an extractive run of a nested program)
+    whose cited source is markup."""
+    from attribkit.applied.programs import execute, parse_program, program_attribution
+    from attribkit.core.units import TextUnits
+
+    store = store_mod.open(tmp_path_factory.mktemp("viewer-program") / "runs.db")
+    units = TextUnits.passages(
+        [HOSTILE_SOURCE, "Ada works as a baker, mostly at night.", "Oslo is in Norway.", "Noise."],
+        sep=" ",
+    )
+    program = parse_program("- fusion(compression(S2), S3)\n- S1", n_units=len(units))
+    run = execute(program, units)
+    ids = [store.put(a) for a in program_attribution(program, units, run)]
+    with BackgroundServer(create_app(store)) as server:
+        yield server.url, ids
+    store.close()
+
+
+def test_program_run_is_its_node_tree_with_cited_sentences(page, program_site):
+    url, ids = program_site
+    _open(page, f"{url}#/run/{ids[0]}")
+    page.wait_for_selector(".program-tree")
+    assert page.locator(".program-sentence").inner_text() == (
+        "Ada works as a baker; Oslo is in Norway."
+    )
+    calls = page.locator(".program-call")
+    assert [calls.nth(i).inner_text() for i in range(calls.count())] == [
+        "fusion(compression(S2), S3)",
+        "compression(S2)",
+    ]
+    # the root cites S2 and S3; the inner call S2 only; the context shades exactly those two
+    root = page.locator(".program-tree > .program-node > .program-cites .program-cite")
+    assert [root.nth(i).get_attribute("data-unit") for i in range(root.count())] == ["1", "2"]
+    assert page.locator(".unit[data-unit]").count() == 4
+    _open(page, f"{url}#/run/{ids[1]}")  # a bare copy of the hostile sentence: shown as text
+    page.wait_for_selector(".program-tree")
+    assert page.locator(".program-call").inner_text() == "S1"
+    assert page.locator(".program-cite").inner_text() == "S1 " + HOSTILE_SOURCE
+    _inert(page)
+
+
+@pytest.fixture(scope="module")
+def neurons_site(tmp_path_factory, tiny_lm):
+    """A server over one FFN-neuron attribution (DLA) on the tiny Llama (2 layers × 64)."""
+    from attribkit.internals.neurons import neuron_attribution
+
+    store = store_mod.open(tmp_path_factory.mktemp("viewer-neurons") / "runs.db")
+    run = neuron_attribution(tiny_lm, "the cat sat on the", " mat", score="dla")
+    run_id = store.put(run)
+    with BackgroundServer(create_app(store)) as server:
+        yield server.url, run_id, run
+    store.close()
+
+
+def test_neuron_run_is_a_layer_by_neuron_map_with_its_top_units(page, neurons_site):
+    url, run_id, run = neurons_site
+    _open(page, f"{url}#/run/{run_id}")
+    page.wait_for_selector("img.neuron-map")
+    img = page.locator("img.neuron-map")
+    assert img.evaluate("(im) => [im.naturalHeight, im.naturalWidth]") == [2, 64]
+    rows = page.locator("tr.neuron-row")
+    assert rows.count() == 20
+    best = [int(x) for x in rows.first.locator("td").all_inner_texts()[1:3]]
+    assert best == run.extras["top"][0][:2]
+    assert page.locator(".neuron-target").inner_text().startswith("Explained: log p(' mat')")
+    _inert(page)
+
+
 def test_compare_two_image_runs(page, kinds_site):
     url, _, _, ids = kinds_site
     _open(page, f"{url}#/compare/{ids['img']}/{ids['img_sal']}")

@@ -6,7 +6,7 @@ command, in the order ``attribkit --help`` lists them.
 
 # isort: off
 from attribkit.cli import context, store, image, reasoning, agents  # noqa: F401
-from attribkit.cli import provenance, recourse, series, prompts  # noqa: F401
+from attribkit.cli import provenance, recourse, series, prompts, internals  # noqa: F401
 
 # isort: on
 from attribkit.cli._app import app

@@ -1,7 +1,17 @@
-"""Model internals: interventions on hidden units (channels of named layers) and what they
-cause at the output — the causal graph of a class (Ahmad et al., 2023), shared by neuron-level
-methods. Imports only ``core`` and ``models``."""
+"""Model internals as units: interventions on hidden units (channels of named layers) and what
+they cause at the output — the causal graph of a class (Ahmad et al., 2023); FFN neurons and
+attention heads of a language model scored for a next token, the layers to edit and a
+closed-form fact edit (ACE, 2025). Imports only ``core`` and ``models``."""
 
+from attribkit.internals.editing import (
+    EditReport,
+    EditRequest,
+    EditResult,
+    edit,
+    edit_report,
+    module_covariance,
+    sample_texts,
+)
 from attribkit.internals.interventions import (
     CausalGraph,
     ChannelReport,
@@ -9,5 +19,32 @@ from attribkit.internals.interventions import (
     channel_report,
     channel_scores,
 )
+from attribkit.internals.neurons import (
+    EditLayers,
+    ablate_neurons,
+    last_logprobs,
+    locate_edit_layers,
+    neuron_attribution,
+    query_layers,
+)
 
-__all__ = ["CausalGraph", "ChannelReport", "causal_graph", "channel_report", "channel_scores"]
+__all__ = [
+    "CausalGraph",
+    "ChannelReport",
+    "EditLayers",
+    "EditReport",
+    "EditRequest",
+    "EditResult",
+    "ablate_neurons",
+    "causal_graph",
+    "channel_report",
+    "channel_scores",
+    "edit",
+    "edit_report",
+    "last_logprobs",
+    "locate_edit_layers",
+    "module_covariance",
+    "neuron_attribution",
+    "query_layers",
+    "sample_texts",
+]
