@@ -10,6 +10,14 @@ language model, measured against a baseline that spends the same budget.
   attribution.
 """
 
+from attribkit.applied.amplify import (
+    AmplifyResult,
+    LinearProxy,
+    SelfProxy,
+    amplify,
+    random_shots,
+    random_word_prompts,
+)
 from attribkit.applied.programs import (
     ExtractiveTextOps,
     LMTextOps,
@@ -33,13 +41,17 @@ from attribkit.applied.pruning import (
 )
 
 __all__ = [
+    "AmplifyResult",
     "ExtractiveTextOps",
     "LMTextOps",
+    "LinearProxy",
     "Program",
     "ProgramCitation",
     "ProgramRun",
     "PruneResult",
+    "SelfProxy",
     "TextOps",
+    "amplify",
     "attribution_prune",
     "cite_with_program",
     "execute",
@@ -48,6 +60,8 @@ __all__ = [
     "program_attribution",
     "promptquine",
     "random_prune",
+    "random_shots",
+    "random_word_prompts",
     "tapruning",
     "verify",
 ]
