@@ -35,7 +35,15 @@ The public API, re-exported here, is stable:
 - explainable by design (:mod:`attribkit.by_design`): COMET (:func:`train_comet`,
   :class:`Comet`), the Affinity Explainer (:func:`attribute_support`, :class:`SupportTask`);
 - internals: :func:`causal_graph` (channels' average causal and path effects for a class,
-  :class:`CausalGraph` with its causal CAM), :func:`channel_report`;
+  :class:`CausalGraph` with its causal CAM), :func:`channel_report`; a language model's FFN
+  neurons and heads: :func:`neuron_attribution`, :func:`query_layers`,
+  :func:`locate_edit_layers` (ACE; the edit itself in :mod:`attribkit.internals`);
+- attribution that acts (:mod:`attribkit.applied`): GenerationPrograms (:func:`parse_program`,
+  :func:`plan_post_hoc`, :func:`program_attribution`, :func:`cite_with_program`), prompt pruning
+  on a :class:`PromptTask` (:func:`tapruning`, :func:`promptquine`, :func:`attribution_prune`,
+  :func:`random_prune`, :class:`PruneResult`; :func:`evaluate_prompt`, :func:`label_logprobs`),
+  AMPLIFY rationales (:func:`amplify`), OG-RAG fact clusters (:class:`HyperedgeUnits`,
+  :func:`ograg_retrieve`) and the reader's burden of an attribution (:func:`attribution_burden`);
 - token-level LM analysis: :func:`direct_logit_attribution`, :func:`grains_vectors` and
   :func:`steer` (GrAInS steering);
 - images: :func:`attribute_image`, :class:`ImageTask`, :class:`ImageClassifier`,
@@ -57,7 +65,21 @@ The public API, re-exported here, is stable:
 
 __version__ = "0.1.0"
 
-from attribkit import by_design, store
+from attribkit import applied, by_design, store
+from attribkit.applied import (
+    HyperedgeUnits,
+    PruneResult,
+    amplify,
+    attribution_prune,
+    cite_with_program,
+    ograg_retrieve,
+    parse_program,
+    plan_post_hoc,
+    program_attribution,
+    promptquine,
+    random_prune,
+    tapruning,
+)
 from attribkit.by_design import Comet, SupportTask, attribute_support, train_comet
 from attribkit.core import *  # noqa: F403
 from attribkit.core import __all__ as _core_all
@@ -72,6 +94,7 @@ from attribkit.evaluation import (
     agreement_matrix,
     agreement_report,
     anchor_agreement,
+    attribution_burden,
     baseline_predictions,
     comprehensiveness,
     cross_fitted_majority,
@@ -93,9 +116,17 @@ from attribkit.evaluation import (
     subset_curves,
     sufficiency,
     who_when_score,
+    wilson_interval,
     write_predictions,
 )
-from attribkit.internals import CausalGraph, causal_graph, channel_report
+from attribkit.internals import (
+    CausalGraph,
+    causal_graph,
+    channel_report,
+    locate_edit_layers,
+    neuron_attribution,
+    query_layers,
+)
 from attribkit.methods.catalog import BUILTIN as _BUILTIN
 from attribkit.methods.generation.dla import direct_logit_attribution
 from attribkit.methods.generation.grains import SteeringVectors, grains_vectors, steer
@@ -136,6 +167,7 @@ from attribkit.tasks import (
     GenerationTask,
     ImageTask,
     MachineTextTask,
+    PromptTask,
     ProvenanceTask,
     ReasoningTask,
     ReasoningTrace,
@@ -156,6 +188,8 @@ from attribkit.tasks import (
     attribute_reasoning,
     attribute_tabular,
     attribute_timeseries,
+    evaluate_prompt,
+    label_logprobs,
 )
 from attribkit.viz import explain, print_attribution, print_token_attribution, save_html
 from attribkit.viz.image import overlay, save_overlay
@@ -270,5 +304,26 @@ __all__ = [
     "channel_report",
     "reasons_without_recourse",
     "responsiveness",
+    "wilson_interval",
+    "applied",
+    "PromptTask",
+    "evaluate_prompt",
+    "label_logprobs",
+    "PruneResult",
+    "tapruning",
+    "promptquine",
+    "attribution_prune",
+    "random_prune",
+    "amplify",
+    "parse_program",
+    "plan_post_hoc",
+    "program_attribution",
+    "cite_with_program",
+    "HyperedgeUnits",
+    "ograg_retrieve",
+    "attribution_burden",
+    "neuron_attribution",
+    "query_layers",
+    "locate_edit_layers",
     *_core_all,
 ]

@@ -18,6 +18,13 @@ from attribkit.applied.amplify import (
     random_shots,
     random_word_prompts,
 )
+from attribkit.applied.ograg import (
+    HyperedgeRetrieval,
+    HyperedgeUnits,
+    flatten_jsonld,
+    greedy_set_cover,
+    ograg_retrieve,
+)
 from attribkit.applied.programs import (
     ExtractiveTextOps,
     LMTextOps,
@@ -43,6 +50,8 @@ from attribkit.applied.pruning import (
 __all__ = [
     "AmplifyResult",
     "ExtractiveTextOps",
+    "HyperedgeRetrieval",
+    "HyperedgeUnits",
     "LMTextOps",
     "LinearProxy",
     "Program",
@@ -55,6 +64,9 @@ __all__ = [
     "attribution_prune",
     "cite_with_program",
     "execute",
+    "flatten_jsonld",
+    "greedy_set_cover",
+    "ograg_retrieve",
     "parse_program",
     "plan_post_hoc",
     "program_attribution",

@@ -10,6 +10,7 @@ from attribkit.evaluation.aggatt import AggAtt, aggatt, aggatt_figure
 from attribkit.evaluation.agreement import agreement, agreement_matrix
 from attribkit.evaluation.agreement_report import AgreementReport, agreement_report
 from attribkit.evaluation.anchor_agreement import AnchorAgreement, anchor_agreement
+from attribkit.evaluation.burden import Burden, attribution_burden
 from attribkit.evaluation.curves import (
     Curve,
     DeletionInsertion,
@@ -72,6 +73,7 @@ __all__ = [
     "AggAtt",
     "AgreementReport",
     "AnchorAgreement",
+    "Burden",
     "Curve",
     "DeletionInsertion",
     "DetectionCurves",
@@ -91,6 +93,7 @@ __all__ = [
     "agreement_matrix",
     "agreement_report",
     "anchor_agreement",
+    "attribution_burden",
     "aup_aur",
     "average_precision",
     "baseline_predictions",

@@ -25,6 +25,8 @@ from attribkit.tasks.generation import (
 )
 from attribkit.tasks.image import ImageTask, attribute_image, image_units
 from attribkit.tasks.machine_text import MachineTextTask, attribute_machine_text
+from attribkit.tasks.prompt import PromptEvaluation, PromptTask, evaluate_prompt, label_logprobs
+from attribkit.tasks.prompt_cases import LabeledExample, but_sentiment, coin_flip
 from attribkit.tasks.provenance import ProvenanceTask, attribute_provenance
 from attribkit.tasks.reasoning import ReasoningTask, ReasoningTrace, attribute_reasoning
 from attribkit.tasks.tabular import TabularTask, attribute_tabular
@@ -60,8 +62,11 @@ __all__ = [
     "Detector",
     "GenerationTask",
     "ImageTask",
+    "LabeledExample",
     "MachineTextTask",
     "OverlappingWindowUnits",
+    "PromptEvaluation",
+    "PromptTask",
     "ProvenanceTask",
     "ReasoningTask",
     "ReasoningTrace",
@@ -84,10 +89,14 @@ __all__ = [
     "attribute_reasoning",
     "attribute_tabular",
     "attribute_timeseries",
+    "but_sentiment",
+    "coin_flip",
     "context_scorer",
     "context_units",
+    "evaluate_prompt",
     "freq_shapes",
     "image_units",
+    "label_logprobs",
     "load_ucr",
     "low_var_detect",
     "make_cases",
