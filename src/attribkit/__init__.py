@@ -37,7 +37,8 @@ The public API, re-exported here, is stable:
 - internals: :func:`causal_graph` (channels' average causal and path effects for a class,
   :class:`CausalGraph` with its causal CAM), :func:`channel_report`; a language model's FFN
   neurons and heads: :func:`neuron_attribution`, :func:`query_layers`,
-  :func:`locate_edit_layers` (ACE; the edit itself in :mod:`attribkit.internals`);
+  :func:`locate_edit_layers` (ACE; the edit itself in :mod:`attribkit.internals`); weights:
+  :func:`weight_mask` (WAGLE and its baselines, saved as safetensors), :func:`unlearn`;
 - attribution that acts (:mod:`attribkit.applied`): GenerationPrograms (:func:`parse_program`,
   :func:`plan_post_hoc`, :func:`program_attribution`, :func:`cite_with_program`), prompt pruning
   on a :class:`PromptTask` (:func:`tapruning`, :func:`promptquine`, :func:`attribution_prune`,
@@ -126,6 +127,8 @@ from attribkit.internals import (
     locate_edit_layers,
     neuron_attribution,
     query_layers,
+    unlearn,
+    weight_mask,
 )
 from attribkit.methods.catalog import BUILTIN as _BUILTIN
 from attribkit.methods.generation.dla import direct_logit_attribution
@@ -325,5 +328,7 @@ __all__ = [
     "neuron_attribution",
     "query_layers",
     "locate_edit_layers",
+    "weight_mask",
+    "unlearn",
     *_core_all,
 ]

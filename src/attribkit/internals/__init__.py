@@ -1,7 +1,8 @@
 """Model internals as units: interventions on hidden units (channels of named layers) and what
 they cause at the output — the causal graph of a class (Ahmad et al., 2023); FFN neurons and
 attention heads of a language model scored for a next token, the layers to edit and a
-closed-form fact edit (ACE, 2025). Imports only ``core`` and ``models``."""
+closed-form fact edit (ACE, 2025); every weight scored for forgetting versus retaining, a mask
+of the top fraction and unlearning through it (WAGLE, 2024). Imports only ``core`` and ``models``."""
 
 from attribkit.internals.editing import (
     EditReport,
@@ -27,14 +28,20 @@ from attribkit.internals.neurons import (
     neuron_attribution,
     query_layers,
 )
+from attribkit.internals.unlearning import UnlearnResult, UnlearnStep, unlearn
+from attribkit.internals.weights import MASK_METHODS, WeightMask, weight_mask, weight_scores
 
 __all__ = [
+    "MASK_METHODS",
     "CausalGraph",
     "ChannelReport",
     "EditLayers",
     "EditReport",
     "EditRequest",
     "EditResult",
+    "UnlearnResult",
+    "UnlearnStep",
+    "WeightMask",
     "ablate_neurons",
     "causal_graph",
     "channel_report",
@@ -47,4 +54,7 @@ __all__ = [
     "neuron_attribution",
     "query_layers",
     "sample_texts",
+    "unlearn",
+    "weight_mask",
+    "weight_scores",
 ]
