@@ -88,8 +88,10 @@ class ContextCase:
         return asdict(self)
 
 
-class _Names:
-    """Draws unique invented words from a numpy Generator."""
+class InventedNames:
+    """Draws invented names (people, towns, companies, codes) from a numpy Generator, each
+    unique within one drawer and never a sub-word of another; shared by every case generator so
+    no model can know the facts beforehand."""
 
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
@@ -116,17 +118,21 @@ class _Names:
         raise RuntimeError("could not draw a unique name; lower n_sentences")  # pragma: no cover
 
     def person(self) -> str:
+        """A new person's name of 2–3 syllables."""
         return self._unique(lambda: self._word(int(self.rng.integers(2, 4))))
 
     def town(self) -> str:
+        """A new town name with a town suffix."""
         suffix = _TOWN_SUFFIXES[self.rng.integers(len(_TOWN_SUFFIXES))]
         return self._unique(lambda: self._word(int(self.rng.integers(1, 3))) + suffix)
 
     def company(self) -> str:
+        """A new company name with a company suffix."""
         suffix = _COMPANY_SUFFIXES[self.rng.integers(len(_COMPANY_SUFFIXES))]
         return self._unique(lambda: self._word(2)) + " " + suffix
 
     def code(self) -> str:
+        """A new code such as ``417-K23``."""
         r = self.rng
         for _ in range(1000):
             letter = _LETTERS[int(r.integers(len(_LETTERS)))]
@@ -138,7 +144,7 @@ class _Names:
 
 
 def _needle(rng: np.random.Generator, n: int) -> dict[str, Any]:
-    names = _Names(rng)
+    names = InventedNames(rng)
     people = [names.person() for _ in range(n)]
     codes = [names.code() for _ in range(n)]
     gold = int(rng.integers(n))
@@ -155,7 +161,7 @@ def _needle(rng: np.random.Generator, n: int) -> dict[str, Any]:
 
 
 def _birthplace(rng: np.random.Generator, n: int) -> dict[str, Any]:
-    names = _Names(rng)
+    names = InventedNames(rng)
     n_people = max(2, (n + 1) // 2)
     people = [names.person() for _ in range(n_people)]
     towns = [names.town() for _ in range(n)]
@@ -186,7 +192,7 @@ def _birthplace(rng: np.random.Generator, n: int) -> dict[str, Any]:
 def _two_hop(rng: np.random.Generator, n: int) -> dict[str, Any]:
     if n < 2:
         raise InputError("two_hop cases need at least 2 sentences")
-    names = _Names(rng)
+    names = InventedNames(rng)
     n_pairs = n // 2
     people = [names.person() for _ in range(n_pairs)]
     companies = [names.company() for _ in range(n_pairs)]
@@ -216,7 +222,7 @@ def _injection(rng: np.random.Generator, n: int, copies: int) -> dict[str, Any]:
         raise InputError(
             f"injection cases with {copies} copies need at least {copies + 1} sentences"
         )
-    names = _Names(rng)
+    names = InventedNames(rng)
     n_facts = n - copies
     people = [names.person() for _ in range(n_facts)]
     codes = [names.code() for _ in range(n_facts)]

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from attribkit.core.errors import InputError
-from attribkit.tasks.context_cases import _Names
+from attribkit.tasks.context_cases import InventedNames
 
 #: attribute key -> the kind of invented value it takes
 ATTRIBUTES: dict[str, str] = {
@@ -136,7 +136,7 @@ class FactCase:
         return d
 
 
-def _value(names: _Names, kind: str, numbers: set[str]) -> str:
+def _value(names: InventedNames, kind: str, numbers: set[str]) -> str:
     if kind == "town":
         return names.town()
     if kind == "company":
@@ -156,7 +156,7 @@ def _value(names: _Names, kind: str, numbers: set[str]) -> str:
 
 
 def _case(rng: np.random.Generator, n_entities: int) -> dict[str, Any]:
-    names, numbers = _Names(rng), set()
+    names, numbers = InventedNames(rng), set()
     keys = list(ATTRIBUTES)
     records = []
     for _ in range(n_entities):

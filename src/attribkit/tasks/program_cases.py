@@ -26,7 +26,7 @@ import numpy as np
 
 from attribkit.core.errors import InputError
 from attribkit.core.units import TextUnits
-from attribkit.tasks.context_cases import _Names
+from attribkit.tasks.context_cases import InventedNames
 
 RELATIONS: tuple[str, ...] = ("born", "works", "lives", "code")
 _SENTENCE = {
@@ -125,7 +125,7 @@ def _case(
     n_answers: int,
     duplicate_prob: float,
 ) -> dict[str, Any]:
-    names = _Names(rng)
+    names = InventedNames(rng)
     people = [names.person() for _ in range(n_people)]
     values = {
         p: {

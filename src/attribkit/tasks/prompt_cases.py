@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from attribkit.core.errors import InputError
-from attribkit.tasks.context_cases import _Names
+from attribkit.tasks.context_cases import InventedNames
 
 __all__ = [
     "COIN_VERBALIZERS",
@@ -112,7 +112,7 @@ def coin_flip(n: int, seed: int = 0) -> list[LabeledExample]:
     for i in range(int(n)):
         rng = np.random.default_rng([int(seed), 2, i])
         label = _COIN_LABELS[i % 2]
-        names = _Names(rng)
+        names = InventedNames(rng)
         k = int(rng.integers(1, 5))
         people = [names.person() for _ in range(k)]
         flips = [bool(rng.random() < 0.5) for _ in range(k - 1)]

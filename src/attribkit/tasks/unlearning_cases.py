@@ -26,7 +26,7 @@ import torch
 from attribkit.core.errors import InputError
 from attribkit.internals.weights import example_nll, trainable_parameters
 from attribkit.models.lm import LanguageModel
-from attribkit.tasks.context_cases import _Names
+from attribkit.tasks.context_cases import InventedNames
 
 __all__ = [
     "RELATIONS",
@@ -91,7 +91,7 @@ def make_people_facts(
     if unknown or not relations:
         raise InputError(f"unknown relations {unknown}; choose from {', '.join(RELATIONS)}")
     rng = np.random.default_rng(seed)
-    names = _Names(rng)
+    names = InventedNames(rng)
     people = [names.person() for _ in range(n_people)]
     facts = []
     for person in people:
