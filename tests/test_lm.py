@@ -249,3 +249,21 @@ def test_smollm2_gradient_forward_equals_logprob(smollm2):
     gs = smollm2.gradient_scorer(prompt, response)
     assert "".join(gs.units.labels) == prompt
     np.testing.assert_allclose(gs.value(gs.x[None]), smollm2.logprob(prompt, response), atol=1e-4)
+
+
+def test_next_token_logprobs_match_token_logprobs_in_any_batch_shape(tiny_lm) -> None:
+    prompts = ["the cat sat", "a", "the dog ran far away"]
+    before = tiny_lm.cost.copy()
+    rows = tiny_lm.next_token_logprobs(prompts, chat=False, batch_size=2)
+    spent = tiny_lm.cost - before
+    assert rows.shape[0] == 3 and spent.forward_passes == 3 and spent.batches == 2
+    assert np.allclose(np.exp(rows).sum(axis=1), 1.0, atol=1e-4)
+    alone = np.stack([tiny_lm.next_token_logprobs([p], chat=False)[0] for p in prompts])
+    assert np.allclose(rows, alone, atol=1e-4)
+    for p, row in zip(prompts, rows, strict=True):
+        tok = tiny_lm.tokenizer.decode([int(row.argmax())])
+        want = tiny_lm.token_logprobs([p], [tok], chat=False)[0]
+        if len(want) == 1:  # the decoded token re-encodes to itself
+            assert abs(float(want[0]) - float(row.max())) < 1e-4
+    with pytest.raises(InputError, match="list of strings"):
+        tiny_lm.next_token_logprobs("one string")

@@ -586,43 +586,15 @@ def locate_edit_layers(
 # ---------------------------------------------------------------------------- read-outs, ablation
 
 
-def _left_padded(lm: Any, seqs: Sequence[list[int]]) -> tuple[torch.Tensor, ...]:
-    """input ids, attention mask and position ids of left-padded ``seqs``."""
-    t = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), t), lm.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), t), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, t - len(s) :] = torch.tensor(s, dtype=torch.long)
-        mask[i, t - len(s) :] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    dev = lm.device
-    return ids.to(dev), mask.to(dev), pos.to(dev)
-
-
 def last_logprobs(
     lm: Any, prompts: Sequence[str], *, chat: bool = False, batch_size: int = 16
 ) -> np.ndarray:
     """The next-token log-probabilities at the last position of each prompt: (n_prompts ×
     vocab), float32. Raw prompts by default. Costs one forward pass per prompt, in
     ``ceil(n / batch_size)`` model calls (counted on ``lm.cost``)."""
-    seqs = [prompt_ids(lm, p, chat) for p in prompts]
-    out = []
-    with lm.timed(), torch.inference_mode():
-        for s in range(0, len(seqs), batch_size):
-            chunk = seqs[s : s + batch_size]
-            ids, mask, pos = _left_padded(lm, chunk)
-            logits = lm.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=pos,
-                logits_to_keep=1,
-                use_cache=False,
-            ).logits[:, -1]
-            out.append(torch.log_softmax(logits.float(), -1).cpu().numpy())
-            lm.cost.forward_passes += len(chunk)
-            lm.cost.batches += 1
-            lm.tokens_processed += sum(len(c) for c in chunk)
-    return np.concatenate(out)
+    for p in prompts:
+        prompt_ids(lm, p, chat)  # an empty prompt is an InputError
+    return lm.next_token_logprobs(list(prompts), chat=chat, batch_size=batch_size)
 
 
 def ablate_neurons(

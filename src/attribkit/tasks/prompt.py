@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from attribkit.core.cost import Cost, CostMeter, measure
 from attribkit.core.errors import InputError, ScorerError
@@ -46,7 +45,7 @@ _UNIT_KINDS = ("tokens", "demonstrations")
 
 
 def _check_lm(lm: Any) -> None:
-    for attr in ("model", "tokenizer", "_prompt_ids", "_response_ids", "pad_id", "cost"):
+    for attr in ("tokenizer", "next_token_logprobs", "_response_ids", "cost"):
         if not hasattr(lm, attr):
             raise InputError(
                 f"label_logprobs needs a local LanguageModel (attribkit.models.lm), got "
@@ -99,19 +98,10 @@ def label_logprobs(
     if batch_size < 1:
         raise InputError("batch_size must be >= 1")
     label_ids = _label_token_ids(lm, verbalizers)
-    out = np.empty((len(prompts), len(label_ids)), dtype=float)
     if not prompts:
-        return out
-    seqs = [lm._prompt_ids(p, chat=False) for p in prompts]
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    cols = torch.tensor(label_ids, dtype=torch.long)
-    with lm.timed(), torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            rows = _next_token_logprobs(lm, [seqs[i] for i in idx])
-            out[idx] = rows[:, cols.to(rows.device)].double().cpu().numpy()
-            lm.cost.forward_passes += len(idx)
-            lm.cost.batches += 1
+        return np.empty((0, len(label_ids)), dtype=float)
+    rows = lm.next_token_logprobs(prompts, chat=False, batch_size=batch_size)
+    out = rows[:, label_ids].astype(float)
     if not np.isfinite(out).all():
         raise ScorerError(
             "the model returned a non-finite label log-probability; check the model's dtype "
@@ -120,28 +110,6 @@ def label_logprobs(
     if normalize:
         out = out - np.logaddexp.reduce(out, axis=1, keepdims=True)
     return out
-
-
-def _next_token_logprobs(lm: Any, seqs: list[list[int]]) -> torch.Tensor:
-    """(B, V) log-softmax of the next token after each id sequence: one left-padded model call
-    with explicit position ids (as the LM's own batched scoring pads)."""
-    t = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), t), lm.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), t), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, t - len(s) :] = torch.tensor(s, dtype=torch.long)
-        mask[i, t - len(s) :] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    dev = lm.device
-    out = lm.model(
-        input_ids=ids.to(dev),
-        attention_mask=mask.to(dev),
-        position_ids=pos.to(dev),
-        logits_to_keep=1,
-        use_cache=False,
-    )
-    lm.tokens_processed += sum(len(s) for s in seqs)
-    return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
 
 
 def label_margins(logprobs: np.ndarray, gold: np.ndarray) -> np.ndarray:

@@ -63,6 +63,22 @@ def _make_cache(kv: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
         return DynamicCache.from_legacy_cache(tuple(kv))
 
 
+def left_padded(
+    seqs: Sequence[list[int]], pad_id: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, position_ids)`` of token id lists padded on the left to one
+    length, positions counted from each sequence's first real token (as the batched scorers
+    and every batched read-out of a last position need). No model calls."""
+    t = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), t), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, t - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, t - len(s) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
 def _common_prefix(a: list[int], b: list[int]) -> int:
     """Length of the longest common prefix of two id lists."""
     n = min(len(a), len(b))
@@ -119,26 +135,52 @@ class ScoringMixin(CostMeter):
     def _score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> list[np.ndarray]:
         """Per-token log-probs of the responses of one batch of (prompt, response) id pairs."""
         lens = [len(p) + len(r) for p, r in pairs]
-        t = max(lens)
         r_max = max(len(r) for _, r in pairs)
-        ids = torch.full((len(pairs), t), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(pairs), t), dtype=torch.long)
-        for i, (p, r) in enumerate(pairs):
-            seq = torch.tensor(p + r, dtype=torch.long)
-            ids[i, t - len(seq) :] = seq
-            mask[i, t - len(seq) :] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        dev = self.device
+        ids, mask, pos = left_padded([p + r for p, r in pairs], self.pad_id, self.device)
         out = self.model(
-            input_ids=ids.to(dev),
-            attention_mask=mask.to(dev),
-            position_ids=pos.to(dev),
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
             logits_to_keep=r_max + 1,
             use_cache=False,
         )
         self.tokens_processed += sum(lens)
         # Kept positions t-r_max-1 .. t-1; position j predicts token j+1 (_gather drops the last).
         return [self._gather(out.logits[i], r) for i, (_, r) in enumerate(pairs)]
+
+    def next_token_logprobs(
+        self, prompts: Sequence[str], chat: bool = True, batch_size: int = 8
+    ) -> np.ndarray:
+        """An (n_prompts, vocab) float32 array: log p(next token | prompt) at the end of each
+        prompt (chat-formatted unless ``chat=False``, then raw text as ``token_logprobs(...,
+        chat=False)`` reads it). Costs one forward pass per prompt, longest first, in
+        ``ceil(n / batch_size)`` model calls; only the last position's logits are computed."""
+        if isinstance(prompts, str):
+            raise InputError("prompts must be a list of strings, not one string")
+        if batch_size < 1:
+            raise InputError("batch_size must be >= 1")
+        seqs = [self._prompt_ids(p, chat) for p in prompts]
+        out = np.empty((len(seqs), 0), dtype=np.float32)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        with self.timed(), torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                ids, mask, pos = left_padded([seqs[i] for i in idx], self.pad_id, self.device)
+                logits = self.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=pos,
+                    logits_to_keep=1,
+                    use_cache=False,
+                ).logits[:, -1]
+                rows = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+                if out.shape[1] == 0:
+                    out = np.empty((len(seqs), rows.shape[1]), dtype=np.float32)
+                out[idx] = rows
+                self.cost.forward_passes += len(idx)
+                self.cost.batches += 1
+                self.tokens_processed += sum(len(seqs[i]) for i in idx)
+        return out
 
     # ------------------------------------------------------------------ prefix reuse
 
