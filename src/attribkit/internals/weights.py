@@ -45,6 +45,7 @@ from attribkit.core.cost import measure
 from attribkit.core.errors import InputError
 from attribkit.core.units import Unit
 from attribkit.models.lm import LanguageModel
+from attribkit.models.lm.scoring import left_padded
 
 __all__ = [
     "MASK_METHODS",
@@ -161,22 +162,18 @@ def answer_logprobs(lm: LanguageModel, pairs: Pairs) -> tuple[torch.Tensor, torc
     padded slot is True). Keeps the autograd graph when grad is enabled. Counts B forward
     passes and one batch on ``lm.cost``."""
     lens = [len(p) + len(r) for p, r in pairs]
-    t, a = max(lens), max(len(r) for _, r in pairs)
-    ids = torch.full((len(pairs), t), lm.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(pairs), t), dtype=torch.long)
+    a = max(len(r) for _, r in pairs)
+    dev = lm.device
+    ids, mask, pos = left_padded([p + r for p, r in pairs], lm.pad_id, dev)
     targets = torch.zeros((len(pairs), a), dtype=torch.long)
     valid = torch.zeros((len(pairs), a), dtype=torch.bool)
-    for i, (p, r) in enumerate(pairs):
-        ids[i, t - len(p) - len(r) :] = torch.tensor(p + r)
-        mask[i, t - len(p) - len(r) :] = 1
+    for i, (_, r) in enumerate(pairs):
         targets[i, a - len(r) :] = torch.tensor(r)
         valid[i, a - len(r) :] = True
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    dev = lm.device
     out = lm.model(
-        input_ids=ids.to(dev),
-        attention_mask=mask.to(dev),
-        position_ids=pos.to(dev),
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=pos,
         logits_to_keep=a + 1,
         use_cache=False,
     )
