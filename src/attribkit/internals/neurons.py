@@ -42,6 +42,7 @@ from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Cost, measure
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.units import Unit
+from attribkit.models.lm.tokens import single_token_id
 
 __all__ = [
     "EditLayers",
@@ -111,24 +112,13 @@ def check_llama_like(lm: Any) -> Any:
 def target_id(lm: Any, target: int | str) -> int:
     """The token id of a one-token ``target`` (a token id, or a string that tokenizes to one
     token, e.g. ``" Paris"`` with its leading space). InputError naming the pieces otherwise."""
-    vocab = lm.model.get_output_embeddings().weight.shape[0]
-    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-        tid = int(target)
-    elif isinstance(target, str) and target:
-        ids = lm.tokenizer(target, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            pieces = [lm.tokenizer.decode([i]) for i in ids]
-            raise InputError(
-                f"the target {target!r} is {len(ids)} tokens {pieces}; neuron attribution "
-                "explains one next token: pass its first token (e.g. "
-                f"{pieces[0] if pieces else target!r}) or a token id"
-            )
-        tid = int(ids[0])
-    else:
-        raise InputError("the target must be a token id or a non-empty one-token string")
-    if not 0 <= tid < vocab:
-        raise InputError(f"the target id {tid} is outside the vocabulary (0..{vocab - 1})")
-    return tid
+    return single_token_id(
+        lm,
+        target,
+        "target",
+        "neuron attribution explains one next token: pass its first token (e.g. {first}) or a "
+        "token id",
+    )
 
 
 def prompt_ids(lm: Any, prompt: str, chat: bool = False) -> list[int]:

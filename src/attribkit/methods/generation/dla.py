@@ -31,6 +31,7 @@ from attribkit.core.attribution import Attribution
 from attribkit.core.cost import measure
 from attribkit.core.errors import InputError, ScorerError
 from attribkit.core.units import Unit
+from attribkit.models.lm.tokens import single_token_id
 from attribkit.tasks.generation import GenerationTask
 
 #: Model types (``config.model_type``) whose residual stream DLA decomposes exactly: pre-norm
@@ -77,23 +78,9 @@ def _check_model(model: Any) -> None:
 
 
 def _token_id(lm: Any, token: int | str, what: str) -> int:
-    if isinstance(token, (int, np.integer)) and not isinstance(token, bool):
-        tid = int(token)
-    elif isinstance(token, str) and token:
-        ids = lm.tokenizer(token, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            pieces = [lm.tokenizer.decode([i]) for i in ids]
-            raise InputError(
-                f"the {what} {token!r} is {len(ids)} tokens {pieces}; DLA explains one token's "
-                "logit: pass a single-token string or a token id"
-            )
-        tid = int(ids[0])
-    else:
-        raise InputError(f"the {what} must be a token id or a non-empty single-token string")
-    vocab = lm.model.get_output_embeddings().weight.shape[0]
-    if not 0 <= tid < vocab:
-        raise InputError(f"the {what} id {tid} is outside the vocabulary (0..{vocab - 1})")
-    return tid
+    return single_token_id(
+        lm, token, what, "DLA explains one token's logit: pass a single-token string or a token id"
+    )
 
 
 def direct_logit_attribution(
