@@ -10,14 +10,16 @@ checked by ablation, then edits at attribution-chosen layers against fixed and r
    hops top-1, multi-hop capital ranked first among all capitals) are counted; each kept chain's
    landmark is moved to another country (seeded) by the MEMIT/PMET-style closed-form edit of
    ``attribkit.internals.edit`` at (a) ACE's layers (``locate_edit_layers``: 3 query + 3 value
-   layers, two groups), (b) fixed mid layers 12–14, 15–17 (two groups), (c) 6 random layers of
+   layers, two groups), (a') the same locator restricted to the middle layers 9–20
+   (``within=``), (b) fixed mid layers 12–14, 15–17 (two groups), (c) 6 random layers of
    0–26 (two groups of 3, seeded). Columns: single-hop efficacy (new country top-1), paraphrase
    top-1, multi-hop accuracy (the new country's capital ranked first among all capitals; strict
    top-1 also given), specificity (unrelated facts: share whose top-1 is unchanged, mean |Δ log
    p(answer)|), seconds per edit. Proportions carry Wilson 95 % intervals; a condition "helps"
    only if its interval clears the baseline's.
 
-Run alone: ``.venv/bin/python benchmarks/_neurons_editing.py [--quick]``; the integrator's
+Run alone: ``.venv/bin/python benchmarks/_neurons_editing.py [--quick] [--plans located window
+fixed random] [--no-ablation]``; the integrator's
 benchmark calls :func:`section`.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,18 +90,25 @@ def _layer_plans(lm: Any, case: Any, seed: int) -> dict[str, list[list[int]]]:
     from attribkit.internals.neurons import locate_edit_layers
 
     n = len(lm.model.model.layers)
-    loc = locate_edit_layers(lm, case.request["prompt"], case.request["target_true"])
+    prompt, target = case.request["prompt"], case.request["target_true"]
+    loc = locate_edit_layers(lm, prompt, target)
     mid = n // 2
+    window = (mid - 6, mid + 6)
+    in_window = locate_edit_layers(lm, prompt, target, within=window)
     rng = np.random.default_rng([seed, 7])
     rand = sorted(int(x) for x in rng.choice(n - 3, size=6, replace=False))
     return {
         "ACE layers (located)": loc.groups,
+        f"ACE layers located within {window[0]}–{window[1] - 1}": in_window.groups,
         "fixed mid layers": [list(range(mid - 3, mid)), list(range(mid, mid + 3))],
         "random layers": [rand[:3], rand[3:]],
     }
 
 
-def _edits(lm: Any, quick: bool) -> tuple[Table, str]:
+PLANS = ("located", "window", "fixed", "random")
+
+
+def _edits(lm: Any, quick: bool, plans: Sequence[str] = PLANS) -> tuple[Table, str]:
     from attribkit.evaluation import format_proportion
     from attribkit.internals.editing import edit, edit_report, module_covariance
     from attribkit.tasks.editing_cases import COVARIANCE_TEXT, known_chains, make_edit_cases
@@ -110,7 +120,11 @@ def _edits(lm: Any, quick: bool) -> tuple[Table, str]:
     cov: dict[str, Any] = {}
     stats: dict[str, dict[str, list[float]]] = {}
     for i, case in enumerate(cases):
-        for name, groups in _layer_plans(lm, case, seed=i).items():
+        layer_plans = _layer_plans(lm, case, seed=i)
+        for key, (name, groups) in zip(PLANS, layer_plans.items(), strict=True):
+            if key not in plans:
+                continue
+            print(f"  chain {i}: {name} {groups}", file=sys.stderr, flush=True)
             need = sorted({x for g in groups for x in g if f"L{x}.down_proj" not in cov})
             if need:
                 cov.update(module_covariance(lm, COVARIANCE_TEXT, need))
@@ -179,14 +193,17 @@ def _edits(lm: Any, quick: bool) -> tuple[Table, str]:
     return ("Edits: ACE's layers vs fixed mid vs random layers", header, rows), note
 
 
-def section(quick: bool = False) -> list[Table]:
-    """The neuron-ablation table and the editing table (titles, headers, rows) on SmolLM2;
-    the editing table's title carries the chain counts. About 4 min with ``quick``."""
+def section(
+    quick: bool = False, plans: Sequence[str] = PLANS, ablation: bool = True
+) -> list[Table]:
+    """The neuron-ablation table (unless ``ablation=False``) and the editing table (titles,
+    headers, rows) on SmolLM2 for the layer ``plans`` (of :data:`PLANS`); the editing table's
+    title carries the chain counts. About 4 min with ``quick``."""
     from attribkit.models.loading import load
 
     lm = load("smollm2")
-    out = [_ablation(lm, quick)]
-    table, note = _edits(lm, quick)
+    out = [_ablation(lm, quick)] if ablation else []
+    table, note = _edits(lm, quick, plans)
     out.append((f"{table[0]} — {note}", table[1], table[2]))
     return out
 
@@ -194,13 +211,16 @@ def section(quick: bool = False) -> list[Table]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 chains, 8 steps, no exact score")
+    ap.add_argument("--plans", nargs="+", choices=PLANS, default=list(PLANS),
+                    help="layer choices to edit at (default: all)")  # fmt: skip
+    ap.add_argument("--no-ablation", action="store_true", help="skip the neuron-ablation table")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     print(environment(["torch", "transformers", "numpy"], 1))
     t0 = time.perf_counter()
-    for title, header, rows in section(args.quick):
+    for title, header, rows in section(args.quick, args.plans, not args.no_ablation):
         print(f"\n## {title}\n")
         print(markdown_table(header, rows))
     print(f"\n({time.perf_counter() - t0:.0f} s)")

@@ -118,6 +118,27 @@ def test_locate_edit_layers(tiny_lm):
         locate_edit_layers(tiny_lm, PROMPT, TARGET)  # 3 + 3 + 3 layers of a 2-layer model
 
 
+def test_locate_edit_layers_within_a_window(tiny_lm):
+    loc = locate_edit_layers(
+        tiny_lm, PROMPT, TARGET, n_value=1, n_query=0, top=5, reserve_top=0, within=(1, 2)
+    )
+    assert loc.value_layers == [1] and loc.query_layers == [] and loc.groups == [[1]]
+    # the window must hold both groups, and value layers stay below the reserved top
+    with pytest.raises(InputError, match="widen `within`"):
+        locate_edit_layers(
+            tiny_lm, PROMPT, TARGET, n_value=1, n_query=1, reserve_top=0, within=(0, 1)
+        )
+    with pytest.raises(InputError, match="widen `within`"):
+        locate_edit_layers(
+            tiny_lm, PROMPT, TARGET, n_value=1, n_query=0, reserve_top=1, within=(1, 2)
+        )
+    for bad in ((1, 1), (0, 3), "ab", 5):
+        with pytest.raises(InputError, match="within"):
+            locate_edit_layers(
+                tiny_lm, PROMPT, TARGET, n_value=1, n_query=0, reserve_top=0, within=bad
+            )
+
+
 def test_ablation_and_last_logprobs(tiny_lm):
     before = tiny_lm.cost.forward_passes
     clean, abl = ablate_neurons(tiny_lm, PROMPT, TARGET, [[(1, 5), (0, 2)], []])

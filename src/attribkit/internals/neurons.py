@@ -526,6 +526,7 @@ def locate_edit_layers(
     score: Score = "dla",
     key: Key = "gate_up",
     reserve_top: int = 3,
+    within: tuple[int, int] | None = None,
     chat: bool = False,
 ) -> EditLayers:
     """Choose value and query layers for editing the fact ``prompt → target`` (ACE).
@@ -538,7 +539,9 @@ def locate_edit_layers(
     Query layers: the ``n_query`` layers with the largest query score (:func:`query_layers`,
     attn + mlp) among the layers that are not value layers. ACE wrote such layers into its
     hparams by hand; here they are picked per fact. ``target`` is the answer the model gives now
-    (the fact being located), one token.
+    (the fact being located), one token. ``within=(lo, hi)`` draws both groups from layers
+    lo..hi−1 only (a window of layers known to take edits, e.g. the middle third); the
+    attributions still cover every layer.
 
     Costs two forward passes plus the neuron read-outs (cheap with the default ``score="dla"``).
     Yang et al., ACE, ICLR 2026; Yu & Ananiadou, EMNLP 2024.
@@ -555,6 +558,14 @@ def locate_edit_layers(
             f"n_value + n_query + reserve_top = {n_value + n_query + reserve_top} layers "
             f"exceeds the model's {n_layers}"
         )
+    window = range(n_layers) if within is None else _window(within, n_layers)
+    allowed = [i for i in window if i < n_layers - reserve_top]
+    if len(allowed) < n_value or len(window) < n_value + n_query:
+        raise InputError(
+            f"the layers allowed ({window.start}..{window.stop - 1}, value layers below "
+            f"{n_layers - reserve_top}) cannot hold {n_value} value and {n_query} query layers; "
+            "widen `within` or lower reserve_top"
+        )
     with measure(lm) as cost:
         neurons = neuron_attribution(lm, prompt, target, score=score, chat=chat)
         queries = query_layers(lm, prompt, target, neurons=neurons, top=top, key=key, chat=chat)
@@ -563,14 +574,25 @@ def locate_edit_layers(
     for u, s in neurons.top(top):
         in_top[int(u.meta["layer"])] += max(s, 0.0)
     total = np.clip(grid, 0, None).sum(axis=1)
-    allowed = range(n_layers - reserve_top)
     order = sorted(allowed, key=lambda i: (-in_top[i], -total[i], i))
     value = sorted(order[:n_value])
     q = np.asarray(queries.extras["layer_scores"])
-    rest = sorted((i for i in range(n_layers) if i not in value), key=lambda i: (-q[i], i))
+    rest = sorted((i for i in window if i not in value), key=lambda i: (-q[i], i))
     query = sorted(rest[:n_query])
     groups = [g for g in (query, value) if g]
     return EditLayers(value, query, groups, neurons, queries, cost)
+
+
+def _window(within: Any, n_layers: int) -> range:
+    try:
+        lo, hi = (int(x) for x in within)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"within must be a pair (lo, hi) of layer indices, got {within!r}"
+        ) from None
+    if not 0 <= lo < hi <= n_layers:
+        raise InputError(f"within=({lo}, {hi}) must satisfy 0 <= lo < hi <= {n_layers}")
+    return range(lo, hi)
 
 
 # ---------------------------------------------------------------------------- read-outs, ablation
