@@ -18,13 +18,14 @@ lies above ("better") or below ("worse") the unmasked run's with the same loss, 
 (no claim). Seconds per row = mask + unlearning, all seeds.
 
 Run alone: ``.venv/bin/python benchmarks/_weights_unlearning.py [--quick] [--seeds 0 1 2]
-[--losses graddiff npo] [--no-toy]`` (one torch thread). ``section(quick)`` returns the tables for a combined benchmark script.
+[--losses graddiff npo] [--no-toy] [--save runs.jsonl]`` (``--save`` resumes a stopped run) (one torch thread). ``section(quick)`` returns the tables for a combined benchmark script.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -59,7 +60,18 @@ MASKS_FULL: list[tuple[str, str | None, float]] = [
     ("WAGLE 20 %, μ = 1", "wagle", 1.0),
 ]
 MASKS_QUICK = [MASKS_FULL[i] for i in (0, 2, 5)]
-HEADERS = ["loss", "mask", "steps to forget", "forget", "retain", "other", "vs none", "seconds"]
+HEADERS = [
+    "loss",
+    "mask",
+    "seeds",
+    "steps to forget",
+    "forget",
+    "retain",
+    "retain per seed",
+    "other",
+    "vs none",
+    "seconds",
+]
 
 
 def _cell(hits: Sequence[float], sizes: Sequence[int]) -> tuple[str, int, int]:
@@ -76,119 +88,177 @@ def _verdict(row: tuple[int, int], base: tuple[int, int] | None) -> str:
     return "better" if lo > bhi else "worse" if hi < blo else "overlap"
 
 
-def _grid(
-    lm: Any,
-    splits: dict[int, Any],
-    states: dict[int, dict[str, torch.Tensor]],
+def _run_record(
+    lm: Any, split: Any, loss: str, mask: Any, lr: float, max_steps: int, seed: int
+) -> dict[str, Any]:
+    """One unlearning run from the model's current weights, as a JSON-able record."""
+    t0 = time.perf_counter()
+    res = unlearn(
+        lm,
+        split.forget,
+        split.retain,
+        loss=loss,
+        mask=mask,
+        lr=lr,
+        steps=max_steps,
+        until_forget_accuracy=0.0,
+        eval_sets={"other": split.other},
+        seed=seed,
+    )
+    return {
+        "steps": res.steps,
+        "stopped": res.stopped,
+        "before": res.accuracy_before,
+        "after": res.accuracy_after,
+        "sizes": {k: len(getattr(split, k)) for k in ("forget", "retain", "other")},
+        "unlearn_s": time.perf_counter() - t0,
+    }
+
+
+def _rows(
+    records: Sequence[dict[str, Any]],
     masks: Sequence[tuple[str, str | None, float]],
     losses: Sequence[str],
-    lr: float,
-    max_steps: int,
-    before: list[str] | None = None,
 ) -> list[list[object]]:
-    """One row per (loss, mask), accuracies pooled over the seeds at the stopping step; the
-    accuracies before unlearning are appended to ``before`` (when given and empty)."""
+    """One row per (loss, mask), accuracies pooled over the seeds recorded for that row; the
+    verdict compares the row's retain interval with the unmasked row's over the same seeds."""
     rows: list[list[object]] = []
     for loss in losses:
-        base: tuple[int, int] | None = None
-        for label, method, mu in masks:
-            runs, t0 = [], time.perf_counter()
-            for seed, split in splits.items():
-                lm.model.load_state_dict(states[seed])
-                mask = None
-                if method is not None:
-                    mask = weight_mask(
-                        lm, split.forget, split.retain, method, ratio=RATIO, mu=mu, seed=seed
-                    )
-                runs.append(
-                    unlearn(
-                        lm,
-                        split.forget,
-                        split.retain,
-                        loss=loss,
-                        mask=mask,
-                        lr=lr,
-                        steps=max_steps,
-                        until_forget_accuracy=0.0,
-                        eval_sets={"other": split.other},
-                        seed=seed,
-                    )
-                )
-            seconds = time.perf_counter() - t0
-            sizes = {k: [len(getattr(s, k)) for s in splits.values()] for k in ("forget", "retain")}
-            sizes["other"] = [len(s.other) for s in splits.values()]
-            cells = {
-                k: _cell([r.accuracy_after[k] for r in runs], sizes[k])
-                for k in ("forget", "retain", "other")
-            }
-            steps = ", ".join(f"{r.steps}" + ("" if r.stopped else " (cap)") for r in runs)
-            retain_kn = cells["retain"][1:]
-            verdict = _verdict(retain_kn, base)  # type: ignore[arg-type]
-            if method is None:
-                base = retain_kn  # type: ignore[assignment]
-                if before is not None and not before:
-                    pooled = {
-                        k: _cell([r.accuracy_before[k] for r in runs], sizes[k])[0]
-                        for k in ("forget", "retain", "other")
-                    }
-                    before.append(", ".join(f"{k} {v}" for k, v in pooled.items()))
+        by_label = {
+            label: sorted(
+                (r for r in records if r["loss"] == loss and r["mask"] == label),
+                key=lambda r: r["seed"],
+            )
+            for label, _, _ in masks
+        }
+        none = {r["seed"]: r for r in by_label[masks[0][0]]}
+        for label, method, _ in masks:
+            runs = by_label[label]
+            if not runs:
+                continue
+
+            def pooled(runs: Sequence[dict[str, Any]], key: str) -> tuple[str, int, int]:
+                return _cell([r["after"][key] for r in runs], [r["sizes"][key] for r in runs])
+
+            cells = {k: pooled(runs, k) for k in ("forget", "retain", "other")}
+            base_runs = [none[r["seed"]] for r in runs if r["seed"] in none]
+            base = None
+            if method is not None and len(base_runs) == len(runs):
+                base = pooled(base_runs, "retain")[1:]
+            verdict = _verdict(cells["retain"][1:], base) if method is None or base else "—"
+            steps = ", ".join(f"{r['steps']}" + ("" if r["stopped"] else " (cap)") for r in runs)
+            seconds = sum(r["mask_s"] + r["unlearn_s"] for r in runs)
+            per_seed = " / ".join(f"{r['after']['retain']:.2f}" for r in runs)
             rows.append(
-                [loss, label, steps, cells["forget"][0], cells["retain"][0], cells["other"][0],
-                 verdict, f"{seconds:.0f}"]
+                [loss, label, ",".join(str(r["seed"]) for r in runs), steps, cells["forget"][0],
+                 cells["retain"][0], per_seed, cells["other"][0], verdict, f"{seconds:.0f}"]
             )  # fmt: skip
-            print(f"  {loss} / {label}: {rows[-1][2:]}", file=sys.stderr, flush=True)
     return rows
 
 
+def _load(path: Path | None) -> list[dict[str, Any]]:
+    if path is None or not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def toy_table(seeds: Sequence[int] = (0, 1, 2)) -> Table:
-    """Table 1: the notes' toy (trained once, seed 0), GradDiff, every mask, ``seeds`` runs."""
+    """Table 1: the notes' toy (trained once, seed 0), GradDiff, every mask, ``seeds`` runs
+    (the unlearning seed changes the retain batches and the random mask)."""
     t0 = time.perf_counter()
     facts = make_people_facts(80, seed=0)
     lm = train_toy_lm(facts, seed=0)
     split = split_facts(facts, 8, relation="city", seed=0)
     state = copy.deepcopy(lm.model.state_dict())
     train_s = time.perf_counter() - t0
-    # one trained model; the unlearning seed changes the retain batches and the random mask
-    splits = dict.fromkeys(seeds, split)
-    states = dict.fromkeys(seeds, state)
-    before: list[str] = []
-    rows = _grid(lm, splits, states, MASKS_FULL, ["graddiff"], 1e-3, 200, before)
+    records = []
+    for label, method, mu in MASKS_FULL:
+        for seed in seeds:
+            lm.model.load_state_dict(state)
+            t1 = time.perf_counter()
+            mask = None
+            if method is not None:
+                mask = weight_mask(
+                    lm, split.forget, split.retain, method, ratio=RATIO, mu=mu, seed=seed
+                )
+            mask_s = time.perf_counter() - t1
+            rec = _run_record(lm, split, "graddiff", mask, 1e-3, 200, seed)
+            rec.update(seed=seed, loss="graddiff", mask=label, mask_s=mask_s)
+            records.append(rec)
+    before = records[0]["before"]
     title = (
         f"Toy (notes §6.4): 2-layer Llama d = 128, 80 people × 2 relations, trained in "
-        f"{train_s:.0f} s (before unlearning: {before[0]}); GradDiff lr 1e-3 until forget "
-        f"accuracy 0; unlearning seeds {list(seeds)}; 'other' = jobs"
+        f"{train_s:.0f} s (before unlearning: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in before.items())
+        + f"); GradDiff lr 1e-3 until forget accuracy 0; unlearning seeds {list(seeds)}; "
+        "'other' = jobs"
     )
-    return title, HEADERS, rows
+    return title, HEADERS, _rows(records, MASKS_FULL, ["graddiff"])
 
 
 def smollm2_table(seeds: Sequence[int], masks: Sequence[tuple[str, str | None, float]],
-                  losses: Sequence[str], n_people: int = 40) -> Table:  # fmt: skip
+                  losses: Sequence[str], n_people: int = 40,
+                  save: Path | None = None) -> Table:  # fmt: skip
     """Table 2: SmolLM2 fine-tuned on invented facts (one fine-tune per seed), then every
-    (loss, mask) until forget accuracy 0."""
+    (loss, mask) until forget accuracy 0. Seed-major; each seed's masks are computed once on
+    the fine-tuned weights and shared by both losses. With ``save`` every run is appended to a
+    JSON-lines file and runs already there are skipped (a stopped run resumes)."""
     from attribkit.models.loading import load
 
-    lm = load("smollm2")
-    initial = copy.deepcopy(lm.model.state_dict())
-    splits, states, notes = {}, {}, []
+    records = _load(save)
+    done = {(r["seed"], r["loss"], r["mask"]) for r in records}
+    lm = None
+    initial: dict[str, torch.Tensor] = {}
+    notes = []
     for seed in seeds:
+        todo = [(loss, m) for m in masks for loss in losses if (seed, loss, m[0]) not in done]
+        if not todo:
+            continue
+        if lm is None:
+            lm = load("smollm2")
+            initial = copy.deepcopy(lm.model.state_dict())
         t0 = time.perf_counter()
         lm.model.load_state_dict(initial)
         facts = make_people_facts(n_people, seed=100 + seed)
-        splits[seed] = split_facts(facts, 8, relation="city", seed=seed)
+        split = split_facts(facts, 8, relation="city", seed=seed)
         steps = 5 * -(-len(facts) // 16)  # 5 epochs
         fit_facts(lm, facts, steps=steps, lr=2e-4, batch_size=16, seed=seed)
-        states[seed] = copy.deepcopy(lm.model.state_dict())
+        state = copy.deepcopy(lm.model.state_dict())
         notes.append(f"seed {seed}: fine-tune {time.perf_counter() - t0:.0f} s")
         print(f"  {notes[-1]}", file=sys.stderr, flush=True)
-    before: list[str] = []
-    rows = _grid(lm, splits, states, masks, losses, 1e-4, MAX_STEPS, before)
+        mask_cache: dict[str, tuple[Any, float]] = {}
+        for loss, (label, method, mu) in todo:
+            lm.model.load_state_dict(state)
+            if method is not None and label not in mask_cache:
+                t1 = time.perf_counter()
+                mask = weight_mask(
+                    lm, split.forget, split.retain, method, ratio=RATIO, mu=mu, seed=seed
+                )
+                mask_cache[label] = (mask, time.perf_counter() - t1)
+            mask, mask_s = mask_cache.get(label, (None, 0.0))
+            rec = _run_record(lm, split, loss, mask, 1e-4, MAX_STEPS, seed)
+            rec.update(seed=seed, loss=loss, mask=label, mask_s=mask_s)
+            records.append(rec)
+            if save is not None:
+                with save.open("a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+            print(f"  seed {seed} {loss} / {label}: {rec['steps']} steps, after "
+                  f"{rec['after']}, {rec['unlearn_s']:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+    records = [r for r in records if r["seed"] in seeds]
+    befores = {r["seed"]: r["before"] for r in records}
+    before = "; ".join(
+        f"seed {s}: " + ", ".join(f"{k} {v:.3f}" for k, v in b.items())
+        for s, b in sorted(befores.items())
+    )
     title = (
         f"SmolLM2-135M-Instruct fine-tuned on {n_people} invented people × (city, job), seeds "
-        f"{list(seeds)} ({'; '.join(notes)}; before unlearning: {before[0]}); unlearning "
-        f"lr 1e-4 until forget accuracy 0 "
-        f"(cap {MAX_STEPS} steps); 'other' = the job relation"
+        f"{sorted(befores)} (before unlearning: {before}"
+        + (f"; {'; '.join(notes)}" if notes else "")
+        + f"); unlearning lr 1e-4 until forget accuracy 0 (cap {MAX_STEPS} steps); "
+        "'other' = the job relation; a mask's seconds are counted once per seed, on the "
+        "first loss that used it"
     )
-    return title, HEADERS, rows
+    return title, HEADERS, _rows(records, masks, losses)
 
 
 def section(
@@ -196,17 +266,19 @@ def section(
     seeds: Sequence[int] | None = None,
     losses: Sequence[str] | None = None,
     toy: bool = True,
+    save: Path | None = None,
 ) -> list[Table]:
     """The tables: the toy (3 unlearning seeds) and SmolLM2 (quick: seed 0, GradDiff, masks
     none / magnitude / WAGLE μ = 1e-6; full: seeds 0–2, GradDiff and NPO, every mask).
-    ``seeds`` / ``losses`` override the SmolLM2 defaults; ``toy=False`` skips table 1."""
+    ``seeds`` / ``losses`` override the SmolLM2 defaults; ``toy=False`` skips table 1;
+    ``save`` keeps every SmolLM2 run in a JSON-lines file and resumes from it."""
     torch.set_num_threads(1)
     if seeds is None:
         seeds = (0,) if quick else (0, 1, 2)
     masks = MASKS_QUICK if quick else MASKS_FULL
     if losses is None:
         losses = ["graddiff"] if quick else ["graddiff", "npo"]
-    return ([toy_table()] if toy else []) + [smollm2_table(seeds, masks, losses)]
+    return ([toy_table()] if toy else []) + [smollm2_table(seeds, masks, losses, save=save)]
 
 
 def main() -> None:
@@ -215,11 +287,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="fine-tuning seeds")
     ap.add_argument("--losses", nargs="+", choices=["graddiff", "npo"], default=None)
     ap.add_argument("--no-toy", action="store_true", help="skip the toy table")
+    ap.add_argument("--save", type=Path, default=None,
+                    help="JSON-lines file of SmolLM2 runs: appended to, and runs in it are skipped")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(environment(["torch", "transformers", "numpy"], 1))
     t0 = time.perf_counter()
-    for title, headers, rows in section(args.quick, args.seeds, args.losses, not args.no_toy):
+    for title, headers, rows in section(
+        args.quick, args.seeds, args.losses, not args.no_toy, args.save
+    ):
         print(f"\n## {title}\n")
         print(markdown_table(headers, rows))
     print(f"\n({time.perf_counter() - t0:.0f} s in all)")
