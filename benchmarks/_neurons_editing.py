@@ -86,7 +86,8 @@ def _ablation(lm: Any, quick: bool) -> Table:
     return "Neuron ablation: mean drop in log p(answer), nats", header, rows
 
 
-def _layer_plans(lm: Any, case: Any, seed: int) -> dict[str, list[list[int]]]:
+def _layer_plans(lm: Any, case: Any, seed: int) -> dict[str, tuple[str, list[list[int]]]]:
+    """Plan key (of :data:`PLANS`) -> (row label, edit groups) for one chain."""
     from attribkit.internals.neurons import locate_edit_layers
 
     n = len(lm.model.model.layers)
@@ -98,10 +99,10 @@ def _layer_plans(lm: Any, case: Any, seed: int) -> dict[str, list[list[int]]]:
     rng = np.random.default_rng([seed, 7])
     rand = sorted(int(x) for x in rng.choice(n - 3, size=6, replace=False))
     return {
-        "ACE layers (located)": loc.groups,
-        f"ACE layers located within {window[0]}–{window[1] - 1}": in_window.groups,
-        "fixed mid layers": [list(range(mid - 3, mid)), list(range(mid, mid + 3))],
-        "random layers": [rand[:3], rand[3:]],
+        "located": ("ACE layers (located)", loc.groups),
+        "window": (f"ACE layers located within {window[0]}–{window[1] - 1}", in_window.groups),
+        "fixed": ("fixed mid layers", [list(range(mid - 3, mid)), list(range(mid, mid + 3))]),
+        "random": ("random layers", [rand[:3], rand[3:]]),
     }
 
 
@@ -121,9 +122,7 @@ def _edits(lm: Any, quick: bool, plans: Sequence[str] = PLANS) -> tuple[Table, s
     stats: dict[str, dict[str, list[float]]] = {}
     for i, case in enumerate(cases):
         layer_plans = _layer_plans(lm, case, seed=i)
-        for key, (name, groups) in zip(PLANS, layer_plans.items(), strict=True):
-            if key not in plans:
-                continue
+        for name, groups in (layer_plans[k] for k in PLANS if k in plans):
             print(f"  chain {i}: {name} {groups}", file=sys.stderr, flush=True)
             need = sorted({x for g in groups for x in g if f"L{x}.down_proj" not in cov})
             if need:
