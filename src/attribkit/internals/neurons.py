@@ -124,9 +124,13 @@ def target_id(lm: Any, target: int | str) -> int:
 def prompt_ids(lm: Any, prompt: str, chat: bool = False) -> list[int]:
     """Token ids of ``prompt`` as the model reads it (raw text with the tokenizer's special
     tokens by default; chat-formatted with ``chat=True``). No model calls."""
+    _check_prompt(prompt)
+    return list(lm._prompt_ids(prompt, chat))
+
+
+def _check_prompt(prompt: Any) -> None:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("the prompt is empty: pass the text whose next token to explain")
-    return list(lm._prompt_ids(prompt, chat))
 
 
 def _norm_eps(norm: Any) -> float:
@@ -605,7 +609,7 @@ def last_logprobs(
     vocab), float32. Raw prompts by default. Costs one forward pass per prompt, in
     ``ceil(n / batch_size)`` model calls (counted on ``lm.cost``)."""
     for p in prompts:
-        prompt_ids(lm, p, chat)  # an empty prompt is an InputError
+        _check_prompt(p)
     return lm.next_token_logprobs(list(prompts), chat=chat, batch_size=batch_size)
 
 
