@@ -25,6 +25,10 @@ joint, MRR of the gold step (methods that rank turns), the official ``evaluate.p
 step accuracies (substring rules, all logs in the denominator), then forward passes, judge calls,
 generated tokens and seconds per log. A method "works" only if the lower bound of its exact
 interval clears the best trivial rule's accuracy on the same logs (agent and step separately).
+Each method runs on a fresh task (its standalone cost); with ``--share-task`` the judge-free
+methods of one log and setting share one task in ``--methods`` order, so prompts an earlier
+method scored cost a later one nothing: its row's passes and seconds are what it added (the row
+says ``shared_task``), and the table says so.
 
 Logs over SmolLM2's 8,192-token window are cut to ``--max-turn-chars`` characters per turn (400;
 recorded in each result); a log that still does not fit, or that a method refuses (one agent for
@@ -69,27 +73,33 @@ def load_logs(family: str, limit: int | None) -> list[ak.AgentLog]:
     return logs[:limit] if limit else logs
 
 
+def make_task(lm: Any, judge: Any, log: ak.AgentLog, setting: str, max_chars: int) -> Any:
+    """The log's AgentTask for ``setting``; a log over the window has its turns cut to
+    ``max_chars`` (recorded in each result). Costs no model call."""
+    outcome = "gold" if setting == "with" else "final"
+    kw = {"lm": lm, "judge": judge, "outcome": outcome, "with_answer": setting == "with"}
+    try:
+        return ak.AgentTask(log, **kw)
+    except AttribkitError:  # over the window: cut the turns
+        return ak.AgentTask(log, max_turn_chars=max_chars, **kw)
+
+
 def run_one(
-    lm: Any, judge: Any, log: ak.AgentLog, method: str, setting: str, max_chars: int
+    lm: Any,
+    judge: Any,
+    log: ak.AgentLog,
+    method: str,
+    setting: str,
+    max_chars: int,
+    task: Any = None,
 ) -> dict[str, Any]:
     """One method on one log: the prediction (agent, step, ranking of steps) and its cost, or
-    the reason it failed (counted wrong)."""
-    outcome = "gold" if setting == "with" else "final"
+    the reason it failed (counted wrong). ``task`` (shared between methods) reuses the prompts
+    earlier methods scored, so the cost is what this method added; None builds a fresh one."""
     t0 = time.perf_counter()
     try:
-        try:
-            task = ak.AgentTask(
-                log, lm=lm, judge=judge, outcome=outcome, with_answer=setting == "with"
-            )
-        except AttribkitError:  # over the window: cut the turns, as recorded in the result
-            task = ak.AgentTask(
-                log,
-                lm=lm,
-                judge=judge,
-                outcome=outcome,
-                with_answer=setting == "with",
-                max_turn_chars=max_chars,
-            )
+        if task is None:
+            task = make_task(lm, judge, log, setting, max_chars)
         name, params = VARIANTS.get(method, (method, {}))
         result = task.attribute(name, **params)
     except AttribkitError as e:
@@ -177,6 +187,11 @@ def tabulate(rows: list[dict[str, Any]], families: list[str], limit: int | None)
                     ]
                 )
             print(f"\n### {family}, {setting} the gold answer: {len(logs)} logs\n")
+            if any(r.get("shared_task") for r in mine.values()):
+                print(
+                    "(judge-free methods shared one task per log, in the order run: their "
+                    "passes and seconds are what each added to the earlier ones)\n"
+                )
             print(
                 markdown_table(
                     [
@@ -211,6 +226,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save", type=Path, default=None, help="append each result here (JSONL)")
     ap.add_argument("--load", action="store_true", help="only tabulate the rows in --save")
+    ap.add_argument(
+        "--share-task",
+        action="store_true",
+        help="one task per log and setting for the judge-free methods, in --methods order: "
+        "prompts an earlier method scored are free, so each row's cost is what it added",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not DATA.is_dir():
@@ -235,13 +256,22 @@ def main() -> None:
             for setting in settings:
                 for k, log in enumerate(logs):  # log-major: a partial run covers every method
                     t0 = time.perf_counter()
+                    shared = None
                     for method in [*methods, *judge_methods]:
                         key = (family, setting, method, log.id)
                         if key in done:
                             continue
                         row = {"family": family, "setting": setting, "method": method}
                         row |= {"id": log.id}
-                        row |= run_one(lm, judge, log, method, setting, args.max_turn_chars)
+                        task = None
+                        if args.share_task and method in methods:
+                            if shared is None:
+                                try:
+                                    shared = make_task(lm, judge, log, setting, args.max_turn_chars)
+                                except AttribkitError:
+                                    shared = None  # run_one records the failure
+                            task, row["shared_task"] = shared, shared is not None
+                        row |= run_one(lm, judge, log, method, setting, args.max_turn_chars, task)
                         rows.append(row)
                         if args.save is not None:
                             with args.save.open("a") as f:
