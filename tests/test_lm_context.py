@@ -118,6 +118,29 @@ def test_reuse_prefix_needs_a_long_enough_shared_prefix(tiny_lm):
     tiny_lm.clear_reference()
 
 
+def test_one_prompt_many_replies_rebases_a_reference_it_barely_shares(tiny_lm):
+    # a judge's pattern: one new prompt, several short replies; the reference (another prompt)
+    # shares only the first sentences, so the first reply's pass becomes the new reference
+    full, masked, _ = loo_case(8)
+    replies = ["Yes", "No", "Maybe not"]
+    plain = tiny_lm.token_logprobs(masked[2], replies)
+    tiny_lm.set_reference(full)
+    before, tok0 = tiny_lm.cost.copy(), tiny_lm.tokens_processed
+    got = tiny_lm.token_logprobs(masked[2], replies, reuse_prefix=True)
+    for a, b in zip(plain, got, strict=True):
+        np.testing.assert_allclose(b, a, atol=1e-4)
+    assert (tiny_lm.cost - before).forward_passes == 3
+    n_prompt = tiny_lm.count_tokens(masked[2])
+    spent = tiny_lm.tokens_processed - tok0
+    assert spent < n_prompt + 3 * 8  # one pass over the prompt, then only the replies
+    assert tiny_lm.reference_ids[:n_prompt] == tiny_lm.encode_pairs(masked[2], "Yes")[0][0]
+    # the same prompt again: the new reference serves every reply, nothing is rerun
+    tok0 = tiny_lm.tokens_processed
+    tiny_lm.token_logprobs(masked[2], replies, reuse_prefix=True)
+    assert tiny_lm.tokens_processed - tok0 < 3 * 8
+    tiny_lm.clear_reference()
+
+
 def test_reuse_prefix_with_raw_prompts(tiny_lm):
     full, masked, resp = loo_case(5)
     tiny_lm.set_reference(full, chat=False)

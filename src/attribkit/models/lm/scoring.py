@@ -88,6 +88,18 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return int(diff[0]) if diff.size else n
 
 
+def _rebase_is_cheaper(pairs: Sequence[tuple[list[int], list[int]]], reuse: Sequence[int]) -> bool:
+    """Whether ``pairs`` share one prompt and running the first pair as a new reference (then
+    each other pair only from the end of the prompt) processes fewer tokens than reusing the
+    current reference for ``reuse`` tokens of each pair."""
+    prompt = pairs[0][0]
+    if len(pairs) < 2 or any(p != prompt for p, _ in pairs[1:]):
+        return False
+    keep = sum(len(p) + len(r) - n for (p, r), n in zip(pairs, reuse, strict=True))
+    rebase = len(prompt) + len(pairs[0][1]) + sum(len(r) + 1 for _, r in pairs[1:])
+    return rebase < keep
+
+
 class ScoringMixin(CostMeter):
     """Response scoring for :class:`~attribkit.models.lm.LanguageModel` (see the module
     docstring); counts every pass on ``self.cost`` and ``self.tokens_processed``."""
@@ -286,9 +298,11 @@ class ScoringMixin(CostMeter):
         ``reuse_prefix=True`` reuses the reference key-value cache (see :meth:`set_reference`):
         a pair sharing at least :attr:`reuse_min_prefix` leading tokens with the reference is run
         alone on the tokens after the shared prefix; the others go through the batched path. If
-        no pair can use the current reference (none set, or another prompt family), the first
-        pair is run alone with its cache kept and becomes the reference. Results equal
-        ``reuse_prefix=False`` up to float rounding.
+        no pair can use the current reference (none set, or another prompt family), or all pairs
+        share one prompt that the reference covers so little that running it afresh costs fewer
+        tokens (a judge's options after a new prompt), the first pair is run alone with its cache
+        kept and becomes the reference. Results equal ``reuse_prefix=False`` up to float
+        rounding.
 
         Costs one forward pass per pair, in ``ceil(n / batch_size)`` model calls (with reuse: one
         call per reused pair); ``tokens_processed`` grows by the tokens actually run."""
@@ -300,7 +314,9 @@ class ScoringMixin(CostMeter):
         with self.timed(), torch.inference_mode():
             if reuse_prefix and pairs:
                 reuse = [self._reuse_length(p, r) for p, r in pairs]
-                if not any(reuse):  # no reference for this prompt family: the first pair sets it
+                if not any(reuse) or _rebase_is_cheaper(pairs, reuse):
+                    # no reference for this prompt family, or one prompt with many responses that
+                    # shares too little with it: the first pair sets the reference
                     p0, r0 = pairs[0]
                     logits = self._run_reference(p0 + r0, len(r0) + 1)
                     result[0] = self._check(self._gather(logits, r0))
