@@ -425,6 +425,21 @@ def table(rows: list[dict[str, Any]]) -> str:
     return markdown_table(header, out)
 
 
+def filter_rows(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Saved rows of ``--sources``; with ``--methods`` only those methods (leave-one-out and the
+    baselines always stay); with ``--limit`` only the first N cases of each source in the data
+    file's order."""
+    sources = set(args.sources.split(","))
+    rows = [r for r in rows if r["source"] in sources]
+    if args.methods:
+        keep = {*args.methods.split(","), "loo", *BASELINES}
+        rows = [r for r in rows if r["method"] in keep]
+    if args.limit:
+        ids = {c["id"] for c in load_cases(args.data, sorted(sources), args.limit)}
+        rows = [r for r in rows if r["id"] in ids]
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -440,7 +455,13 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save", type=Path, default=None, help="append rows here (JSONL); resumes")
-    ap.add_argument("--load", type=Path, nargs="*", default=[], help="only tabulate these files")
+    ap.add_argument(
+        "--load",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="only tabulate these files (--sources, --methods and --limit filter the rows)",
+    )
     ap.add_argument(
         "--speed", type=int, default=0, help="also time LOO and --methods back to back on K cases"
     )
@@ -450,6 +471,7 @@ def main() -> None:
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     if args.load:
         rows = [json.loads(x) for p in args.load for x in p.read_text().splitlines() if x.strip()]
+        rows = filter_rows(rows, args)
     else:
         lm = attribkit.load("smollm2")
         labels = [*METHODS, *(HEAVY if args.heavy else {})]
