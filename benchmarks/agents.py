@@ -44,6 +44,7 @@ Run: ``.venv/bin/python benchmarks/agents.py [--families Algorithm-Generated] [-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -266,10 +267,9 @@ def main() -> None:
                         task = None
                         if args.share_task and method in methods:
                             if shared is None:
-                                try:
+                                # on failure run_one builds its own task and records why
+                                with contextlib.suppress(AttribkitError):
                                     shared = make_task(lm, judge, log, setting, args.max_turn_chars)
-                                except AttribkitError:
-                                    shared = None  # run_one records the failure
                             task, row["shared_task"] = shared, shared is not None
                         row |= run_one(lm, judge, log, method, setting, args.max_turn_chars, task)
                         rows.append(row)
