@@ -25,6 +25,9 @@ joint, MRR of the gold step (methods that rank turns), the official ``evaluate.p
 step accuracies (substring rules, all logs in the denominator), then forward passes, judge calls,
 generated tokens and seconds per log. A method "works" only if the lower bound of its exact
 interval clears the best trivial rule's accuracy on the same logs (agent and step separately).
+Under each table, Who&When's own ``evaluate.py`` (``Automated_FA/``, beside the logs) is run as a
+subprocess on every row's predictions written in its text format, and its counts of correct
+agents and steps are checked against the official columns.
 Each method runs on a fresh task (its standalone cost); with ``--share-task`` the judge-free
 methods of one log and setting share one task in ``--methods`` order, so prompts an earlier
 method scored cost a later one nothing: its row's passes and seconds are what it added (the row
@@ -47,7 +50,10 @@ import argparse
 import contextlib
 import json
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -61,6 +67,7 @@ from _table import environment, markdown_table
 from attribkit.core.errors import AttribkitError
 
 DATA = Path("/work/shared/data/who_and_when/Who&When")
+EVALUATE = DATA.parent / "Automated_FA" / "evaluate.py"  # Who&When's official scorer
 FAMILIES = ("Algorithm-Generated", "Hand-Crafted")
 METHODS = ("turn_loo", "prefix_drop", "agent_shapley", "backtrace")
 RULES = ("random", "most_turns", "most_turns_no_terminal", "first_turn")
@@ -120,6 +127,26 @@ def run_one(
     }
 
 
+def evaluate_py_counts(family: str, preds: list[Any], logs: list[ak.AgentLog]) -> tuple[int, int]:
+    """Correct agents and steps as Who&When's own ``evaluate.py`` counts them, run as a
+    subprocess on these predictions written in its text format (only counts are read back;
+    the denominators differ under ``--limit``, since it counts every file of the folder)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = ak.write_predictions(preds, logs, Path(tmp) / "predictions.txt")
+        command = [sys.executable, str(EVALUATE), "--data_path", str(DATA / family)]
+        out = subprocess.run(
+            [*command, "--eval_file", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        ).stdout
+    counts = [re.search(rf"Correct {k} Predictions:\s*(\d+)", out) for k in ("Agent", "Step")]
+    if not all(counts):
+        raise RuntimeError("evaluate.py printed an unexpected report")
+    return int(counts[0].group(1)), int(counts[1].group(1))  # type: ignore[union-attr]
+
+
 def tabulate(rows: list[dict[str, Any]], families: list[str], limit: int | None) -> None:
     """Print one table per family and setting from the saved rows."""
     for family in families:
@@ -145,11 +172,15 @@ def tabulate(rows: list[dict[str, Any]], families: list[str], limit: int | None)
                     continue  # only methods run on every log of the table
                 preds = [None if g.get("failed") else g for g in got]
                 candidates[m] = (preds, "method")
-            scores = {}
+            scores, disagree = {}, []
             for name, (preds, kind) in candidates.items():
                 exact = ak.who_when_score(preds, logs)
                 official = ak.who_when_score(preds, logs, scoring="official")
                 scores[name] = (exact, official, kind)
+                if EVALUATE.is_file():
+                    ours = tuple(official.metrics[k]["correct"] for k in ("agent", "step"))
+                    if evaluate_py_counts(family, preds, logs) != ours:
+                        disagree.append(name)
                 if kind == "rule":
                     best = {k: max(best[k], exact[k]) for k in best}
             for name, (exact, official, kind) in scores.items():
@@ -214,6 +245,15 @@ def tabulate(rows: list[dict[str, Any]], families: list[str], limit: int | None)
                     table,
                 )
             )
+            if not EVALUATE.is_file():
+                print(f"\n({EVALUATE} is absent: official scores not checked against it)")
+            elif disagree:
+                print(f"\nevaluate.py counts differently for: {', '.join(disagree)}")
+            else:
+                print(
+                    f"\nevaluate.py, run on each row's prediction file, counts the same correct "
+                    f"agents and steps as the official columns for all {len(scores)} rows."
+                )
 
 
 def main() -> None:
