@@ -147,13 +147,15 @@ def evaluate_py_counts(family: str, preds: list[Any], logs: list[ak.AgentLog]) -
     return int(counts[0].group(1)), int(counts[1].group(1))  # type: ignore[union-attr]
 
 
-def tabulate(rows: list[dict[str, Any]], families: list[str], limit: int | None) -> None:
-    """Print one table per family and setting from the saved rows."""
+def tabulate(
+    rows: list[dict[str, Any]], families: list[str], settings: list[str], limit: int | None
+) -> None:
+    """Print one table per family and setting (of those asked) from the saved rows."""
     for family in families:
         logs = load_logs(family, limit)
         ids = [log.id for log in logs]
-        settings = sorted({r["setting"] for r in rows if r["family"] == family})
-        for setting in settings:
+        present = {r["setting"] for r in rows if r["family"] == family}
+        for setting in [s for s in settings if s in present]:
             mine = {
                 (r["method"], r["id"]): r
                 for r in rows
@@ -322,7 +324,7 @@ def main() -> None:
                         file=sys.stderr,
                         flush=True,
                     )
-    tabulate(rows, families, args.limit)
+    tabulate(rows, families, settings, args.limit)
     if os.environ.get("ATTRIBKIT_JUDGE_URL") is None and judge_methods:
         print("\nJudge rows used the local judge: a plumbing check on a 135M model, not a judge.")
 
