@@ -40,7 +40,7 @@ agent Shapley), is a failed prediction and counts as wrong.
 Results are appended per (family, setting, method, log) to ``--save`` (JSONL; a rerun skips
 what it holds) and ``--load`` tabulates saved rows without a model.
 
-Run: ``.venv/bin/python benchmarks/agents.py [--families Algorithm-Generated] [--limit K]
+Run: ``.venv/bin/python benchmarks/agents.py [--families Algorithm-Generated] [--limit K] [--every K]
 [--methods ...] [--judge-methods ...] [--threads 2] --save /tmp/agents.jsonl``
 """
 
@@ -75,10 +75,11 @@ RULES = ("random", "most_turns", "most_turns_no_terminal", "first_turn")
 VARIANTS = {"backtrace_lexical": ("backtrace", {"suspicion": "none"})}  # model-free: 0 passes
 
 
-def load_logs(family: str, limit: int | None) -> list[ak.AgentLog]:
-    """The family's logs, sorted by file id, the first ``limit``; each read by ``AgentLog``."""
+def load_logs(family: str, limit: int | None, every: int = 1) -> list[ak.AgentLog]:
+    """The family's logs, sorted by file id, the first ``limit``, then every ``every``-th of
+    those (a systematic sample); each read by ``AgentLog``."""
     logs = ak.AgentLog.from_dir(DATA / family)
-    return logs[:limit] if limit else logs
+    return (logs[:limit] if limit else logs)[::every]
 
 
 def make_task(lm: Any, judge: Any, log: ak.AgentLog, setting: str, max_chars: int) -> Any:
@@ -148,11 +149,15 @@ def evaluate_py_counts(family: str, preds: list[Any], logs: list[ak.AgentLog]) -
 
 
 def tabulate(
-    rows: list[dict[str, Any]], families: list[str], settings: list[str], limit: int | None
+    rows: list[dict[str, Any]],
+    families: list[str],
+    settings: list[str],
+    limit: int | None,
+    every: int = 1,
 ) -> None:
     """Print one table per family and setting (of those asked) from the saved rows."""
     for family in families:
-        logs = load_logs(family, limit)
+        logs = load_logs(family, limit, every)
         ids = [log.id for log in logs]
         present = {r["setting"] for r in rows if r["family"] == family}
         for setting in [s for s in settings if s in present]:
@@ -265,6 +270,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS), help="judge-free methods")
     ap.add_argument("--judge-methods", default="", help="judge methods (local judge or endpoint)")
     ap.add_argument("--limit", type=int, default=None, help="first K logs per family")
+    ap.add_argument("--every", type=int, default=1, help="then every K-th of those logs")
     ap.add_argument("--max-turn-chars", type=int, default=400)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save", type=Path, default=None, help="append each result here (JSONL)")
@@ -276,6 +282,8 @@ def main() -> None:
         "prompts an earlier method scored are free, so each row's cost is what it added",
     )
     args = ap.parse_args()
+    if args.every < 1:
+        ap.error("--every takes a positive number of logs")
     torch.set_num_threads(args.threads)
     if not DATA.is_dir():
         sys.exit(f"{DATA} is absent: the shared Who&When logs are needed")
@@ -295,7 +303,7 @@ def main() -> None:
         print(f"reader {lm.name}; judge: {label}")
         done = {(r["family"], r["setting"], r["method"], r["id"]) for r in rows}
         for family in families:
-            logs = load_logs(family, args.limit)
+            logs = load_logs(family, args.limit, args.every)
             for setting in settings:
                 for k, log in enumerate(logs):  # log-major: a partial run covers every method
                     t0 = time.perf_counter()
@@ -305,7 +313,7 @@ def main() -> None:
                         if key in done:
                             continue
                         row = {"family": family, "setting": setting, "method": method}
-                        row |= {"id": log.id}
+                        row |= {"id": log.id, "threads": args.threads}
                         task = None
                         if args.share_task and method in methods:
                             if shared is None:
@@ -324,7 +332,7 @@ def main() -> None:
                         file=sys.stderr,
                         flush=True,
                     )
-    tabulate(rows, families, settings, args.limit)
+    tabulate(rows, families, settings, args.limit, args.every)
     if os.environ.get("ATTRIBKIT_JUDGE_URL") is None and judge_methods:
         print("\nJudge rows used the local judge: a plumbing check on a 135M model, not a judge.")
 
