@@ -23,7 +23,7 @@ Rows, per family and setting (``without`` / ``with`` the gold answer):
 Columns: agent and step accuracy (exact, bootstrap 95 % interval over logs), step within ±1,
 joint, MRR of the gold step (methods that rank turns), the official ``evaluate.py`` agent and
 step accuracies (substring rules, all logs in the denominator), then forward passes, judge calls,
-generated tokens and seconds per log. A method "works" only if the lower bound of its exact
+generated tokens and seconds per log (mean, median, max). A method "works" only if the lower bound of its exact
 interval clears the best trivial rule's accuracy on the same logs (agent and step separately).
 Under each table, Who&When's own ``evaluate.py`` (``Automated_FA/``, beside the logs) is run as a
 subprocess on every row's predictions written in its text format, and its counts of correct
@@ -58,6 +58,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -197,7 +198,7 @@ def tabulate(
                     v = m[key]
                     return f"{100 * v['mean']:.1f} [{100 * v['lo']:.0f}, {100 * v['hi']:.0f}]"
 
-                cost = ["", "", "", "", ""]
+                cost = ["", "", "", "", "", "", ""]
                 works = ""
                 if kind == "method":
                     got = [mine[(name, i)] for i in ids]
@@ -208,6 +209,8 @@ def tabulate(
                         f"{sum(g.get('judge_calls', 0) for g in got) / n:.1f}",
                         f"{sum(g.get('generated_tokens', 0) for g in got) / n:.0f}",
                         f"{sum(g['seconds'] for g in got) / n:.1f}",
+                        f"{np.median([g['seconds'] for g in got]):.1f}",
+                        f"{max(g['seconds'] for g in got):.0f}",
                         f"{failed} / {sum(bool(g.get('truncated')) for g in got)}",
                     ]
                     works = ", ".join(k for k in ("agent", "step") if m[k]["lo"] > best[k]) or "no"
@@ -246,6 +249,8 @@ def tabulate(
                         "judge calls / log",
                         "gen. tokens / log",
                         "s / log",
+                        "median s",
+                        "max s",
                         "failed / truncated",
                         "works (clears best rule)",
                     ],
