@@ -23,8 +23,9 @@ Rows, per family and setting (``without`` / ``with`` the gold answer):
 Columns: agent and step accuracy (exact, bootstrap 95 % interval over logs), step within ±1,
 joint, MRR of the gold step (methods that rank turns), the official ``evaluate.py`` agent and
 step accuracies (substring rules, all logs in the denominator), then forward passes, judge calls,
-generated tokens and seconds per log (mean, median, max). A method "works" only if the lower bound of its exact
-interval clears the best trivial rule's accuracy on the same logs (agent and step separately).
+generated tokens and seconds per log (mean, median, max). A method "works" only if the lower
+bound of its exact interval clears the best trivial rule's accuracy on the same logs (agent and
+step separately).
 Under each table, Who&When's own ``evaluate.py`` (``Automated_FA/``, beside the logs) is run as a
 subprocess on every row's predictions written in its text format, and its counts of correct
 agents and steps are checked against the official columns.
