@@ -25,10 +25,9 @@ joint, MRR of the gold step (methods that rank turns), the official ``evaluate.p
 step accuracies (substring rules, all logs in the denominator), then forward passes, judge calls,
 generated tokens and seconds per log (mean, median, max). A method "works" only if the lower
 bound of its exact interval clears the best trivial rule's accuracy on the same logs (agent and
-step separately).
-Under each table, Who&When's own ``evaluate.py`` (``Automated_FA/``, beside the logs) is run as a
-subprocess on every row's predictions written in its text format, and its counts of correct
-agents and steps are checked against the official columns.
+step separately). Under each table, Who&When's own ``evaluate.py`` (``Automated_FA/``, beside the
+logs) is run as a subprocess on every row's predictions written in its text format, and its
+counts of correct agents and steps are checked against the official columns.
 Each method runs on a fresh task (its standalone cost); with ``--share-task`` the judge-free
 methods of one log and setting share one task in ``--methods`` order, so prompts an earlier
 method scored cost a later one nothing: its row's passes and seconds are what it added (the row
@@ -41,8 +40,8 @@ agent Shapley), is a failed prediction and counts as wrong.
 Results are appended per (family, setting, method, log) to ``--save`` (JSONL; a rerun skips
 what it holds) and ``--load`` tabulates saved rows without a model.
 
-Run: ``.venv/bin/python benchmarks/agents.py [--families Algorithm-Generated] [--limit K] [--every K]
-[--methods ...] [--judge-methods ...] [--threads 2] --save /tmp/agents.jsonl``
+Run: ``.venv/bin/python benchmarks/agents.py [--families Algorithm-Generated] [--limit K]
+[--every K] [--methods ...] [--judge-methods ...] [--threads 2] --save /tmp/agents.jsonl``
 """
 
 from __future__ import annotations
