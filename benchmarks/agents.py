@@ -198,7 +198,7 @@ def tabulate(
                     v = m[key]
                     return f"{100 * v['mean']:.1f} [{100 * v['lo']:.0f}, {100 * v['hi']:.0f}]"
 
-                cost = ["", "", "", "", "", "", ""]
+                cost = [""] * 7  # passes, judge calls, tokens, mean, median, max s, failed
                 works = ""
                 if kind == "method":
                     got = [mine[(name, i)] for i in ids]
