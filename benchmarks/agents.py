@@ -41,7 +41,7 @@ Results are appended per (family, setting, method, log) to ``--save`` (JSONL; a 
 what it holds) and ``--load`` tabulates saved rows without a model.
 
 Run: ``.venv/bin/python benchmarks/agents.py [--families Algorithm-Generated] [--limit K]
-[--every K] [--methods ...] [--judge-methods ...] [--threads 2] --save /tmp/agents.jsonl``
+[--every K [--offset N]] [--methods ...] [--judge-methods ...] [--threads 2] --save /tmp/agents.jsonl``
 """
 
 from __future__ import annotations
@@ -76,11 +76,19 @@ RULES = ("random", "most_turns", "most_turns_no_terminal", "first_turn")
 VARIANTS = {"backtrace_lexical": ("backtrace", {"suspicion": "none"})}  # model-free: 0 passes
 
 
-def load_logs(family: str, limit: int | None, every: int = 1) -> list[ak.AgentLog]:
+def label(row: dict[str, Any]) -> str:
+    """A row's name in the tables: the method, with the reader's dtype when it is not float32
+    (rows saved before the dtype was recorded are float32)."""
+    dtype = row.get("dtype", "float32")
+    return row["method"] if dtype == "float32" else f"{row['method']} ({dtype})"
+
+
+def load_logs(family: str, limit: int | None, every: int = 1, offset: int = 0) -> list[ak.AgentLog]:
     """The family's logs, sorted by file id, the first ``limit``, then every ``every``-th of
-    those (a systematic sample); each read by ``AgentLog``."""
+    those from the ``offset``-th (a systematic sample; offsets 0 … K−1 with ``every`` K split
+    the logs between K processes); each read by ``AgentLog``."""
     logs = ak.AgentLog.from_dir(DATA / family)
-    return (logs[:limit] if limit else logs)[::every]
+    return (logs[:limit] if limit else logs)[offset::every]
 
 
 def make_task(lm: Any, judge: Any, log: ak.AgentLog, setting: str, max_chars: int) -> Any:
@@ -155,19 +163,20 @@ def tabulate(
     settings: list[str],
     limit: int | None,
     every: int = 1,
+    offset: int = 0,
 ) -> None:
     """Print one table per family and setting (of those asked) from the saved rows."""
     for family in families:
-        logs = load_logs(family, limit, every)
+        logs = load_logs(family, limit, every, offset)
         ids = [log.id for log in logs]
         present = {r["setting"] for r in rows if r["family"] == family}
         for setting in [s for s in settings if s in present]:
             mine = {
-                (r["method"], r["id"]): r
+                (label(r), r["id"]): r
                 for r in rows
                 if r["family"] == family and r["setting"] == setting
             }
-            methods = sorted({m for m, _ in mine}, key=lambda m: (m not in METHODS, m))
+            methods = sorted({m for m, _ in mine}, key=lambda m: (m.split()[0] not in METHODS, m))
             table, best = [], {"agent": 0.0, "step": 0.0}
             candidates: dict[str, tuple[list[Any], str]] = {
                 f"rule: {rule}": (ak.baseline_predictions(logs, rule), "rule") for rule in RULES
@@ -268,6 +277,36 @@ def tabulate(
                 )
 
 
+def agreement(rows: list[dict[str, Any]], other: list[dict[str, Any]]) -> None:
+    """Print, per family, setting and method run in both sets of saved rows (e.g. float32 and
+    bfloat16 readers), on how many logs they decide the same agent, the same step and rank the
+    same three turns first. No model calls."""
+
+    def key(r: dict[str, Any]) -> tuple[str, str, str, str]:
+        return r["family"], r["setting"], r["method"], r["id"]
+
+    theirs = {key(r): r for r in other}
+    counts: dict[tuple[str, str, str], list[int]] = {}
+    for r in rows:
+        o = theirs.get(key(r))
+        if o is None or r.get("failed") or o.get("failed"):
+            continue
+        c = counts.setdefault(key(r)[:3], [0, 0, 0, 0])
+        c[0] += 1
+        c[1] += r["agent"] == o["agent"]
+        c[2] += r["step"] == o["step"]
+        c[3] += r["ranking"][:3] == o["ranking"][:3]
+    table = [
+        [family, setting, method, n, same_agent, same_step, same_top3]
+        for (family, setting, method), (n, same_agent, same_step, same_top3) in sorted(
+            counts.items()
+        )
+    ]
+    print("\n### Agreement with the other saved rows (logs both ran without failing)\n")
+    headers = ["family", "setting", "method", "logs", "same agent", "same step", "same top 3"]
+    print(markdown_table(headers, table))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--families", default=",".join(FAMILIES))
@@ -276,10 +315,24 @@ def main() -> None:
     ap.add_argument("--judge-methods", default="", help="judge methods (local judge or endpoint)")
     ap.add_argument("--limit", type=int, default=None, help="first K logs per family")
     ap.add_argument("--every", type=int, default=1, help="then every K-th of those logs")
+    ap.add_argument("--offset", type=int, default=0, help="from the N-th of them (0-based)")
     ap.add_argument("--max-turn-chars", type=int, default=400)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the reader's weights and activations (bfloat16: a separate row per method)",
+    )
     ap.add_argument("--save", type=Path, default=None, help="append each result here (JSONL)")
     ap.add_argument("--load", action="store_true", help="only tabulate the rows in --save")
+    ap.add_argument(
+        "--agree-with",
+        type=Path,
+        default=None,
+        help="saved rows of another run (e.g. another --dtype): print how often each method's "
+        "decisions agree with them",
+    )
     ap.add_argument(
         "--share-task",
         action="store_true",
@@ -289,6 +342,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.every < 1:
         ap.error("--every takes a positive number of logs")
+    if not 0 <= args.offset < args.every:
+        ap.error("--offset takes 0 … --every − 1")
     torch.set_num_threads(args.threads)
     if not DATA.is_dir():
         sys.exit(f"{DATA} is absent: the shared Who&When logs are needed")
@@ -301,24 +356,23 @@ def main() -> None:
         rows = [json.loads(line) for line in args.save.read_text().splitlines() if line.strip()]
     print(environment(["attribkit", "torch", "transformers"], args.threads))
     if not args.load:
-        lm = ak.load("smollm2")
+        lm = ak.load("smollm2", dtype=args.dtype)
         endpoint = ak.judge_from_env()
         judge = endpoint if endpoint is not None else ak.LocalJudge(lm)
-        label = judge.name if endpoint is not None else "local judge (plumbing check, 135M)"
-        print(f"reader {lm.name}; judge: {label}")
-        done = {(r["family"], r["setting"], r["method"], r["id"]) for r in rows}
+        judge_label = judge.name if endpoint is not None else "local judge (plumbing check, 135M)"
+        print(f"reader {lm.name} ({args.dtype}); judge: {judge_label}")
+        done = {(r["family"], r["setting"], label(r), r["id"]) for r in rows}
         for family in families:
-            logs = load_logs(family, args.limit, args.every)
+            logs = load_logs(family, args.limit, args.every, args.offset)
             for setting in settings:
                 for k, log in enumerate(logs):  # log-major: a partial run covers every method
                     t0 = time.perf_counter()
                     shared = None
                     for method in [*methods, *judge_methods]:
-                        key = (family, setting, method, log.id)
-                        if key in done:
-                            continue
                         row = {"family": family, "setting": setting, "method": method}
-                        row |= {"id": log.id, "threads": args.threads}
+                        row |= {"id": log.id, "threads": args.threads, "dtype": args.dtype}
+                        if (family, setting, label(row), log.id) in done:
+                            continue
                         task = None
                         if args.share_task and method in methods:
                             if shared is None:
@@ -337,7 +391,10 @@ def main() -> None:
                         file=sys.stderr,
                         flush=True,
                     )
-    tabulate(rows, families, settings, args.limit, args.every)
+    tabulate(rows, families, settings, args.limit, args.every, args.offset)
+    if args.agree_with is not None:
+        other = [json.loads(line) for line in args.agree_with.read_text().splitlines() if line]
+        agreement(rows, other)
     if os.environ.get("ATTRIBKIT_JUDGE_URL") is None and judge_methods:
         print("\nJudge rows used the local judge: a plumbing check on a 135M model, not a judge.")
 

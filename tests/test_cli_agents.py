@@ -75,6 +75,26 @@ def test_evaluate_a_folder_writes_official_predictions(tmp_path, use_tiny):
     assert plain.exit_code == 0 and "official" in plain.stdout and SECRET not in plain.output
 
 
+def test_dtype_reaches_the_loader(tmp_path, tiny_lm, monkeypatch):
+    seen: dict = {}
+    monkeypatch.setattr(
+        attribkit.models, "load", lambda name="smollm2", **kw: seen.update(kw) or tiny_lm
+    )
+    path = tmp_path / "3.json"
+    _write_log(path)
+    result = runner.invoke(app, ["agents", str(path), "--method", "loo", "--dtype", "bfloat16"])
+    assert result.exit_code == 0, result.output
+    assert seen["dtype"] == "bfloat16"
+
+
+def test_unknown_dtype_is_a_clear_error(tmp_path):
+    path = tmp_path / "3.json"
+    _write_log(path)
+    result = runner.invoke(app, ["agents", str(path), "--dtype", "float8"])
+    assert result.exit_code != 0
+    assert "unknown dtype 'float8'" in result.output
+
+
 def test_errors(tmp_path, use_tiny):
     path = tmp_path / "1.json"
     _write_log(path)
