@@ -324,6 +324,7 @@ def main() -> None:
         choices=["float32", "bfloat16"],
         help="the reader's weights and activations (bfloat16: a separate row per method)",
     )
+    ap.add_argument("--device", default="cpu", help="where the reader runs (cpu, cuda)")
     ap.add_argument("--save", type=Path, default=None, help="append each result here (JSONL)")
     ap.add_argument("--load", action="store_true", help="only tabulate the rows in --save")
     ap.add_argument(
@@ -356,11 +357,11 @@ def main() -> None:
         rows = [json.loads(line) for line in args.save.read_text().splitlines() if line.strip()]
     print(environment(["attribkit", "torch", "transformers"], args.threads))
     if not args.load:
-        lm = ak.load("smollm2", dtype=args.dtype)
+        lm = ak.load("smollm2", dtype=args.dtype, device=args.device)
         endpoint = ak.judge_from_env()
         judge = endpoint if endpoint is not None else ak.LocalJudge(lm)
         judge_label = judge.name if endpoint is not None else "local judge (plumbing check, 135M)"
-        print(f"reader {lm.name} ({args.dtype}); judge: {judge_label}")
+        print(f"reader {lm.name} ({args.dtype}, {args.device}); judge: {judge_label}")
         done = {(r["family"], r["setting"], label(r), r["id"]) for r in rows}
         for family in families:
             logs = load_logs(family, args.limit, args.every, args.offset)
@@ -371,6 +372,7 @@ def main() -> None:
                     for method in [*methods, *judge_methods]:
                         row = {"family": family, "setting": setting, "method": method}
                         row |= {"id": log.id, "threads": args.threads, "dtype": args.dtype}
+                        row["device"] = args.device
                         if (family, setting, label(row), log.id) in done:
                             continue
                         task = None
