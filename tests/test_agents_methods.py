@@ -314,6 +314,30 @@ def test_costs_on_the_tiny_model(tiny_lm: Any) -> None:
         assert a.task == "agents" and "decision" in a.extras and "agent_scores" in a.extras
 
 
+def test_a_bfloat16_reader_scores_close_to_float32(tiny_lm: Any) -> None:
+    """The bfloat16 path (prefix reuse included) runs end to end and values the full log within
+    bfloat16's rounding of float32; turn effects below that rounding (a few hundredths of a nat
+    on this tiny model) are not resolved, so only their size is checked."""
+    import copy
+
+    import torch
+
+    from attribkit.models.lm import LanguageModel
+
+    model = copy.deepcopy(tiny_lm.model).to(torch.bfloat16)
+    # eager attention: torch's bfloat16 SDPA kernel packs for AMX whenever the hardware has it,
+    # and fails when ATEN_CPU_CAPABILITY forces a lower instruction set on such a machine
+    model.set_attn_implementation("eager")
+    half = LanguageModel(model, tiny_lm.tokenizer, name="tiny-bf16")
+    assert half.dtype == torch.bfloat16
+    full = turn_loo(AgentTask(seats_log(), lm=tiny_lm))
+    rounded = turn_loo(AgentTask(seats_log(), lm=half))
+    assert np.isfinite(rounded.scores).all() and rounded.cost.forward_passes == 5
+    v32, v16 = full.extras["full_value"], rounded.extras["full_value"]
+    assert abs(v16 - v32) < 0.01 * abs(v32)
+    assert np.abs(rounded.scores - full.scores).max() < 0.1
+
+
 def test_ablation_edge_equals_a_direct_scoring(tiny_lm: Any) -> None:
     log = seats_log()
     task = AgentTask(log, lm=tiny_lm)
