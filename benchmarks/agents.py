@@ -91,6 +91,11 @@ def label(row: dict[str, Any]) -> str:
     return f"{row['method']} ({', '.join(extra)})" if extra else row["method"]
 
 
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows saved in a JSONL file (``--save``), one per non-blank line."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def load_logs(family: str, limit: int | None, every: int = 1, offset: int = 0) -> list[ak.AgentLog]:
     """The family's logs, sorted by file id, the first ``limit``, then every ``every``-th of
     those from the ``offset``-th (a systematic sample; offsets 0 … K−1 with ``every`` K split
@@ -357,7 +362,7 @@ def main() -> None:
     judge_methods = [m for m in args.judge_methods.split(",") if m]
     rows: list[dict[str, Any]] = []
     if args.save is not None and args.save.exists():
-        rows = [json.loads(line) for line in args.save.read_text().splitlines() if line.strip()]
+        rows = read_rows(args.save)
     print(environment(["attribkit", "torch", "transformers"], args.threads))
     if not args.load:
         lm = ak.load("smollm2", dtype=args.dtype, device=args.device)
@@ -398,8 +403,7 @@ def main() -> None:
                     )
     tabulate(rows, families, settings, args.limit, args.every, args.offset)
     if args.agree_with is not None:
-        other = [json.loads(line) for line in args.agree_with.read_text().splitlines() if line]
-        agreement(rows, other)
+        agreement(rows, read_rows(args.agree_with))
     if os.environ.get("ATTRIBKIT_JUDGE_URL") is None and judge_methods:
         print("\nJudge rows used the local judge: a plumbing check on a 135M model, not a judge.")
 
