@@ -44,7 +44,8 @@ what it holds) and ``--load`` tabulates saved rows without a model.
 record the dtype (and ``--device``) and are tabled and resumed apart from float32 rows.
 ``--agree-with FILE`` then prints, per method, on how many logs the decisions of this run and of
 the rows in FILE agree. ``--every K --offset N`` (N = 0 … K−1) splits the logs between K
-processes, each with its own ``--save`` file.
+processes, each with its own ``--save`` file; ``--ids 9.json,36.json`` runs and tables only those
+logs (e.g. the ones a partial run finished).
 
 Run: ``.venv/bin/python benchmarks/agents.py [--families Algorithm-Generated] [--limit K]
 [--every K [--offset N]] [--methods ...] [--judge-methods ...] [--threads 2] [--dtype bfloat16]
@@ -96,12 +97,20 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def load_logs(family: str, limit: int | None, every: int = 1, offset: int = 0) -> list[ak.AgentLog]:
+def load_logs(
+    family: str,
+    limit: int | None,
+    every: int = 1,
+    offset: int = 0,
+    ids: frozenset[str] | None = None,
+) -> list[ak.AgentLog]:
     """The family's logs, sorted by file id, the first ``limit``, then every ``every``-th of
     those from the ``offset``-th (a systematic sample; offsets 0 … K−1 with ``every`` K split
-    the logs between K processes); each read by ``AgentLog``."""
+    the logs between K processes), then only the file ids in ``ids`` when given; each read by
+    ``AgentLog``."""
     logs = ak.AgentLog.from_dir(DATA / family)
-    return (logs[:limit] if limit else logs)[offset::every]
+    logs = (logs[:limit] if limit else logs)[offset::every]
+    return logs if ids is None else [log for log in logs if log.id in ids]
 
 
 def make_task(lm: Any, judge: Any, log: ak.AgentLog, setting: str, max_chars: int) -> Any:
@@ -177,10 +186,13 @@ def tabulate(
     limit: int | None,
     every: int = 1,
     offset: int = 0,
+    ids: frozenset[str] | None = None,
 ) -> None:
     """Print one table per family and setting (of those asked) from the saved rows."""
     for family in families:
-        logs = load_logs(family, limit, every, offset)
+        logs = load_logs(family, limit, every, offset, ids)
+        if not logs:
+            continue
         ids = [log.id for log in logs]
         present = {r["setting"] for r in rows if r["family"] == family}
         for setting in [s for s in settings if s in present]:
@@ -324,6 +336,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first K logs per family")
     ap.add_argument("--every", type=int, default=1, help="then every K-th of those logs")
     ap.add_argument("--offset", type=int, default=0, help="from the N-th of them (0-based)")
+    ap.add_argument(
+        "--ids", default="", help="then only these file ids, comma-separated (e.g. 9.json,36.json)"
+    )
     ap.add_argument("--max-turn-chars", type=int, default=400)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
@@ -360,6 +375,13 @@ def main() -> None:
     settings = [s for s in args.settings.split(",") if s]
     methods = [m for m in args.methods.split(",") if m]
     judge_methods = [m for m in args.judge_methods.split(",") if m]
+    ids = frozenset(i for i in args.ids.split(",") if i) or None
+    if ids is not None:
+        known = {
+            log.id for f in families for log in load_logs(f, args.limit, args.every, args.offset)
+        }
+        if ids - known:
+            ap.error(f"--ids: no log {', '.join(sorted(ids - known))} among the logs selected")
     rows: list[dict[str, Any]] = []
     if args.save is not None and args.save.exists():
         rows = read_rows(args.save)
@@ -372,7 +394,7 @@ def main() -> None:
         print(f"reader {lm.name} ({args.dtype}, {args.device}); judge: {judge_label}")
         done = {(r["family"], r["setting"], label(r), r["id"]) for r in rows}
         for family in families:
-            logs = load_logs(family, args.limit, args.every, args.offset)
+            logs = load_logs(family, args.limit, args.every, args.offset, ids)
             for setting in settings:
                 for k, log in enumerate(logs):  # log-major: a partial run covers every method
                     t0 = time.perf_counter()
@@ -401,7 +423,7 @@ def main() -> None:
                         file=sys.stderr,
                         flush=True,
                     )
-    tabulate(rows, families, settings, args.limit, args.every, args.offset)
+    tabulate(rows, families, settings, args.limit, args.every, args.offset, ids)
     if args.agree_with is not None:
         agreement(rows, read_rows(args.agree_with))
     if os.environ.get("ATTRIBKIT_JUDGE_URL") is None and judge_methods:
