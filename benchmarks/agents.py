@@ -425,7 +425,8 @@ def main() -> None:
                     )
     tabulate(rows, families, settings, args.limit, args.every, args.offset, ids)
     if args.agree_with is not None:
-        agreement(rows, read_rows(args.agree_with))
+        asked = [r for r in rows if r["family"] in families and r["setting"] in settings]
+        agreement([r for r in asked if ids is None or r["id"] in ids], read_rows(args.agree_with))
     if os.environ.get("ATTRIBKIT_JUDGE_URL") is None and judge_methods:
         print("\nJudge rows used the local judge: a plumbing check on a 135M model, not a judge.")
 
