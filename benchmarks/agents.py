@@ -186,11 +186,12 @@ def tabulate(
     limit: int | None,
     every: int = 1,
     offset: int = 0,
-    ids: frozenset[str] | None = None,
+    only: frozenset[str] | None = None,
 ) -> None:
-    """Print one table per family and setting (of those asked) from the saved rows."""
+    """Print one table per family and setting (of those asked) from the saved rows; ``only``:
+    just the logs with these file ids."""
     for family in families:
-        logs = load_logs(family, limit, every, offset, ids)
+        logs = load_logs(family, limit, every, offset, only)
         if not logs:
             continue
         ids = [log.id for log in logs]
@@ -208,6 +209,8 @@ def tabulate(
             }
             if len(logs) >= 5:
                 candidates["rule: majority (5-fold)"] = (ak.cross_fitted_majority(logs), "rule")
+                step_rule = ak.cross_fitted_majority(logs, rule="majority_step")
+                candidates["rule: majority step (5-fold)"] = (step_rule, "rule")
             for m in methods:
                 got = [mine.get((m, i)) for i in ids]
                 if any(g is None for g in got):

@@ -65,7 +65,7 @@ def test_evaluate_a_folder_writes_official_predictions(tmp_path, use_tiny):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["logs"] == 6 and report["failed"] == []
-    for row in ("loo", "random", "most_turns", "majority (5-fold)"):
+    for row in ("loo", "random", "most_turns", "majority (5-fold)", "majority step (5-fold)"):
         for scoring in ("exact", "official"):
             assert 0 <= report[row][scoring]["metrics"]["agent"]["mean"] <= 1
     text = pred.read_text()

@@ -230,6 +230,28 @@ def test_baselines_are_deterministic_and_follow_their_rules() -> None:
     assert s.metrics["agent"]["correct"] == sum(1 for i in range(12) if i % 3)
 
 
+def test_majority_step_guesses_the_commonest_gold_step_and_its_speaker() -> None:
+    names = ["Lead", "Coder", "Verifier", "Coder", "Lead"]
+    # gold steps in train: 1 (Coder) ×3, 2 (Verifier) ×3, 0 (Lead) ×1: a tie, the smaller wins
+    train = [toy_log(i, "Coder", names) for i in range(3)]
+    train += [toy_log(3 + i, "Verifier", names) for i in range(3)] + [toy_log(6, "Lead", names)]
+    short = AgentLog([{"agent": "Lead", "content": "a"}, {"agent": "Coder", "content": "b"}])
+    other = AgentLog([{"agent": a, "content": "x"} for a in ("Lead", "Verifier", "Coder")])
+    got = baseline_predictions([other, short], "majority_step", train=train)
+    assert [(p["agent"], p["step"]) for p in got] == [("Verifier", 1), ("Coder", 1)]
+    one = AgentLog([{"agent": "Lead", "content": "a"}])
+    assert baseline_predictions([one], "majority_step", train=train)[0]["step"] == 0  # clipped
+    with pytest.raises(ak.InputError, match="needs train="):
+        baseline_predictions([other], "majority_step")
+    # out of fold: 9 logs blame step 1 and 1 log step 2; every fold still guesses step 1
+    logs = [toy_log(i, "Coder", names) for i in range(9)] + [toy_log(9, "Verifier", names)]
+    preds = cross_fitted_majority(logs, folds=5, rule="majority_step")
+    assert [p["step"] for p in preds] == [1] * 10
+    assert who_when_score(preds, logs).metrics["step"]["correct"] == 9
+    with pytest.raises(ak.InputError, match="'majority' or 'majority_step'"):
+        cross_fitted_majority(logs, rule="random")
+
+
 def test_cross_fitted_majority_never_sees_its_own_label() -> None:
     names = ["Lead", "Coder", "Verifier", "Coder"]
     logs = [toy_log(i, "Coder", names) for i in range(9)] + [toy_log(9, "Verifier", names)]

@@ -164,6 +164,9 @@ def agents_command(
         "random": baseline_predictions(logs, "random"),
         "most_turns": baseline_predictions(logs, "most_turns"),
         "majority (5-fold)": cross_fitted_majority(logs) if len(logs) >= 5 else None,
+        "majority step (5-fold)": (
+            cross_fitted_majority(logs, rule="majority_step") if len(logs) >= 5 else None
+        ),
     }
     report: dict[str, object] = {"logs": len(logs), "method": method, "failed": failures}
     for name, preds in rows.items():
@@ -187,7 +190,7 @@ def agents_command(
             continue
         e, o = entry["exact"]["metrics"], entry["official"]["metrics"]
         console.print(
-            f"  {name:>20}: agent {100 * e['agent']['mean']:5.1f} % step "
+            f"  {name:>22}: agent {100 * e['agent']['mean']:5.1f} % step "
             f"{100 * e['step']['mean']:5.1f} % (exact); agent {100 * o['agent']['mean']:5.1f} % "
             f"step {100 * o['step']['mean']:5.1f} % (official)",
             highlight=False,

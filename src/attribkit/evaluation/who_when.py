@@ -39,7 +39,14 @@ __all__ = [
 ]
 
 #: The trivial rules of :func:`baseline_predictions`.
-BASELINE_RULES = ("random", "most_turns", "most_turns_no_terminal", "majority", "first_turn")
+BASELINE_RULES = (
+    "random",
+    "most_turns",
+    "most_turns_no_terminal",
+    "majority",
+    "majority_step",
+    "first_turn",
+)
 SCORINGS = ("exact", "official")
 #: ``evaluate.py``'s patterns (``read_predictions``).
 _BLOCK = re.compile(r"Prediction for ([^:]+\.json):(.*?)(?=Prediction for|\Z)", re.DOTALL)
@@ -431,6 +438,9 @@ def baseline_predictions(
     - ``"majority"``: the gold agent most frequent in ``train`` (fit it on other logs, e.g.
       :func:`cross_fitted_majority`; ties: the earliest in ``train``) and its first turn in
       the log, or ``most_turns`` where it does not speak;
+    - ``"majority_step"``: the gold step most frequent in ``train`` (ties: the smallest; the
+      log's last turn when the log is shorter) and the agent speaking there — a constant-step
+      guess, the floor for a judge that names one step number whatever the log;
     - ``"first_turn"``: step 0 and its agent.
 
     No model calls."""
@@ -448,6 +458,15 @@ def baseline_predictions(
                 "cross_fitted_majority(logs) does the folds)"
             )
         majority = Counter(gold).most_common(1)[0][0]
+    step_mode = 0
+    if rule == "majority_step":
+        counts = Counter(log.mistake_step for log in train or [] if log.mistake_step is not None)
+        if not counts:
+            raise InputError(
+                "the majority_step rule needs train= logs with gold steps (fit it on other "
+                "logs; cross_fitted_majority(logs, rule='majority_step') does the folds)"
+            )
+        step_mode = min(counts, key=lambda k: (-counts[k], k))
     out: list[dict[str, Any]] = []
     for log in logs:
         if rule == "random":
@@ -480,17 +499,25 @@ def baseline_predictions(
                         "reason": f"majority agent absent: most turns ({how}), its first turn",
                     }
                 )
+        elif rule == "majority_step":
+            step = min(step_mode, len(log) - 1)
+            agent = log.turns[step].agent
+            out.append({"agent": agent, "step": step, "reason": "majority gold step, its agent"})
         else:
             out.append({"agent": log.turns[0].agent, "step": 0, "reason": "first turn"})
     return out
 
 
 def cross_fitted_majority(
-    logs: Sequence[AgentLog], folds: int = 5, seed: int = 0
+    logs: Sequence[AgentLog], folds: int = 5, seed: int = 0, rule: str = "majority"
 ) -> list[dict[str, Any]]:
-    """The ``majority`` rule fitted out of fold: the logs are shuffled (``seed``) into
-    ``folds`` folds and each fold is predicted by the majority gold agent of the other folds.
-    One prediction per log, in the order of ``logs``. No model calls."""
+    """A rule fitted on gold labels, out of fold: the logs are shuffled (``seed``) into
+    ``folds`` folds and each fold is predicted by ``rule`` (``"majority"``: the majority gold
+    agent, or ``"majority_step"``: the majority gold step; see :func:`baseline_predictions`)
+    fitted on the other folds. One prediction per log, in the order of ``logs``. No model
+    calls."""
+    if rule not in ("majority", "majority_step"):
+        raise InputError(f"rule must be 'majority' or 'majority_step', got {rule!r}")
     n = len(logs)
     if folds < 2 or folds > n:
         raise InputError(f"folds must be between 2 and the number of logs ({n}), got {folds}")
@@ -499,7 +526,7 @@ def cross_fitted_majority(
     for part in np.array_split(order, folds):
         test = set(int(i) for i in part)
         train = [logs[i] for i in range(n) if i not in test]
-        preds = baseline_predictions([logs[i] for i in part], "majority", train=train)
+        preds = baseline_predictions([logs[i] for i in part], rule, train=train)
         for i, p in zip(part, preds, strict=True):
             out[int(i)] = p
     return [p for p in out if p is not None]
