@@ -7,10 +7,10 @@ numbers only, never a log's text.**
 
 Rows, per family and setting (``without`` / ``with`` the gold answer):
 
-* trivial rules from the same scoring code (:func:`attribkit.baseline_predictions`): random
+* trivial rules from the same scoring code (:func:`attribkit.trivial_baselines`): random
   (seed 0), most turns (not the last speaker) and its first turn, most turns without terminal
-  agents, step 0, and the majority gold agent fitted on the other folds (5-fold,
-  :func:`attribkit.cross_fitted_majority`);
+  agents, step 0, and the majority gold agent and the majority gold step, each fitted on the
+  other folds (5-fold);
 * each judge-free method (``--methods``, default ``turn_loo,prefix_drop,agent_shapley,backtrace``;
   also ``backtrace_lexical``, the influence-graph backtrace with no model at all) read by
   SmolLM2-135M: without the gold answer they score the system's own final answer (the
@@ -79,7 +79,14 @@ DATA = Path("/work/shared/data/who_and_when/Who&When")
 EVALUATE = DATA.parent / "Automated_FA" / "evaluate.py"  # Who&When's official scorer
 FAMILIES = ("Algorithm-Generated", "Hand-Crafted")
 METHODS = ("turn_loo", "prefix_drop", "agent_shapley", "backtrace")
-RULES = ("random", "most_turns", "most_turns_no_terminal", "first_turn")
+RULES = (
+    "random",
+    "most_turns",
+    "most_turns_no_terminal",
+    "first_turn",
+    "majority",
+    "majority_step",
+)
 #: benchmark rows that are a registered method with parameters
 VARIANTS = {"backtrace_lexical": ("backtrace", {"suspicion": "none"})}  # model-free: 0 passes
 
@@ -205,12 +212,9 @@ def tabulate(
             methods = sorted({m for m, _ in mine}, key=lambda m: (m.split()[0] not in METHODS, m))
             table, best = [], {"agent": 0.0, "step": 0.0}
             candidates: dict[str, tuple[list[Any], str]] = {
-                f"rule: {rule}": (ak.baseline_predictions(logs, rule), "rule") for rule in RULES
+                f"rule: {name}": (preds, "rule")
+                for name, preds in ak.trivial_baselines(logs, RULES).items()
             }
-            if len(logs) >= 5:
-                candidates["rule: majority (5-fold)"] = (ak.cross_fitted_majority(logs), "rule")
-                step_rule = ak.cross_fitted_majority(logs, rule="majority_step")
-                candidates["rule: majority step (5-fold)"] = (step_rule, "rule")
             for m in methods:
                 got = [mine.get((m, i)) for i in ids]
                 if any(g is None for g in got):

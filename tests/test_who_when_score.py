@@ -250,6 +250,10 @@ def test_majority_step_guesses_the_commonest_gold_step_and_its_speaker() -> None
     assert who_when_score(preds, logs).metrics["step"]["correct"] == 9
     with pytest.raises(ak.InputError, match="'majority' or 'majority_step'"):
         cross_fitted_majority(logs, rule="random")
+    rows = ak.trivial_baselines(logs, ("random", "majority", "majority_step"))
+    assert list(rows) == ["random", "majority (5-fold)", "majority step (5-fold)"]
+    assert rows["majority step (5-fold)"] == preds
+    assert list(ak.trivial_baselines(logs[:4], ("random", "majority_step"))) == ["random"]
 
 
 def test_cross_fitted_majority_never_sees_its_own_label() -> None:

@@ -55,7 +55,8 @@ The public API, re-exported here, is stable:
   :func:`agreement_matrix`, :func:`agreement_report`, :func:`anchor_agreement` (reasoning steps vs
   reference importances, beside position/length/random/tag-prior baselines),
   :func:`who_when_score` (failure attribution: exact and official Who&When scoring),
-  :func:`write_predictions`, :func:`baseline_predictions`, :func:`cross_fitted_majority`; for
+  :func:`write_predictions`, :func:`baseline_predictions`, :func:`cross_fitted_majority`,
+  :func:`trivial_baselines`; for
   images :func:`insertion_deletion`,
   :func:`subset_curves`, :func:`pointing_game`, :class:`GridModel`, :func:`make_grids`,
   :func:`evaluate_grid`, :func:`grid_localization`, :func:`aggatt`, :func:`aggatt_figure`;
@@ -116,6 +117,7 @@ from attribkit.evaluation import (
     reasons_without_recourse,
     subset_curves,
     sufficiency,
+    trivial_baselines,
     who_when_score,
     wilson_interval,
     write_predictions,
@@ -214,6 +216,7 @@ __all__ = [
     "attribute_agents",
     "baseline_predictions",
     "cross_fitted_majority",
+    "trivial_baselines",
     "who_when_score",
     "write_predictions",
     "AnchorAgreement",

@@ -79,8 +79,7 @@ def agents_command(
 
     from attribkit.core.errors import AttribkitError, InputError
     from attribkit.evaluation.who_when import (
-        baseline_predictions,
-        cross_fitted_majority,
+        trivial_baselines,
         who_when_score,
         write_predictions,
     )
@@ -159,19 +158,10 @@ def agents_command(
 
     if predictions is not None:
         write_predictions(results, logs, predictions)
-    rows = {
-        method: results,
-        "random": baseline_predictions(logs, "random"),
-        "most_turns": baseline_predictions(logs, "most_turns"),
-        "majority (5-fold)": cross_fitted_majority(logs) if len(logs) >= 5 else None,
-        "majority step (5-fold)": (
-            cross_fitted_majority(logs, rule="majority_step") if len(logs) >= 5 else None
-        ),
-    }
+    rules = ("random", "most_turns", "majority", "majority_step")
+    rows = {method: results, **trivial_baselines(logs, rules)}
     report: dict[str, object] = {"logs": len(logs), "method": method, "failed": failures}
     for name, preds in rows.items():
-        if preds is None:
-            continue
         exact = who_when_score(preds, logs)
         official = who_when_score(preds, logs, scoring="official")
         report[name] = {"exact": exact.to_dict(), "official": official.to_dict()}

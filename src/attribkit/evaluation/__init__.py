@@ -65,6 +65,7 @@ from attribkit.evaluation.who_when import (
     baseline_predictions,
     cross_fitted_majority,
     read_predictions,
+    trivial_baselines,
     who_when_score,
     write_predictions,
 )
@@ -128,6 +129,7 @@ __all__ = [
     "subset_curves",
     "sufficiency",
     "top_reasons",
+    "trivial_baselines",
     "who_when_score",
     "wilson_interval",
     "write_predictions",

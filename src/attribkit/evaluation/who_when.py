@@ -34,6 +34,7 @@ __all__ = [
     "cross_fitted_majority",
     "parse_predictions",
     "read_predictions",
+    "trivial_baselines",
     "who_when_score",
     "write_predictions",
 ]
@@ -47,6 +48,8 @@ BASELINE_RULES = (
     "majority_step",
     "first_turn",
 )
+#: The rules fitted on gold labels (run out of fold by :func:`cross_fitted_majority`).
+FITTED_RULES = ("majority", "majority_step")
 SCORINGS = ("exact", "official")
 #: ``evaluate.py``'s patterns (``read_predictions``).
 _BLOCK = re.compile(r"Prediction for ([^:]+\.json):(.*?)(?=Prediction for|\Z)", re.DOTALL)
@@ -516,7 +519,7 @@ def cross_fitted_majority(
     agent, or ``"majority_step"``: the majority gold step; see :func:`baseline_predictions`)
     fitted on the other folds. One prediction per log, in the order of ``logs``. No model
     calls."""
-    if rule not in ("majority", "majority_step"):
+    if rule not in FITTED_RULES:
         raise InputError(f"rule must be 'majority' or 'majority_step', got {rule!r}")
     n = len(logs)
     if folds < 2 or folds > n:
@@ -530,3 +533,23 @@ def cross_fitted_majority(
         for i, p in zip(part, preds, strict=True):
             out[int(i)] = p
     return [p for p in out if p is not None]
+
+
+def trivial_baselines(
+    logs: Sequence[AgentLog],
+    rules: Sequence[str] = BASELINE_RULES,
+    folds: int = 5,
+    seed: int = 0,
+) -> dict[str, list[dict[str, Any]]]:
+    """Each rule's predictions (:func:`baseline_predictions`), in ``rules`` order, by row
+    name: a rule's own name, or for the rules fitted on gold labels ``"majority (5-fold)"`` /
+    ``"majority step (5-fold)"``, run out of fold (:func:`cross_fitted_majority`) and left
+    out when there are fewer than ``folds`` logs. No model calls."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for rule in rules:
+        if rule not in FITTED_RULES:
+            out[rule] = baseline_predictions(logs, rule, seed=seed)
+        elif len(logs) >= folds:
+            name = f"{rule.replace('_', ' ')} ({folds}-fold)"
+            out[name] = cross_fitted_majority(logs, folds, seed, rule)
+    return out
