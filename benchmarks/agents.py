@@ -93,9 +93,12 @@ VARIANTS = {"backtrace_lexical": ("backtrace", {"suspicion": "none"})}  # model-
 
 def label(row: dict[str, Any]) -> str:
     """A row's name in the tables: the method, with the reader's dtype and device when they are
-    not float32 and cpu (rows saved before these were recorded are float32 on cpu)."""
+    not float32 and cpu (rows saved before these were recorded are float32 on cpu), and the
+    token budget when there was one (``--max-tokens``)."""
     dtype, device = row.get("dtype", "float32"), row.get("device", "cpu")
     extra = [x for x, default in ((dtype, "float32"), (device, "cpu")) if x != default]
+    if row.get("max_tokens") is not None:
+        extra.append(f"≤{row['max_tokens']} tokens")
     return f"{row['method']} ({', '.join(extra)})" if extra else row["method"]
 
 
@@ -120,15 +123,28 @@ def load_logs(
     return logs if ids is None else [log for log in logs if log.id in ids]
 
 
-def make_task(lm: Any, judge: Any, log: ak.AgentLog, setting: str, max_chars: int) -> Any:
-    """The log's AgentTask for ``setting``; a log over the window has its turns cut to
-    ``max_chars`` (recorded in each result). Costs no model call."""
+def make_task(
+    lm: Any,
+    judge: Any,
+    log: ak.AgentLog,
+    setting: str,
+    max_chars: int,
+    max_tokens: int | None = None,
+) -> Any:
+    """The log's AgentTask for ``setting``, its turns cut to fit ``max_tokens`` when given; a
+    log over the window has every turn cut to ``max_chars`` (as in every run so far), and if
+    that is not enough, to the longest length that fits the window (recorded in each
+    result). Costs no model call."""
     outcome = "gold" if setting == "with" else "final"
     kw = {"lm": lm, "judge": judge, "outcome": outcome, "with_answer": setting == "with"}
     try:
-        return ak.AgentTask(log, **kw)
+        return ak.AgentTask(log, max_tokens=max_tokens, **kw)
     except AttribkitError:  # over the window: cut the turns
-        return ak.AgentTask(log, max_turn_chars=max_chars, **kw)
+        pass
+    try:
+        return ak.AgentTask(log, max_turn_chars=max_chars, max_tokens=max_tokens, **kw)
+    except AttribkitError:  # still over: cut them further, to fit
+        return ak.AgentTask(log, max_tokens="window", **kw)
 
 
 def run_one(
@@ -139,6 +155,7 @@ def run_one(
     setting: str,
     max_chars: int,
     task: Any = None,
+    max_tokens: int | None = None,
 ) -> dict[str, Any]:
     """One method on one log: the prediction (agent, step, ranking of steps) and its cost, or
     the reason it failed (counted wrong). ``task`` (shared between methods) reuses the prompts
@@ -146,7 +163,7 @@ def run_one(
     t0 = time.perf_counter()
     try:
         if task is None:
-            task = make_task(lm, judge, log, setting, max_chars)
+            task = make_task(lm, judge, log, setting, max_chars, max_tokens)
         name, params = VARIANTS.get(method, (method, {}))
         result = task.attribute(name, **params)
     except AttribkitError as e:
@@ -159,6 +176,7 @@ def run_one(
         "step": decision.get("step"),
         "ranking": ranking,
         "truncated": task.max_turn_chars is not None,
+        "turn_chars": task.max_turn_chars,
         "passes": result.cost.forward_passes,
         "judge_calls": result.cost.judge_calls,
         "generated_tokens": result.cost.generated_tokens,
@@ -347,6 +365,13 @@ def main() -> None:
         "--ids", default="", help="then only these file ids, comma-separated (e.g. 9.json,36.json)"
     )
     ap.add_argument("--max-turn-chars", type=int, default=400)
+    ap.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="cut the turns of every log over N tokens to the longest length that fits (rows "
+        "apart from uncut ones): bounds the ablation methods' time",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--dtype",
@@ -410,6 +435,8 @@ def main() -> None:
                         row = {"family": family, "setting": setting, "method": method}
                         row |= {"id": log.id, "threads": args.threads}
                         row |= {"dtype": args.dtype, "device": args.device}
+                        if args.max_tokens is not None:
+                            row["max_tokens"] = args.max_tokens
                         if (family, setting, label(row), log.id) in done:
                             continue
                         task = None
@@ -417,9 +444,25 @@ def main() -> None:
                             if shared is None:
                                 # on failure run_one builds its own task and records why
                                 with contextlib.suppress(AttribkitError):
-                                    shared = make_task(lm, judge, log, setting, args.max_turn_chars)
+                                    shared = make_task(
+                                        lm,
+                                        judge,
+                                        log,
+                                        setting,
+                                        args.max_turn_chars,
+                                        args.max_tokens,
+                                    )
                             task, row["shared_task"] = shared, shared is not None
-                        row |= run_one(lm, judge, log, method, setting, args.max_turn_chars, task)
+                        row |= run_one(
+                            lm,
+                            judge,
+                            log,
+                            method,
+                            setting,
+                            args.max_turn_chars,
+                            task,
+                            args.max_tokens,
+                        )
                         rows.append(row)
                         if args.save is not None:
                             with args.save.open("a") as f:

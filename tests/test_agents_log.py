@@ -262,6 +262,48 @@ def test_bad_tasks(tiny_lm: Any) -> None:
         AgentTask(long, lm=tiny_lm, max_turn_chars=900)
     task = AgentTask(long, lm=tiny_lm, max_turn_chars=40)  # fits
     assert task.target_info["truncation"]["max_turn_chars"] == 40
+    with pytest.raises(ak.InputError, match="max_tokens must be a positive number"):
+        AgentTask(long, lm=tiny_lm, max_tokens=0)
+    with pytest.raises(ak.InputError, match="max_tokens needs a language model"):
+        AgentTask(long, max_tokens=100)
+    with pytest.raises(ak.InputError, match="even with every turn cut to one character"):
+        AgentTask(long, lm=tiny_lm, max_tokens=5)
+
+
+def test_max_tokens_cuts_turns_to_the_longest_length_that_fits(tiny_lm: Any) -> None:
+    turns = [
+        {"agent": f"A{i % 3}", "content": f"{i} " + "word " * (5 + 15 * (i % 2))} for i in range(6)
+    ]
+    long = AgentLog(turns, ground_truth="the answer", mistake_step=2)
+
+    def tokens(task: AgentTask) -> int:
+        return tiny_lm.count_tokens(task.prompt(), task.response, chat=False)
+
+    whole = AgentTask(long, lm=tiny_lm, outcome="gold", max_tokens="window")  # fits: untouched
+    assert whole.log is long and whole.max_turn_chars is None
+    budget = tokens(whole) - 100
+    fitted = AgentTask(long, lm=tiny_lm, outcome="gold", max_tokens=budget)
+    cut = fitted.max_turn_chars
+    assert cut is not None and tokens(fitted) <= budget
+    # the longest cut that fits: one more character per turn is over the budget
+    over = AgentTask(long, lm=tiny_lm, outcome="gold", max_turn_chars=cut + 1)
+    assert tokens(over) > budget
+    # short turns are kept whole, long ones lose their ends; the steps are unchanged
+    for before, after in zip(long.turns, fitted.log.turns, strict=True):
+        assert after.content == before.content[:cut] and after.agent == before.agent
+    assert any(len(t.content) < cut for t in fitted.log.turns)
+    info = fitted.target_info["truncation"]
+    assert info["max_turn_chars"] == cut and info["max_tokens"] == budget
+    assert info["tokens"] == tokens(fitted) and info["turns_cut"] >= 3
+    # with max_turn_chars too, the fit only cuts further
+    both = AgentTask(long, lm=tiny_lm, outcome="gold", max_turn_chars=200, max_tokens=budget)
+    assert both.max_turn_chars == cut
+    # the final turn stays the outcome (found on the uncut log), cut like the others
+    final = AgentTask(long, lm=tiny_lm, max_tokens=budget - 40)
+    assert final.outcome_step == 5 and len(final.units) == 5
+    assert final.outcome_text == long.turns[5].content[: final.max_turn_chars].strip()
+    a = attribute_agents(long, method="turn_loo", lm=tiny_lm, outcome="gold", max_tokens=budget)
+    assert a.target["truncation"]["max_turn_chars"] == cut and len(a.units) == 6
 
 
 # --- the task -------------------------------------------------------------------------------------

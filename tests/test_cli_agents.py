@@ -50,8 +50,22 @@ def test_one_log_json_contract(tmp_path, use_tiny):
     assert out["units"][2]["text"] == "Step 2 - Searcher"
     assert out["decision"]["step"] in range(4) and out["gold"] == {"agent": "Searcher", "step": 2}
     assert set(out["agent_scores"]) == {"User", "Planner", "Searcher", "Verifier"}
-    assert out["model_calls"] == 5
+    assert out["model_calls"] == 5 and out["truncation"] is None
     assert SECRET not in result.output
+
+
+def test_max_tokens_cuts_the_turns_to_fit(tmp_path, use_tiny):
+    path = tmp_path / "3.json"
+    _write_log(path)
+    args = ["agents", str(path), "--method", "loo", "--json", "--max-tokens"]
+    out = json.loads(runner.invoke(app, [*args, "window"]).stdout)
+    assert out["truncation"] is None  # fits the window: untouched
+    result = runner.invoke(app, [*args, "200"])
+    assert result.exit_code == 0, result.output
+    cut = json.loads(result.stdout)["truncation"]
+    assert cut["max_tokens"] == 200 and cut["tokens"] <= 200 and cut["turns_cut"] == 5
+    r = runner.invoke(app, [*args, "lots"])
+    assert r.exit_code == 2 and "--max-tokens takes a number of tokens or 'window'" in r.output
 
 
 def test_evaluate_a_folder_writes_official_predictions(tmp_path, use_tiny):

@@ -17,12 +17,14 @@ if TYPE_CHECKING:
 def agents_json(attribution: Attribution, log: object) -> dict[str, object]:
     """The one JSON object ``attribkit agents LOG --json`` prints: the shared fields, the
     ``decision`` ({agent, step, reason}), ``agent_scores``, the log's ``id`` and its gold
-    ``mistake_agent``/``mistake_step`` when known. No log text beyond the turn labels."""
+    ``mistake_agent``/``mistake_step`` when known, and how the turns were cut (``truncation``,
+    null when whole). No log text beyond the turn labels."""
     return {
         "id": getattr(log, "id", None),
         **attribution_json(attribution),
         "decision": to_json(attribution.extras.get("decision")),
         "agent_scores": to_json(attribution.extras.get("agent_scores")),
+        "truncation": to_json((attribution.target or {}).get("truncation")),
         "gold": {
             "agent": getattr(log, "mistake_agent", None),
             "step": getattr(log, "mistake_step", None),
@@ -64,6 +66,12 @@ def agents_command(
     max_turn_chars: int | None = typer.Option(
         None, "--max-turn-chars", help="Cut every turn to N characters (logs over the window)."
     ),
+    max_tokens: str | None = typer.Option(
+        None,
+        "--max-tokens",
+        help="Cut the turns of a log over N tokens (or 'window': the model's) to the longest "
+        "common length that fits; bounds the ablation methods' time.",
+    ),
     evaluate: bool = typer.Option(
         False, "--evaluate", help="PATH is a folder: score every log against its gold labels."
     ),
@@ -90,6 +98,11 @@ def agents_command(
     method = method or DEFAULT_METHOD
     if (judge_url is None) != (judge_model is None):
         raise exit_with(InputError("--judge-url and --judge-model go together"))
+    budget: int | str | None = max_tokens
+    if max_tokens is not None and max_tokens != "window":
+        if not max_tokens.isdigit():
+            raise exit_with(InputError("--max-tokens takes a number of tokens or 'window'"))
+        budget = int(max_tokens)
     try:
         if evaluate:
             if not path.is_dir():
@@ -122,6 +135,7 @@ def agents_command(
                         outcome=outcome,
                         with_answer=with_answer,
                         max_turn_chars=max_turn_chars,
+                        max_tokens=budget,
                     )
                     results.append(task.attribute(method))
                 except InputError as e:

@@ -492,8 +492,15 @@ class AgentTask(Task):
         outcome: ``"final"``, ``"gold"`` or the text to score.
         with_answer: whether judge methods show the gold answer (stored for them).
         max_turn_chars: cut every turn to this many characters before anything else (recorded
-            in :attr:`target_info` and results); with None a prompt past the LM's window is an
-            InputError suggesting it.
+            in :attr:`target_info` and results); with None (and no ``max_tokens``) a prompt past
+            the LM's window is an InputError suggesting it.
+        max_tokens: a budget for the prompt and outcome in the LM's tokens, or ``"window"``
+            (the LM's own window): a log over it has every turn cut to the longest common
+            length at which it fits (found by binary search on the cut, about log2 of the
+            longest turn's length tokenizations, no model call), so long turns lose their ends
+            and short ones are kept whole. :attr:`max_turn_chars` then holds the cut used, and
+            ``target_info["truncation"]`` records it with the budget and the tokens it left.
+            Bounds the cost of ablation methods, which re-read the log once per turn.
         template: the prompt before the cue, with ``{log}`` and optionally ``{question}``
             (which receives :data:`QUESTION_BLOCK` or nothing).
         batch_size: prompts per scorer batch.
@@ -517,6 +524,7 @@ class AgentTask(Task):
         *,
         cue: str = ANSWER_CUE,
         reuse_prefix: bool = True,
+        max_tokens: int | str | None = None,
     ) -> None:
         if isinstance(log, str | Path):
             log = AgentLog.from_file(log)
@@ -535,15 +543,14 @@ class AgentTask(Task):
                 "non-empty text to score"
             )
         self.source_log = log
-        self.max_turn_chars = max_turn_chars
-        self.log = log if max_turn_chars is None else log.truncated(max_turn_chars)
         self.lm, self.judge, self.with_answer = lm, judge, bool(with_answer)
         self.template, self.cue, self.batch_size = template, cue, batch_size
         self.reuse_prefix = reuse_prefix
         self.outcome_kind = outcome if outcome in _OUTCOMES else "given"
-        n = len(self.log)
+        self._outcome = outcome
+        self.outcome_step: int | None = None
         if outcome == "final":
-            last = final_turn(self.log)
+            last = final_turn(log)
             if last is None:
                 raise InputError(
                     "outcome='final' scores the last substantive turn, but every turn is empty "
@@ -555,21 +562,17 @@ class AgentTask(Task):
                     f"turns before it are the units, but it is step {last}; pass outcome='gold' "
                     "or a text, or a longer log"
                 )
-            text = self.log.turns[last].content
-            steps: list[int] = list(range(last))
-            self.outcome_step: int | None = last
-        elif outcome == "gold":
-            if self.log.ground_truth is None or not self.log.ground_truth.strip():
-                raise InputError(
-                    "outcome='gold' needs the log's ground truth, but it has none; pass "
-                    "outcome='final' (the last turn) or the text to score"
-                )
-            text, steps, self.outcome_step = self.log.ground_truth, list(range(n)), None
-        else:
-            text, steps, self.outcome_step = outcome, list(range(n)), None
-        self.outcome_text = text.strip()
-        self.response = " " + self.outcome_text
-        self.units: TurnUnits = TurnUnits(self.log, steps)
+            self.outcome_step = last
+        elif outcome == "gold" and (log.ground_truth is None or not log.ground_truth.strip()):
+            raise InputError(
+                "outcome='gold' needs the log's ground truth, but it has none; pass "
+                "outcome='final' (the last turn) or the text to score"
+            )
+        self.max_turn_chars = max_turn_chars
+        self._use_log(log if max_turn_chars is None else log.truncated(max_turn_chars))
+        self.max_tokens = self._token_budget(max_tokens)
+        if self.max_tokens is not None:
+            self._fit_tokens(self.max_tokens)
         self._meter: CostMeter = lm_meter(lm) if lm is not None else CostMeter()
         self._scores: PromptLogprobs | None = None
         if lm is not None:
@@ -577,6 +580,79 @@ class AgentTask(Task):
             self._scores = PromptLogprobs(
                 lm, self.response, self.prompt(), self._meter, reuse_prefix=reuse_prefix, chat=False
             )
+
+    def _use_log(self, log: AgentLog) -> None:
+        """Make ``log`` (the source log, or a cut of it: same turns and steps) the one whose
+        units, prompt and outcome text the task uses."""
+        self.log = log
+        if self._outcome == "final":
+            assert self.outcome_step is not None
+            text, steps = log.turns[self.outcome_step].content, list(range(self.outcome_step))
+        elif self._outcome == "gold":
+            text, steps = str(log.ground_truth), list(range(len(log)))
+        else:
+            text, steps = self._outcome, list(range(len(log)))
+        self.outcome_text = text.strip()
+        self.response = " " + self.outcome_text
+        self.units: TurnUnits = TurnUnits(log, steps)
+
+    def _token_budget(self, max_tokens: int | str | None) -> int | None:
+        if max_tokens is None:
+            return None
+        if self.lm is None or getattr(self.lm, "count_tokens", None) is None:
+            raise InputError(
+                "max_tokens needs a language model that counts tokens (lm=..., e.g. "
+                "attribkit.load_lm()); without one, cut the turns with max_turn_chars="
+            )
+        if max_tokens == "window":
+            window = getattr(self.lm, "max_positions", None)
+            if not window:
+                raise InputError(
+                    "max_tokens='window' needs the model's window, but it does not say; pass "
+                    "max_tokens as a number of tokens"
+                )
+            return int(window)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise InputError(
+                f"max_tokens must be a positive number of tokens or 'window', got {max_tokens!r}"
+            )
+        return max_tokens
+
+    def _prompt_tokens(self) -> int:
+        return int(self.lm.count_tokens(self.prompt(), self.response, chat=False))
+
+    def _fit_tokens(self, budget: int) -> None:
+        """Cut every turn to the longest common length at which the prompt and outcome take at
+        most ``budget`` tokens (binary search; tokenizations only)."""
+        tokens = self._prompt_tokens()
+        if tokens <= budget:
+            return
+        cut_log = self.log  # already cut to max_turn_chars, if given
+
+        def fits(chars: int) -> int | None:
+            self._use_log(self.source_log.truncated(chars))
+            n = self._prompt_tokens()
+            return n if n <= budget else None
+
+        lo, hi = 1, max(len(t.content) for t in cut_log.turns) - 1
+        best = fits(lo) if hi >= 1 else None
+        if best is None:
+            raise InputError(
+                f"the log's prompt and outcome take {tokens} tokens, and even with every turn "
+                f"cut to one character they take more than max_tokens={budget} (the question, "
+                "the step labels and a gold or given outcome are not cut); raise max_tokens or "
+                "use a model with a longer window"
+            )
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            n = fits(mid)
+            if n is None:
+                hi = mid - 1
+            else:
+                lo, best = mid, n
+        self._use_log(self.source_log.truncated(lo))
+        self.log.meta["truncation"].update(max_tokens=budget, tokens=best)
+        self.max_turn_chars = lo
 
     @property
     def meter(self) -> CostMeter:
@@ -691,13 +767,15 @@ class AgentTask(Task):
         if self.max_turn_chars is None:
             raise InputError(
                 f"the prompt and outcome take {total} tokens but the model's window is {window}; "
-                f"cut every turn with max_turn_chars= (e.g. {SUGGESTED_TURN_CHARS}), or use a "
-                "model with a longer window"
+                "cut the turns to fit it with max_tokens='window', or every turn with "
+                f"max_turn_chars= (e.g. {SUGGESTED_TURN_CHARS}), or use a model with a longer "
+                "window"
             )
         raise InputError(
             f"even with every turn cut to max_turn_chars={self.max_turn_chars} the prompt and "
-            f"outcome take {total} tokens but the model's window is {window}; pass a smaller "
-            "max_turn_chars or use a model with a longer window"
+            f"outcome take {total} tokens but the model's window is {window}; pass "
+            "max_tokens='window' (cuts further, to fit), a smaller max_turn_chars, or use a "
+            "model with a longer window"
         )
 
     # --- values ---------------------------------------------------------------------------------
@@ -763,6 +841,7 @@ def attribute_agents(
     outcome: str = "final",
     max_turn_chars: int | None = None,
     budget: Budget | None = None,
+    max_tokens: int | str | None = None,
     **params: Any,
 ) -> Attribution:
     """Attribute a multi-agent log's failure to its turns and agents.
@@ -779,5 +858,6 @@ def attribute_agents(
         outcome=outcome,
         with_answer=with_answer,
         max_turn_chars=max_turn_chars,
+        max_tokens=max_tokens,
     )
     return task.attribute(method, budget=budget, **params)
