@@ -91,6 +91,7 @@ BAD = {
     '"outcome": "gold"}': "ground truth",
     '{"log": "logs/7.json", "outcome": "the answer"}': '"outcome" must be',
     '{"log": "logs/7.json", "max_turn_chars": 0}': "max_turn_chars",
+    '{"log": "logs/7.json", "max_tokens": "lots"}': '"max_tokens" must be a positive number',
     '{"log": "logs/7.json", "with_answer": "yes"}': "with_answer",
     '{"log": "logs/7.json", "query": "q"}': "unknown field",
 }
@@ -124,6 +125,24 @@ def test_every_record_is_checked_before_any_model_work(tmp_path: Path) -> None:
         run_dataset(data, db, task="agents", method="grad_cam", progress=False)
     with pytest.raises(InputError, match="unknown units"):
         run_dataset(data, db, task="agents", units="sentences", progress=False)
+
+
+def test_a_token_budget_cuts_the_turns_and_is_stored(tmp_path: Path) -> None:
+    from attribkit.tasks.agents import AgentLog, AgentTask
+
+    lm = tiny_language_model()
+    log = write_log(tmp_path / "logs" / "7.json")
+    whole = AgentTask(AgentLog.from_file(log), lm=lm)
+    budget = lm.count_tokens(whole.prompt(), whole.response, chat=False) - 5
+    data = write_jsonl(tmp_path / "a.jsonl", [{"log": "logs/7.json", "max_tokens": budget}])
+    db = tmp_path / "runs.db"
+    summary = run_dataset(data, db, task="agents", model=lm, progress=False)
+    assert summary.stored == 1 and summary.failed == []
+    with run_store.open(db) as runs:
+        (run,) = runs.query(dataset="a.jsonl")
+        assert run.inputs["max_tokens"] == budget
+        cut = run.attribution.target["truncation"]
+        assert cut["max_tokens"] == budget and cut["tokens"] <= budget and cut["turns_cut"] >= 1
 
 
 def test_agents_run_stores_each_record_once_and_resumes(tmp_path: Path) -> None:

@@ -51,9 +51,9 @@ def run_dataset_command(
         "path relative to the JSONL file, or skimage:NAME); reasoning "
         '{"problem", "text", "answer"?, "id"?} or {"folder", "id"?} (a Thought Anchors problem '
         'folder relative to the JSONL file); agents {"log" (a log file relative to the JSONL '
-        'file) | "turns", "outcome"?, "max_turn_chars"?, "with_answer"?, "id"?}; machine_text '
-        '{"text", "id"?}; provenance {"text", "source"? (the true author when known, kept for '
-        'evaluation), "id"?}.',
+        'file) | "turns", "outcome"?, "max_turn_chars"?, "max_tokens"?, "with_answer"?, "id"?}; '
+        'machine_text {"text", "id"?}; provenance {"text", "source"? (the true author when '
+        'known, kept for evaluation), "id"?}.',
     ),
     store: Path = typer.Option(..., "--store", help="Run store the results are written to."),
     task: str = typer.Option(

@@ -5,9 +5,9 @@ Every task kind has a record schema (:mod:`attribkit.dataset.records`): ``contex
 (``context``, ``query``, ``response``?), ``generation`` (``prompt``, ``response``?), ``image``
 (``image``: a file path or ``skimage:NAME``; ``target``?), ``reasoning`` (``problem``, ``text``,
 ``answer``? or ``folder``), ``agents`` (``log``: a log file, or ``turns``; ``outcome``?,
-``max_turn_chars``?, ``with_answer``?), ``machine_text`` (``text``) and ``provenance``
-(``text``, ``source``?: the true author when known, kept for evaluation), each with an optional
-``id``. A provenance run fits its source model once from a folder of known authors (``known=``).
+``max_turn_chars``?, ``max_tokens``?, ``with_answer``?), ``machine_text`` (``text``) and
+``provenance`` (``text``, ``source``?: the true author when known, kept for evaluation), each
+with an optional ``id``. A provenance run fits its source model once from a folder of known authors (``known=``).
 
 >>> from attribkit.dataset import run_dataset
 >>> summary = run_dataset("records.jsonl", "runs.db", method="loo")  # doctest: +SKIP

@@ -16,12 +16,14 @@ One record per line; blank lines are ignored. The fields depend on the task
   Thought Anchors problem folder (a relative path is read from the JSONL file's folder; its
   ``gt_answer`` is the answer unless the record gives one);
 - ``agents``: ``{"log": str, "outcome": "final" | "gold" (optional), "max_turn_chars": int
-  (optional), "with_answer": bool (optional), "id": ... (optional)}`` where ``log`` is a
+  (optional), "max_tokens": int | "window" (optional), "with_answer": bool (optional),
+  "id": ... (optional)}`` where ``log`` is a
   multi-agent log file (a Who&When log, a JSON list of turns or ``{"turns": [...]}``; a relative
   path is read from the JSONL file's folder), or the turns inline: ``{"turns": [{"agent": str,
   "content": str}, ...], "question", "ground_truth", "mistake_agent", "mistake_step"
   (optional), ...}``. ``outcome`` is what judge-free methods score (default ``final``: the last
-  substantive turn; ``gold``: the ground truth), ``max_turn_chars`` cuts every turn, and
+  substantive turn; ``gold``: the ground truth), ``max_turn_chars`` cuts every turn,
+  ``max_tokens`` cuts the turns of a log over that many tokens (or the window) to fit, and
   ``with_answer`` shows judge methods the gold answer. The log is read and checked (turns,
   gold step in range, an outcome it can score) while validating. The inputs stored with an
   agents run hold ids, agents and steps only, never a turn's text, the question or an answer;
@@ -78,7 +80,7 @@ class Record:
     ``problem``/``text``/``answer``/``chunks`` or ``folder``/``folder_path`` (reasoning;
     ``folder`` as written, ``folder_path`` absolute), ``log``/``log_path`` or
     ``turns``/``question``/``ground_truth``/``mistake_agent``/``mistake_step``, with
-    ``outcome``/``max_turn_chars``/``with_answer`` (agents; ``log`` as written, ``log_path``
+    ``outcome``/``max_turn_chars``/``max_tokens``/``with_answer`` (agents; ``log`` as written, ``log_path``
     absolute), ``text`` (machine_text), ``text``/``true_source`` (provenance: its
     ``source`` field, the true source when known).
     """
@@ -110,6 +112,7 @@ class Record:
     mistake_step: int | str | None = None
     outcome: str | None = None
     max_turn_chars: int | None = None
+    max_tokens: int | str | None = None
     with_answer: bool | None = None
     true_source: str | None = None
 
@@ -133,6 +136,7 @@ class Record:
                 "log": self.log,
                 "outcome": self.outcome or "final",
                 "max_turn_chars": self.max_turn_chars,
+                "max_tokens": self.max_tokens,
                 "with_answer": bool(self.with_answer),
                 "mistake_agent": self.mistake_agent,
                 "mistake_step": self.mistake_step,
@@ -412,10 +416,19 @@ def _agents_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, A
         raise _fail(
             where, f'"max_turn_chars" must be a positive number of characters, got {chars!r}'
         )
+    budget = obj.get("max_tokens")
+    if (
+        budget is not None
+        and budget != "window"
+        and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1)
+    ):
+        raise _fail(
+            where, f'"max_tokens" must be a positive number of tokens or "window", got {budget!r}'
+        )
     with_answer = obj.get("with_answer")
     if with_answer is not None and not isinstance(with_answer, bool):
         raise _fail(where, f'"with_answer" must be true or false, got {with_answer!r}')
-    fields.update(outcome=outcome, max_turn_chars=chars, with_answer=with_answer)
+    fields.update(outcome=outcome, max_turn_chars=chars, max_tokens=budget, with_answer=with_answer)
     try:  # the log and the outcome it can score, without a model
         AgentTask(
             agent_log(Record(key="", line=0, task="agents", **fields)),
@@ -495,6 +508,7 @@ SCHEMAS: dict[str, RecordSchema] = {
             "mistake_step",
             "outcome",
             "max_turn_chars",
+            "max_tokens",
             "with_answer",
             "id",
         ),
@@ -510,6 +524,7 @@ SCHEMAS: dict[str, RecordSchema] = {
             "mistake_step",
             "outcome",
             "max_turn_chars",
+            "max_tokens",
             "with_answer",
         ),
         markers=("log", "turns"),

@@ -236,6 +236,7 @@ def _agents_record(
         outcome=record.outcome or "final",
         with_answer=bool(record.with_answer),
         max_turn_chars=record.max_turn_chars,
+        max_tokens=record.max_tokens,
     )
     attribution = task.attribute(method, **p)
     inputs = record.inputs()
