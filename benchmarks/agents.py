@@ -34,8 +34,12 @@ method scored cost a later one nothing: its row's passes and seconds are what it
 says ``shared_task``), and the table says so.
 
 Logs over SmolLM2's 8,192-token window are cut to ``--max-turn-chars`` characters per turn (400;
-recorded in each result); a log that still does not fit, or that a method refuses (one agent for
-agent Shapley), is a failed prediction and counts as wrong.
+recorded in each result), and a log that still does not fit has its turns cut further, to the
+longest length that fits the window (``max_tokens="window"``; rows saved before session 16 count
+such logs as failed); a log a method refuses (one agent for agent Shapley) is a failed prediction
+and counts as wrong. ``--max-tokens N`` cuts the turns of every log over N tokens to the longest
+length that fits N (rows record it and are tabled apart): it bounds the ablation methods' time,
+which grows with the log's length times its number of turns.
 
 Results are appended per (family, setting, method, log) to ``--save`` (JSONL; a rerun skips
 what it holds) and ``--load`` tabulates saved rows without a model.
