@@ -142,7 +142,9 @@ class LocalJudge(Judge):
                 raise InputError(
                     f"the judge prompt is {n_prompt} tokens (+ up to {longest} for the reply), "
                     f"{over} tokens over {lm.name}'s {window}-token window; truncate the log "
-                    "(drop or shorten turns) before asking"
+                    "(drop or shorten turns) before asking; for an agents log, pass "
+                    f"AgentTask(..., max_tokens=N) with N at least {over} under the tokens its "
+                    "prompt takes now (target_info['truncation'] says them when it was cut)"
                 )
         self.cost.judge_calls += 1
         self.prompt_tokens += n_prompt
