@@ -7,7 +7,8 @@ Every task kind has a record schema (:mod:`attribkit.dataset.records`): ``contex
 ``answer``? or ``folder``), ``agents`` (``log``: a log file, or ``turns``; ``outcome``?,
 ``max_turn_chars``?, ``max_tokens``?, ``with_answer``?), ``machine_text`` (``text``) and
 ``provenance`` (``text``, ``source``?: the true author when known, kept for evaluation), each
-with an optional ``id``. A provenance run fits its source model once from a folder of known authors (``known=``).
+with an optional ``id``. A provenance run fits its source model once from a folder of known
+authors (``known=``).
 
 >>> from attribkit.dataset import run_dataset
 >>> summary = run_dataset("records.jsonl", "runs.db", method="loo")  # doctest: +SKIP

@@ -17,11 +17,10 @@ One record per line; blank lines are ignored. The fields depend on the task
   ``gt_answer`` is the answer unless the record gives one);
 - ``agents``: ``{"log": str, "outcome": "final" | "gold" (optional), "max_turn_chars": int
   (optional), "max_tokens": int | "window" (optional), "with_answer": bool (optional),
-  "id": ... (optional)}`` where ``log`` is a
-  multi-agent log file (a Who&When log, a JSON list of turns or ``{"turns": [...]}``; a relative
-  path is read from the JSONL file's folder), or the turns inline: ``{"turns": [{"agent": str,
-  "content": str}, ...], "question", "ground_truth", "mistake_agent", "mistake_step"
-  (optional), ...}``. ``outcome`` is what judge-free methods score (default ``final``: the last
+  "id": ... (optional)}`` where ``log`` is a multi-agent log file (a Who&When log, a JSON list
+  of turns or ``{"turns": [...]}``; a relative path is read from the JSONL file's folder), or
+  the turns inline: ``{"turns": [{"agent": str, "content": str}, ...], "question",
+  "ground_truth", "mistake_agent", "mistake_step" (optional), ...}``. ``outcome`` is what judge-free methods score (default ``final``: the last
   substantive turn; ``gold``: the ground truth), ``max_turn_chars`` cuts every turn,
   ``max_tokens`` cuts the turns of a log over that many tokens (or the window) to fit, and
   ``with_answer`` shows judge methods the gold answer. The log is read and checked (turns,
@@ -80,8 +79,8 @@ class Record:
     ``problem``/``text``/``answer``/``chunks`` or ``folder``/``folder_path`` (reasoning;
     ``folder`` as written, ``folder_path`` absolute), ``log``/``log_path`` or
     ``turns``/``question``/``ground_truth``/``mistake_agent``/``mistake_step``, with
-    ``outcome``/``max_turn_chars``/``max_tokens``/``with_answer`` (agents; ``log`` as written, ``log_path``
-    absolute), ``text`` (machine_text), ``text``/``true_source`` (provenance: its
+    ``outcome``/``max_turn_chars``/``max_tokens``/``with_answer`` (agents; ``log`` as written,
+    ``log_path`` absolute), ``text`` (machine_text), ``text``/``true_source`` (provenance: its
     ``source`` field, the true source when known).
     """
 

@@ -847,9 +847,10 @@ def attribute_agents(
     """Attribute a multi-agent log's failure to its turns and agents.
 
     ``log`` is an :class:`AgentLog` or a path to a log file. Judge-free methods need ``lm``,
-    judge methods ``judge``. Returns an Attribution over the turns with
-    ``extras["agent_scores"]`` and ``extras["decision"]``; costs the method's model calls
-    (``loo``: one forward pass per unit plus one).
+    judge methods ``judge``; ``max_turn_chars`` and ``max_tokens`` cut the turns as in
+    :class:`AgentTask`. Returns an Attribution over the turns with ``extras["agent_scores"]``
+    and ``extras["decision"]``; costs the method's model calls (``loo``: one forward pass per
+    unit plus one).
     """
     task = AgentTask(
         log,
