@@ -36,8 +36,10 @@ says ``shared_task``), and the table says so.
 Logs over SmolLM2's 8,192-token window are cut to ``--max-turn-chars`` characters per turn (400;
 recorded in each result), and a log that still does not fit has its turns cut further, to the
 longest length that fits the window (``max_tokens="window"``; rows saved before session 16 count
-such logs as failed); a log a method refuses (one agent for agent Shapley) is a failed prediction
-and counts as wrong. ``--max-tokens N`` cuts the turns of every log over N tokens to the longest
+such logs as failed); a judge method whose own prompt (the log and its instructions) is then
+over the window has the log fitted tighter by the excess and asks again (``judge_refits`` in its
+row; rows saved before session 16 count it as failed); a log a method refuses (one agent for
+agent Shapley) is a failed prediction and counts as wrong. ``--max-tokens N`` cuts the turns of every log over N tokens to the longest
 length that fits N (rows record it and are tabled apart): it bounds the ablation methods' time,
 which grows with the log's length times its number of turns.
 
@@ -77,7 +79,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import attribkit as ak
 from _table import environment, markdown_table
-from attribkit.core.errors import AttribkitError
+from attribkit.core.errors import AttribkitError, WindowError
 
 DATA = Path("/work/shared/data/who_and_when/Who&When")
 EVALUATE = DATA.parent / "Automated_FA" / "evaluate.py"  # Who&When's official scorer
@@ -91,6 +93,9 @@ RULES = (
     "majority",
     "majority_step",
 )
+#: how many times a judge method whose prompt is over the window is asked again with the log
+#: fitted tighter by the reported excess
+JUDGE_REFITS = 3
 #: benchmark rows that are a registered method with parameters
 VARIANTS = {"backtrace_lexical": ("backtrace", {"suspicion": "none"})}  # model-free: 0 passes
 
@@ -165,11 +170,21 @@ def run_one(
     the reason it failed (counted wrong). ``task`` (shared between methods) reuses the prompts
     earlier methods scored, so the cost is what this method added; None builds a fresh one."""
     t0 = time.perf_counter()
+    refits = 0
     try:
         if task is None:
             task = make_task(lm, judge, log, setting, max_chars, max_tokens)
         name, params = VARIANTS.get(method, (method, {}))
-        result = task.attribute(name, **params)
+        while True:
+            try:
+                result = task.attribute(name, **params)
+                break
+            except WindowError as e:  # a judge's prompt (log + instructions) is over the window
+                if refits == JUDGE_REFITS or lm is None:
+                    raise
+                refits += 1  # fit the log that many tokens (and a little) tighter, and ask again
+                tokens = lm.count_tokens(task.prompt(), task.response, chat=False)
+                task = make_task(lm, judge, log, setting, max_chars, tokens - e.over - 16)
     except AttribkitError as e:
         return {"failed": type(e).__name__, "seconds": time.perf_counter() - t0}
     decision = result.extras.get("decision") or {}
@@ -181,6 +196,7 @@ def run_one(
         "ranking": ranking,
         "truncated": task.max_turn_chars is not None,
         "turn_chars": task.max_turn_chars,
+        "judge_refits": refits,
         "passes": result.cost.forward_passes,
         "judge_calls": result.cost.judge_calls,
         "generated_tokens": result.cost.generated_tokens,

@@ -256,8 +256,9 @@ def test_bad_tasks(tiny_lm: Any) -> None:
     long = AgentLog(
         [{"agent": f"A{i % 3}", "content": "word " * 200} for i in range(6)], mistake_step=2
     )
-    with pytest.raises(ak.InputError, match=r"window is 512.*max_turn_chars= \(e\.g\. 400\)"):
+    with pytest.raises(ak.WindowError, match=r"window is 512.*max_turn_chars= \(e\.g\. 400\)") as e:
         AgentTask(long, lm=tiny_lm)
+    assert e.value.over == int(re.search(r"take (\d+) tokens", str(e.value))[1]) - 512
     with pytest.raises(ak.InputError, match="even with every turn cut to max_turn_chars=900"):
         AgentTask(long, lm=tiny_lm, max_turn_chars=900)
     task = AgentTask(long, lm=tiny_lm, max_turn_chars=40)  # fits

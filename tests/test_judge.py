@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from attribkit.core.cost import measure
-from attribkit.core.errors import InputError, ScorerError
+from attribkit.core.errors import InputError, ScorerError, WindowError
 from attribkit.models.judge import (
     ChatJudge,
     Judgement,
@@ -475,8 +475,10 @@ def test_local_judge_tiny(tiny_lm) -> None:
 def test_local_judge_errors(tiny_lm) -> None:
     judge = LocalJudge(tiny_lm)
     long = "Step 0 - WebSurfer: " + "the cat sat on the mat. " * 200
-    with pytest.raises(InputError, match=r"tokens over tiny's 512-token window; truncate"):
+    with pytest.raises(InputError, match=r"tokens over tiny's 512-token window; truncate") as err:
         judge.ask(long, YES_NO)
+    assert isinstance(err.value, WindowError) and err.value.over > 0
+    assert f"at least {err.value.over} under" in str(err.value)
     with pytest.raises(InputError, match="cannot be told apart"):
         judge.ask(PROMPT, {"Step Number": ["1", "01"]})
     with pytest.raises(InputError, match="needs a local LanguageModel"):

@@ -10,6 +10,7 @@ from attribkit.core.errors import (
     ScorerError,
     StoreError,
     UnsafeModelFile,
+    WindowError,
 )
 from attribkit.core.gradient import GradientScorer
 from attribkit.core.registry import (
@@ -46,6 +47,7 @@ __all__ = [
     "Unit",
     "Units",
     "UnsafeModelFile",
+    "WindowError",
     "add_method",
     "add_methods",
     "attribute",

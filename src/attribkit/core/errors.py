@@ -11,6 +11,14 @@ class InputError(AttribkitError, ValueError):
     """The input cannot be attributed as given (empty context, one unit, wrong shape...)."""
 
 
+class WindowError(InputError):
+    """A prompt does not fit the model's context window; ``over`` is by how many tokens."""
+
+    def __init__(self, message: str, over: int) -> None:
+        super().__init__(message)
+        self.over = int(over)
+
+
 class ScorerError(AttribkitError, ValueError):
     """The model or value function returned something unusable (NaN, wrong length...)."""
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from attribkit.core.attribution import Attribution
 from attribkit.core.cost import Budget, Cost, CostMeter
-from attribkit.core.errors import InputError
+from attribkit.core.errors import InputError, WindowError
 from attribkit.core.jsonio import unit_vector
 from attribkit.core.registry import attribute
 from attribkit.core.scorer import Scorer
@@ -765,17 +765,19 @@ class AgentTask(Task):
         if total <= window:
             return
         if self.max_turn_chars is None:
-            raise InputError(
+            raise WindowError(
                 f"the prompt and outcome take {total} tokens but the model's window is {window}; "
                 "cut the turns to fit it with max_tokens='window', or every turn with "
                 f"max_turn_chars= (e.g. {SUGGESTED_TURN_CHARS}), or use a model with a longer "
-                "window"
+                "window",
+                total - window,
             )
-        raise InputError(
+        raise WindowError(
             f"even with every turn cut to max_turn_chars={self.max_turn_chars} the prompt and "
             f"outcome take {total} tokens but the model's window is {window}; pass "
             "max_tokens='window' (cuts further, to fit), a smaller max_turn_chars, or use a "
-            "model with a longer window"
+            "model with a longer window",
+            total - window,
         )
 
     # --- values ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attribkit.core.cost import Cost
-from attribkit.core.errors import InputError
+from attribkit.core.errors import InputError, WindowError
 from attribkit.models.judge.base import (
     Fields,
     Judge,
@@ -139,12 +139,13 @@ class LocalJudge(Judge):
             )
             if n_prompt + longest > window:
                 over = n_prompt + longest - window
-                raise InputError(
+                raise WindowError(
                     f"the judge prompt is {n_prompt} tokens (+ up to {longest} for the reply), "
                     f"{over} tokens over {lm.name}'s {window}-token window; truncate the log "
                     "(drop or shorten turns) before asking; for an agents log, pass "
                     f"AgentTask(..., max_tokens=N) with N at least {over} under the tokens its "
-                    "prompt takes now (target_info['truncation'] says them when it was cut)"
+                    "prompt takes now (target_info['truncation'] says them when it was cut)",
+                    over,
                 )
         self.cost.judge_calls += 1
         self.prompt_tokens += n_prompt
