@@ -168,7 +168,9 @@ def run_one(
 ) -> dict[str, Any]:
     """One method on one log: the prediction (agent, step, ranking of steps) and its cost, or
     the reason it failed (counted wrong). ``task`` (shared between methods) reuses the prompts
-    earlier methods scored, so the cost is what this method added; None builds a fresh one."""
+    earlier methods scored, so the cost is what this method added; None builds a fresh one.
+    A judge that refuses its prompt as over the window (before any model call) is asked again
+    with the log fitted that many tokens tighter, up to :data:`JUDGE_REFITS` times."""
     t0 = time.perf_counter()
     refits = 0
     try:
