@@ -146,14 +146,10 @@ def make_task(
     result). Costs no model call."""
     outcome = "gold" if setting == "with" else "final"
     kw = {"lm": lm, "judge": judge, "outcome": outcome, "with_answer": setting == "with"}
-    try:
-        return ak.AgentTask(log, max_tokens=max_tokens, **kw)
-    except AttribkitError:  # over the window: cut the turns
-        pass
-    try:
-        return ak.AgentTask(log, max_turn_chars=max_chars, max_tokens=max_tokens, **kw)
-    except AttribkitError:  # still over: cut them further, to fit
-        return ak.AgentTask(log, max_tokens="window", **kw)
+    for chars in (None, max_chars):  # whole; over the window: every turn cut to max_chars
+        with contextlib.suppress(AttribkitError):
+            return ak.AgentTask(log, max_turn_chars=chars, max_tokens=max_tokens, **kw)
+    return ak.AgentTask(log, max_tokens="window", **kw)  # still over: cut further, to fit
 
 
 def run_one(

@@ -98,11 +98,9 @@ def agents_command(
     method = method or DEFAULT_METHOD
     if (judge_url is None) != (judge_model is None):
         raise exit_with(InputError("--judge-url and --judge-model go together"))
-    budget: int | str | None = max_tokens
-    if max_tokens is not None and max_tokens != "window":
-        if not max_tokens.isdigit():
-            raise exit_with(InputError("--max-tokens takes a number of tokens or 'window'"))
-        budget = int(max_tokens)
+    budget = int(max_tokens) if max_tokens is not None and max_tokens.isdigit() else max_tokens
+    if budget not in (None, "window") and not isinstance(budget, int):
+        raise exit_with(InputError("--max-tokens takes a number of tokens or 'window'"))
     try:
         if evaluate:
             if not path.is_dir():

@@ -359,7 +359,7 @@ _OUTCOMES = ("final", "gold")
 
 
 def _agents_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, Any]:
-    from attribkit.tasks.agents import AgentTask
+    from attribkit.tasks.agents import AgentTask, check_max_tokens
 
     fields: dict[str, Any] = {}
     if "log" in obj and "turns" in obj:
@@ -416,14 +416,12 @@ def _agents_fields(obj: dict[str, Any], where: str, folder: Path) -> dict[str, A
             where, f'"max_turn_chars" must be a positive number of characters, got {chars!r}'
         )
     budget = obj.get("max_tokens")
-    if (
-        budget is not None
-        and budget != "window"
-        and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1)
-    ):
+    try:
+        check_max_tokens(budget)
+    except InputError:
         raise _fail(
             where, f'"max_tokens" must be a positive number of tokens or "window", got {budget!r}'
-        )
+        ) from None
     with_answer = obj.get("with_answer")
     if with_answer is not None and not isinstance(with_answer, bool):
         raise _fail(where, f'"with_answer" must be true or false, got {with_answer!r}')

@@ -448,6 +448,18 @@ def _agent_scores(scores: Any, units: Sequence[Unit]) -> dict[str, float]:
 
 
 # --- the task -------------------------------------------------------------------------------------
+def check_max_tokens(max_tokens: Any) -> int | str | None:
+    """``max_tokens`` as given when it is None, ``"window"`` or a positive number of tokens;
+    InputError otherwise. No model calls."""
+    if max_tokens is None or max_tokens == "window":
+        return max_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InputError(
+            f"max_tokens must be a positive number of tokens or 'window', got {max_tokens!r}"
+        )
+    return max_tokens
+
+
 _CONTROL = re.compile(r"\W*(terminate|exit)?\W*", re.IGNORECASE)
 
 
@@ -597,7 +609,7 @@ class AgentTask(Task):
         self.units: TurnUnits = TurnUnits(log, steps)
 
     def _token_budget(self, max_tokens: int | str | None) -> int | None:
-        if max_tokens is None:
+        if check_max_tokens(max_tokens) is None:
             return None
         if self.lm is None or getattr(self.lm, "count_tokens", None) is None:
             raise InputError(
@@ -612,11 +624,7 @@ class AgentTask(Task):
                     "max_tokens as a number of tokens"
                 )
             return int(window)
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise InputError(
-                f"max_tokens must be a positive number of tokens or 'window', got {max_tokens!r}"
-            )
-        return max_tokens
+        return int(max_tokens)  # checked above: a positive int
 
     def _prompt_tokens(self) -> int:
         return int(self.lm.count_tokens(self.prompt(), self.response, chat=False))
