@@ -212,6 +212,7 @@ class RunStore:
             raise StoreError(f"{self.path} is a directory; give a file path such as runs.db")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._timeout = timeout
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
@@ -236,7 +237,7 @@ class RunStore:
             )
         if not tables:
             # Readers and a writer work at once under WAL; it persists in the file.
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._wal()
             with self._write() as db:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(statement)
@@ -257,6 +258,19 @@ class RunStore:
                 f"({_version()}) reads version {SCHEMA_VERSION}; {hint}"
             )
         self._db.execute("PRAGMA synchronous = NORMAL")
+
+    def _wal(self) -> None:
+        """Switch a new file to WAL. SQLite answers "locked" at once, without waiting, while
+        another process creates the same store, so wait here (up to the store's timeout)."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @property
     def schema_version(self) -> int:
